@@ -1,0 +1,34 @@
+"""Defaults and the environment variables the library reads (all in one place)."""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["DEFAULT_MAX_LENGTH", "DEFAULT_BATCH_SIZE", "DEFAULT_BATCH_TOKENS", "MIN_DIM", "default_threads"]
+
+#: Qwen's own examples and MTEB runs embed at most 8192 tokens.
+DEFAULT_MAX_LENGTH = 8192
+#: Most sequences packed into one decode.
+DEFAULT_BATCH_SIZE = 64
+#: Most tokens packed into one decode (a longer single text gets a decode of its own).
+DEFAULT_BATCH_TOKENS = 1024
+#: Smallest Matryoshka dimension Qwen3-Embedding supports.
+MIN_DIM = 32
+
+ENV_THREADS = "QWEN_EMBED_NUM_THREADS"
+
+
+def default_threads() -> int:
+    """Threads for llama.cpp: ``$QWEN_EMBED_NUM_THREADS``, else the CPUs this process may use."""
+    value = os.environ.get(ENV_THREADS, "").strip()
+    if value:
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n > 0:
+            return n
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)

@@ -1,0 +1,362 @@
+"""The engine seam: everything that touches llama.cpp lives in this module.
+
+An engine does three things: tokenize a text, decode a packed batch of token
+sequences, and hand back one pooled (not yet normalized) vector per sequence.
+Batching, prompts, long-text policies, Matryoshka slicing and normalization live
+above it, in :mod:`qwen_embed.embedder`, and are written once for every engine.
+
+How :class:`LlamaCppEngine` gets the hidden states cheaply
+-----------------------------------------------------------
+A llama.cpp context created with ``embeddings=True`` marks *every* token as an output
+(``llama_context::decode``: ``output_all = cparams.embeddings``), so the last layer's
+FFN and the 151k-row vocabulary projection run on every token, although last-token
+pooling needs one row per sequence. The projection alone is about a quarter of a
+0.6B token's FLOPs, and the logits buffer holds ``n_vocab`` floats per token.
+
+This engine instead creates the context with ``embeddings=False``, marks only the
+tokens pooling needs (the last of each sequence, or all of them for mean pooling),
+and reads the final-norm hidden state (the graph node ``result_norm``, which is what
+llama.cpp itself pools) through the scheduler's eval callback. When that node has
+been read, the callback stops the graph, so the vocabulary projection never runs.
+Each decode checks that exactly one row per marked token arrived; anything else is an
+:class:`~qwen_embed.errors.EngineError`, never a wrong vector.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+
+from ._native import build_features, ggml, llama_cpp
+from .errors import EngineError, ModelLoadError
+
+__all__ = ["Engine", "LlamaCppEngine", "Pooling", "needs_amx_workaround"]
+
+logger = logging.getLogger(__name__)
+
+Pooling = Literal["last", "mean"]
+
+_RESULT_NODE = b"result_norm"
+_LLAMA_MAX_SEQ = 256  # llama.cpp's LLAMA_MAX_SEQ: sequences per context
+_UBATCH = 512  # physical batch: bounds the attention scratch buffer
+
+
+class Engine(Protocol):
+    """What the :class:`~qwen_embed.Embedder` needs from an inference engine."""
+
+    @property
+    def n_embd(self) -> int:
+        """Width of the pooled vectors."""
+        ...
+
+    @property
+    def workarounds(self) -> tuple[str, ...]:
+        """Human-readable notes on the workarounds in force."""
+        ...
+
+    def tokenize(self, text: str, *, special: bool = False) -> np.ndarray:
+        """Token ids of ``text`` (int32), no BOS/EOS added; ``special`` parses control tokens."""
+        ...
+
+    def embed(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
+        """Pooled, unnormalized float32 vectors, one row per sequence, in order."""
+        ...
+
+    def close(self) -> None:
+        """Release native resources (idempotent)."""
+        ...
+
+
+def needs_amx_workaround(features: dict[str, bool], *, quantized: bool) -> bool:
+    """Whether to load without llama.cpp's extra (AMX) weight buffers.
+
+    On CPUs with AMX, a llama.cpp build with AMX support puts quantized weights in the
+    AMX buffer type, and the first decode can segfault in ``ggml_backend_amx_mul_mat``
+    (ggml-org/llama.cpp#20824; seen on this project's Sapphire Rapids machines for Q8_0
+    and Q4_K_M, not for f16). Loading with ``use_extra_bufts=False`` avoids it.
+    """
+    return quantized and features.get("AMX_INT8", False)
+
+
+class LlamaCppEngine:
+    """llama.cpp through llama-cpp-python's low-level API.
+
+    Not thread-safe by itself beyond :meth:`embed`, which holds a lock: a llama.cpp
+    context must not be used from two threads at once.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        pooling: Pooling,
+        n_threads: int,
+        n_gpu_layers: int = 0,
+        max_sequences: int = 64,
+        batch_tokens: int = 2048,
+        max_context: int,
+        quantized: bool,
+        use_extra_bufts: bool | None = None,
+        flash_attn: bool | None = None,
+    ) -> None:
+        self._model = None
+        self._lock = threading.RLock()
+        self._pooling: Pooling = pooling
+        self._n_threads = n_threads
+        self._max_sequences = max(1, min(max_sequences, _LLAMA_MAX_SEQ))
+        self._default_capacity = max(32, min(batch_tokens, max_context))
+        self._max_context = max_context
+        self._flash_attn = flash_attn
+        self._ctx: ctypes.c_void_p | None = None
+        self._capacity = 0
+        self._batch_arrays: dict[str, np.ndarray] = {}
+        self._batch: llama_cpp.llama_batch | None = None
+        self._seq_ptrs: np.ndarray | None = None
+        self._capture: np.ndarray | None = None
+        self._captured = 0
+        self._capture_error: str | None = None
+        # Keep a reference: llama.cpp holds only the raw function pointer.
+        self._eval_cb = llama_cpp.ggml_backend_sched_eval_callback(self._on_eval)
+
+        notes: list[str] = []
+        if use_extra_bufts is None:
+            use_extra_bufts = not needs_amx_workaround(build_features(), quantized=quantized)
+            if not use_extra_bufts:
+                notes.append(
+                    "AMX weight buffer disabled (use_extra_bufts=False): quantized models crash "
+                    "in ggml_backend_amx_mul_mat on AMX CPUs (ggml-org/llama.cpp#20824)"
+                )
+        self._workarounds = tuple(notes)
+        for note in notes:
+            logger.debug("workaround: %s", note)
+
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers
+        params.use_extra_bufts = use_extra_bufts
+        model = llama_cpp.llama_model_load_from_file(os.fsencode(path), params)
+        if not model:
+            raise ModelLoadError(
+                f"llama.cpp could not load {path}. Enable DEBUG logging for the "
+                "'qwen_embed.llama_cpp' logger to see its reason."
+            )
+        self._model = model
+        self._vocab = llama_cpp.llama_model_get_vocab(model)
+        self._n_embd = int(llama_cpp.llama_model_n_embd_out(model))
+        self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
+        logger.debug(
+            "loaded %s: n_embd=%d n_vocab=%d threads=%d gpu_layers=%d extra_bufts=%s",
+            path, self._n_embd, self._n_vocab, n_threads, n_gpu_layers, use_extra_bufts,
+        )
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def n_embd(self) -> int:
+        return self._n_embd
+
+    @property
+    def n_vocab(self) -> int:
+        return self._n_vocab
+
+    @property
+    def workarounds(self) -> tuple[str, ...]:
+        return self._workarounds
+
+    @property
+    def max_sequences(self) -> int:
+        return self._max_sequences
+
+    # ------------------------------------------------------------------ tokenize
+
+    def tokenize(self, text: str, *, special: bool = False) -> np.ndarray:
+        self._check_open()
+        raw = text.encode("utf-8")
+        cap = len(raw) + 8
+        while True:
+            buf = (llama_cpp.llama_token * cap)()
+            n = llama_cpp.llama_tokenize(self._vocab, raw, len(raw), buf, cap, False, special)
+            if n >= 0:
+                return np.ctypeslib.as_array(buf)[:n].astype(np.int32, copy=True)
+            if -n <= cap:
+                raise EngineError(f"llama_tokenize failed ({n}) on a text of {len(raw)} bytes")
+            cap = -n
+
+    def token_text(self, token: int) -> str:
+        raw = llama_cpp.llama_vocab_get_text(self._vocab, token)
+        return raw.decode("utf-8", errors="replace") if raw else ""
+
+    # ------------------------------------------------------------------ embed
+
+    def embed(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
+        n = len(sequences)
+        if n == 0:
+            return np.zeros((0, self._n_embd), dtype=np.float32)
+        lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=n)
+        if lengths.min() < 1:
+            raise EngineError("cannot embed an empty token sequence")
+        if n > self._max_sequences:
+            raise EngineError(f"{n} sequences in one decode; at most {self._max_sequences}")
+        total = int(lengths.sum())
+        if total > self._max_context:
+            raise EngineError(f"{total} tokens in one decode exceed the context limit {self._max_context}")
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
+        n_out = n if self._pooling == "last" else total
+
+        with self._lock:
+            self._check_open()
+            self._ensure_context(total)
+            arrays = self._batch_arrays
+            arrays["token"][:total] = np.concatenate(sequences)
+            arrays["pos"][:total] = np.arange(total, dtype=np.int32) - np.repeat(starts, lengths).astype(np.int32)
+            arrays["seq"][:total] = np.repeat(np.arange(n, dtype=np.int32), lengths)
+            arrays["n_seq_id"][:total] = 1
+            logits = arrays["logits"]
+            if self._pooling == "last":
+                logits[:total] = 0
+                logits[ends - 1] = 1
+            else:
+                logits[:total] = 1
+            assert self._batch is not None
+            self._batch.n_tokens = total
+
+            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
+            self._capture = np.empty((n_out, self._n_embd), dtype=np.float32)
+            self._captured = 0
+            self._capture_error = None
+            try:
+                rc = llama_cpp.llama_decode(self._ctx, self._batch)
+                captured, out, error = self._captured, self._capture, self._capture_error
+            finally:
+                self._capture = None
+            if rc != 0:
+                raise EngineError(f"llama_decode failed with code {rc} ({n} sequences, {total} tokens)")
+            if error is not None or captured != n_out:
+                raise EngineError(
+                    error
+                    or f"llama.cpp produced {captured} hidden-state rows for {n_out} outputs; this "
+                    "llama.cpp build computes the graph differently than qwen_embed expects"
+                )
+
+        if self._pooling == "last":
+            return out
+        sums = np.add.reduceat(out, starts, axis=0)
+        return (sums / lengths[:, None]).astype(np.float32, copy=False)
+
+    def _on_eval(self, tensor: int, ask: bool, _user_data: int) -> bool:
+        """Scheduler callback: read ``result_norm``, then stop before the vocab projection."""
+        try:
+            if ask:
+                return bool(ggml.get_name(tensor) == _RESULT_NODE)
+            capture = self._capture
+            if capture is None:
+                return True
+            rows = int(ggml.nrows(tensor))
+            nbytes = int(ggml.nbytes(tensor))
+            if not ggml.is_contiguous(tensor) or nbytes != rows * self._n_embd * 4:
+                self._capture_error = f"unexpected layout of {_RESULT_NODE.decode()}: {rows} rows, {nbytes} bytes"
+                return False
+            start = self._captured
+            if start + rows > capture.shape[0]:
+                self._capture_error = f"llama.cpp produced more output rows than the {capture.shape[0]} marked"
+                return False
+            if rows:
+                ggml.tensor_get(tensor, capture[start : start + rows].ctypes.data, 0, nbytes)
+            self._captured = start + rows
+            return False  # skip the rest of the graph: the vocabulary projection
+        except Exception as exc:  # noqa: BLE001 - never let an exception cross into C
+            self._capture_error = f"error while reading hidden states: {exc!r}"
+            return False
+
+    # ------------------------------------------------------------------ context
+
+    def _ensure_context(self, n_tokens: int) -> None:
+        if self._ctx is not None and n_tokens <= self._capacity:
+            return
+        capacity = self._default_capacity
+        while capacity < n_tokens:
+            capacity *= 2
+        capacity = min(max(capacity, n_tokens), self._max_context)
+        self._free_context()
+
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = capacity
+        params.n_batch = capacity
+        params.n_ubatch = min(capacity, _UBATCH)
+        params.n_seq_max = self._max_sequences
+        params.kv_unified = True
+        params.n_outputs_max = self._max_sequences if self._pooling == "last" else capacity
+        params.embeddings = False  # see the module docstring
+        params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_NONE
+        params.n_threads = self._n_threads
+        params.n_threads_batch = self._n_threads
+        params.no_perf = True
+        params.cb_eval = self._eval_cb
+        if self._flash_attn is not None:
+            params.flash_attn_type = (
+                llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if self._flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            )
+        ctx = llama_cpp.llama_init_from_model(self._model, params)
+        if not ctx:
+            raise ModelLoadError(
+                f"llama.cpp could not create a context of {capacity} tokens (out of memory?). "
+                "Try a smaller max_length or batch size."
+            )
+        self._ctx = ctx
+        self._capacity = capacity
+        self._allocate_batch(capacity)
+        logger.debug("context ready: %d tokens, %d sequences, pooling=%s", capacity, self._max_sequences, self._pooling)
+
+    def _allocate_batch(self, capacity: int) -> None:
+        arrays = {
+            "token": np.zeros(capacity, dtype=np.int32),
+            "pos": np.zeros(capacity, dtype=np.int32),
+            "seq": np.zeros(capacity, dtype=np.int32),
+            "n_seq_id": np.ones(capacity, dtype=np.int32),
+            "logits": np.zeros(capacity, dtype=np.int8),
+        }
+        # seq_id is int32**: one pointer per token, each into the contiguous "seq" array.
+        seq_ptrs = arrays["seq"].ctypes.data + 4 * np.arange(capacity, dtype=np.uint64)
+        batch = llama_cpp.llama_batch()
+        batch.n_tokens = 0
+        batch.token = arrays["token"].ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token))
+        batch.embd = ctypes.POINTER(ctypes.c_float)()
+        batch.pos = arrays["pos"].ctypes.data_as(ctypes.POINTER(llama_cpp.llama_pos))
+        batch.n_seq_id = arrays["n_seq_id"].ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+        batch.seq_id = seq_ptrs.ctypes.data_as(ctypes.POINTER(ctypes.POINTER(llama_cpp.llama_seq_id)))
+        batch.logits = arrays["logits"].ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
+        self._batch_arrays = arrays
+        self._seq_ptrs = seq_ptrs
+        self._batch = batch
+
+    def _free_context(self) -> None:
+        if self._ctx is not None:
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+            self._capacity = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _check_open(self) -> None:
+        if self._model is None:
+            raise EngineError("the engine is closed")
+
+    def close(self) -> None:
+        with self._lock:
+            self._free_context()
+            if getattr(self, "_model", None) is not None:
+                llama_cpp.llama_model_free(self._model)
+                self._model = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass

@@ -1,0 +1,513 @@
+"""The :class:`Embedder`: text in, the official Qwen3-Embedding vector out."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, overload
+
+import numpy as np
+
+from . import _config
+from .backend import Engine, Pooling
+from .errors import (
+    ConfigurationError,
+    DimensionError,
+    EmbedderClosedError,
+    EngineError,
+    InputTypeError,
+    InvalidInputError,
+    UnsupportedModelError,
+)
+from .gguf_info import POOLING_NAMES, GGUFInfo, read_gguf_info
+from .long_text import InputTokens, LongTextPolicy, get_policy
+
+__all__ = ["Embedder"]
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_ARCHITECTURES = ("qwen3",)
+EOS_TEXT = "<|endoftext|>"
+_FLOAT_TYPES = {"F32", "F16", "BF16", "F64"}
+
+
+class Embedder:
+    """Qwen3-Embedding vectors from a GGUF file, on llama.cpp.
+
+    Args:
+        model_path: Path to a Qwen3-Embedding ``.gguf`` file.
+        max_length: Most tokens the model sees per text, EOS (and prompt) included.
+            Default: 8192 (Qwen's own setting), capped at the file's trained context.
+        pooling: ``"last"`` or ``"mean"``; ``None`` uses the file's ``pooling_type``
+            (last-token pooling for Qwen3 when the key is absent).
+        normalize: L2-normalize the output vectors (the official recipe does).
+        dim: Default output dimension (Matryoshka): the raw vector is sliced to ``dim``,
+            then normalized. ``None`` keeps the native dimension.
+        n_threads: CPU threads; default ``$QWEN_EMBED_NUM_THREADS`` or all CPUs this
+            process may use.
+        n_gpu_layers: Layers to offload to a GPU (llama.cpp built with GPU support).
+        long_text: What to do with a text over ``max_length``: ``"error"`` (raise
+            :class:`~qwen_embed.InputTooLongError` before decoding anything) or
+            ``"truncate"`` (keep the first tokens, and the EOS).
+        show_progress: Progress bar for :meth:`encode`; ``None`` shows one only in a
+            notebook.
+        batch_size: Most texts packed into one decode.
+        batch_tokens: Most tokens packed into one decode (a longer text is decoded alone).
+
+    Raises:
+        ModelNotFoundError: ``model_path`` does not exist.
+        InvalidModelFileError: The file is not GGUF, or is truncated.
+        UnsupportedModelError: The GGUF is not a supported embedding model.
+        ModelLoadError: llama.cpp refused to load it.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        max_length: int | None = None,
+        pooling: Pooling | None = None,
+        normalize: bool = True,
+        dim: int | None = None,
+        n_threads: int | None = None,
+        n_gpu_layers: int = 0,
+        long_text: str = "error",
+        show_progress: bool | None = None,
+        batch_size: int = _config.DEFAULT_BATCH_SIZE,
+        batch_tokens: int = _config.DEFAULT_BATCH_TOKENS,
+    ) -> None:
+        self._engine: Engine | None = None
+        info = read_gguf_info(model_path)
+        _check_supported(info)
+        self._info = info
+        self._path = info.path
+        self._native_dim = int(info.embedding_length or 0)
+        self._context_length = int(info.context_length or _config.DEFAULT_MAX_LENGTH)
+        self._pooling: Pooling = _resolve_pooling(info, pooling)
+        self._max_length = _resolve_max_length(max_length, self._context_length)
+        self._dim = self._check_dim(dim)
+        self._normalize = bool(normalize)
+        self._policy = get_policy(long_text)
+        self._show_progress = show_progress
+        self._batch_size = _positive_int("batch_size", batch_size)
+        self._batch_tokens = _positive_int("batch_tokens", batch_tokens)
+        self._n_threads = _positive_int("n_threads", n_threads) if n_threads is not None else _config.default_threads()
+        self._quantized = any(t.type_name not in _FLOAT_TYPES for t in info.tensors if len(t.shape) >= 2)
+
+        from .backend import LlamaCppEngine  # imports llama_cpp: keep `import qwen_embed` light
+
+        self._engine = LlamaCppEngine(
+            self._path,
+            pooling=self._pooling,
+            n_threads=self._n_threads,
+            n_gpu_layers=n_gpu_layers,
+            max_sequences=self._batch_size,
+            batch_tokens=self._batch_tokens,
+            max_context=self._max_length,
+            quantized=self._quantized,
+        )
+        self._eos = self._find_eos(self._engine, info)
+        logger.debug("ready: %r", self)
+
+    # ------------------------------------------------------------------ metadata
+
+    @property
+    def model_path(self) -> Path:
+        """The GGUF file."""
+        return self._path
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The file's GGUF metadata (long arrays are summarized)."""
+        return dict(self._info.metadata)
+
+    @property
+    def architecture(self) -> str:
+        return str(self._info.architecture)
+
+    @property
+    def quantization(self) -> str:
+        """Weight type of the file (``"Q8_0"``, ``"F16"``, ``"Q4_K_M"``, ...)."""
+        return self._info.quantization
+
+    @property
+    def native_dim(self) -> int:
+        """The model's hidden size: the longest vector it produces."""
+        return self._native_dim
+
+    @property
+    def dim(self) -> int:
+        """Default output dimension of :meth:`encode`."""
+        return self._dim
+
+    @property
+    def max_length(self) -> int:
+        """Most tokens the model sees per text (EOS included)."""
+        return self._max_length
+
+    @property
+    def context_length(self) -> int:
+        """The context the model was trained with (from the file)."""
+        return self._context_length
+
+    @property
+    def pooling(self) -> Pooling:
+        return self._pooling
+
+    @property
+    def normalize(self) -> bool:
+        return self._normalize
+
+    @property
+    def long_text(self) -> str:
+        return self._policy.name
+
+    @property
+    def n_threads(self) -> int:
+        return self._n_threads
+
+    @property
+    def eos_token_id(self) -> int:
+        """The token every sequence ends with (``<|endoftext|>``)."""
+        return self._eos
+
+    @property
+    def add_eos_token(self) -> bool | None:
+        """What the file says about ``tokenizer.ggml.add_eos_token`` (the library always appends one EOS)."""
+        return self._info.add_eos_token
+
+    @property
+    def workarounds(self) -> tuple[str, ...]:
+        """Workarounds for engine bugs in force for this model."""
+        return self._require_engine().workarounds
+
+    def __repr__(self) -> str:
+        dim = f"{self._dim}" if self._dim == self._native_dim else f"{self._dim} of {self._native_dim}"
+        state = "" if self._engine is not None else ", closed"
+        return (
+            f"Embedder(model={self._path.name!r}, quant={self.quantization}, dim={dim}, "
+            f"pooling={self._pooling}, max_length={self._max_length}, context={self._context_length}, "
+            f"long_text={self._policy.name!r}, threads={self._n_threads}, engine=llama.cpp{state})"
+        )
+
+    # ------------------------------------------------------------------ tokens
+
+    def tokenize(self, text: str) -> np.ndarray:
+        """The token ids the model sees for ``text``: its tokens, then one EOS.
+
+        Control tokens written in the text (``<|endoftext|>``) stay plain text.
+        """
+        tokens = self._text_tokens(text, None)
+        return np.append(tokens, np.int32(self._eos)).astype(np.int32)
+
+    def count_tokens(self, text: str) -> int:
+        """How many tokens the model sees for ``text`` (EOS included), before any truncation."""
+        return len(self._text_tokens(text, None)) + 1
+
+    def _text_tokens(self, text: object, index: int | None) -> np.ndarray:
+        if not isinstance(text, str):
+            where = "The input" if index is None else f"Input #{index}"
+            raise InputTypeError(f"{where} is {type(text).__name__}, not str; every text must be a str.")
+        engine = self._require_engine()
+        try:
+            return engine.tokenize(text)
+        except UnicodeEncodeError as exc:
+            where = "The text" if index is None else f"Text #{index}"
+            raise InvalidInputError(
+                f"{where} cannot be encoded as UTF-8 at character {exc.start} ({exc.reason}: "
+                f"{text[exc.start:exc.end]!r}); a lone surrogate usually comes from a bad decode. "
+                "Clean it with text.encode('utf-8', 'replace').decode()."
+            ) from exc
+
+    # ------------------------------------------------------------------ encode
+
+    @overload
+    def encode(
+        self,
+        texts: str,
+        *,
+        dim: int | None = ...,
+        normalize: bool | None = ...,
+        long_text: str | None = ...,
+        batch_size: int | None = ...,
+        show_progress: bool | None = ...,
+    ) -> np.ndarray: ...
+
+    @overload
+    def encode(
+        self,
+        texts: Iterable[str],
+        *,
+        dim: int | None = ...,
+        normalize: bool | None = ...,
+        long_text: str | None = ...,
+        batch_size: int | None = ...,
+        show_progress: bool | None = ...,
+    ) -> np.ndarray: ...
+
+    def encode(
+        self,
+        texts: str | Iterable[str],
+        *,
+        dim: int | None = None,
+        normalize: bool | None = None,
+        long_text: str | None = None,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+    ) -> np.ndarray:
+        """Embed one text or many.
+
+        Args:
+            texts: A ``str`` (returns shape ``(dim,)``) or a sequence of ``str``
+                (returns ``(n, dim)``, in input order; an empty list gives ``(0, dim)``).
+                The empty string is embedded as the EOS alone, as the official
+                tokenizer does.
+            dim: Output dimension (Matryoshka, 32 to the native size); default: the
+                embedder's ``dim``.
+            normalize: L2-normalize; default: the embedder's setting.
+            long_text: ``"error"`` or ``"truncate"``; default: the embedder's policy.
+            batch_size: Most texts per decode (at most the embedder's ``batch_size``).
+            show_progress: Progress bar; default: the embedder's setting.
+
+        Returns:
+            float32 vectors.
+        """
+        single = isinstance(texts, str)
+        items = _as_text_list(texts)
+        out_dim = self._check_dim(dim) if dim is not None else self._dim
+        do_normalize = self._normalize if normalize is None else bool(normalize)
+        policy = self._policy if long_text is None else get_policy(long_text)
+        max_batch = self._batch_size if batch_size is None else min(_positive_int("batch_size", batch_size), self._batch_size)
+
+        # 1. Tokenize and plan everything first: bad input fails before any decode.
+        sequences: list[np.ndarray] = []
+        owners: list[int] = []
+        for i, text in enumerate(items):
+            item = InputTokens(None if single else i, _EMPTY, self._text_tokens(text, None if single else i))
+            planned = policy.plan(item, limit=self._max_length, eos=self._eos)
+            sequences.extend(planned)
+            owners.extend([i] * len(planned))
+
+        # 2. Decode in packed batches.
+        raw = self._embed_sequences(sequences, batch_size=max_batch, show_progress=show_progress)
+
+        # 3. Back to one vector per input, Matryoshka slice, normalize.
+        vectors = _combine(policy, raw, owners, len(items), self._native_dim)
+        vectors = np.ascontiguousarray(vectors[:, :out_dim], dtype=np.float32)
+        if not np.isfinite(vectors).all():
+            raise EngineError("the engine returned non-finite values (NaN/inf); the model file may be corrupt")
+        if do_normalize:
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            np.divide(vectors, np.maximum(norms, np.finfo(np.float32).tiny), out=vectors)
+        return vectors[0] if single else vectors
+
+    def _embed_sequences(
+        self, sequences: list[np.ndarray], *, batch_size: int, show_progress: bool | None
+    ) -> np.ndarray:
+        engine = self._require_engine()
+        out = np.empty((len(sequences), self._native_dim), dtype=np.float32)
+        if not sequences:
+            return out
+        batches = plan_batches([len(s) for s in sequences], max_tokens=self._batch_tokens, max_sequences=batch_size)
+        show = self._show_progress if show_progress is None else show_progress
+        bar = _progress(show, total=sum(len(s) for s in sequences), batches=len(batches))
+        try:
+            for batch in batches:
+                out[batch] = engine.embed([sequences[i] for i in batch])
+                if bar is not None:
+                    bar.update(sum(len(sequences[i]) for i in batch))
+        finally:
+            if bar is not None:
+                bar.close()
+        return out
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Free the model and its context; further use raises :class:`EmbedderClosedError`."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()
+
+    def __enter__(self) -> Embedder:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    # ------------------------------------------------------------------ helpers
+
+    def _require_engine(self) -> Engine:
+        if self._engine is None:
+            raise EmbedderClosedError(f"{self._path.name}: this Embedder was closed; create a new one.")
+        return self._engine
+
+    def _check_dim(self, dim: int | None) -> int:
+        if dim is None:
+            return self._native_dim
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+            raise DimensionError(f"dim must be an int, not {type(dim).__name__}")
+        low = min(_config.MIN_DIM, self._native_dim)
+        if not low <= int(dim) <= self._native_dim:
+            raise DimensionError(
+                f"dim={dim} is outside what this model supports: {low} to {self._native_dim} "
+                "(Matryoshka dimensions slice the native vector)."
+            )
+        return int(dim)
+
+    @staticmethod
+    def _find_eos(engine: Engine, info: GGUFInfo) -> int:
+        """``<|endoftext|>``'s id (the official terminator), else the file's EOS."""
+        ids = engine.tokenize(EOS_TEXT, special=True)
+        if len(ids) == 1:
+            eos = int(ids[0])
+            if info.eos_token_id is not None and info.eos_token_id != eos:
+                logger.debug(
+                    "file's eos_token_id is %d; ending sequences with %s (%d) as the official recipe does",
+                    info.eos_token_id, EOS_TEXT, eos,
+                )
+            return eos
+        if info.eos_token_id is None:
+            raise UnsupportedModelError(
+                f"{info.path.name} has no {EOS_TEXT} token and no eos_token_id; it is not a Qwen3-Embedding vocabulary."
+            )
+        return info.eos_token_id
+
+
+_EMPTY = np.zeros(0, dtype=np.int32)
+
+
+def plan_batches(lengths: Sequence[int], *, max_tokens: int, max_sequences: int) -> list[np.ndarray]:
+    """Pack sequences into decodes: longest first, each decode within both limits.
+
+    A sequence longer than ``max_tokens`` gets a decode of its own. Returns the
+    sequence indices of each decode.
+    """
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    batches: list[np.ndarray] = []
+    current: list[int] = []
+    used = 0
+    for idx in order.tolist():
+        n = int(lengths[idx])
+        if current and (used + n > max_tokens or len(current) >= max_sequences):
+            batches.append(np.asarray(current, dtype=np.int64))
+            current, used = [], 0
+        current.append(idx)
+        used += n
+    if current:
+        batches.append(np.asarray(current, dtype=np.int64))
+    return batches
+
+
+def _combine(policy: LongTextPolicy, raw: np.ndarray, owners: list[int], n_inputs: int, width: int) -> np.ndarray:
+    if len(owners) == n_inputs:  # one sequence per input: nothing to fuse
+        return raw
+    out = np.empty((n_inputs, width), dtype=np.float32)
+    owner_arr = np.asarray(owners)
+    for i in range(n_inputs):
+        out[i] = policy.combine(raw[owner_arr == i])
+    return out
+
+
+def _as_text_list(texts: object) -> list[str]:
+    if isinstance(texts, str):
+        return [texts]
+    if texts is None:
+        raise InputTypeError("texts is None; pass a str or a list of str.")
+    if isinstance(texts, (bytes, bytearray)):
+        raise InputTypeError("texts is bytes; decode it to str first (for example data.decode('utf-8')).")
+    if isinstance(texts, dict) or not isinstance(texts, Iterable):
+        raise InputTypeError(f"texts must be a str or a sequence of str, not {type(texts).__name__}.")
+    items = list(texts)
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise InputTypeError(f"Input #{i} is {type(item).__name__}, not str; every text must be a str.")
+    return items
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 1:
+        raise ConfigurationError(f"{name} must be a positive int, not {value!r}")
+    return int(value)
+
+
+def _check_supported(info: GGUFInfo) -> None:
+    arch = info.architecture
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise UnsupportedModelError(
+            f"{info.path.name} is a {arch or 'unknown'!s} model; qwen_embed supports Qwen3-Embedding GGUF "
+            f"files (architecture {', '.join(SUPPORTED_ARCHITECTURES)}), such as Qwen3-Embedding-0.6B-Q8_0.gguf."
+        )
+    if not info.tensors:
+        raise UnsupportedModelError(f"{info.path.name} has no weights (a vocabulary-only GGUF?).")
+    if not info.embedding_length:
+        raise UnsupportedModelError(f"{info.path.name} lacks {arch}.embedding_length; the file is incomplete.")
+
+
+def _resolve_pooling(info: GGUFInfo, pooling: str | None) -> Pooling:
+    if pooling is not None:
+        if pooling not in ("last", "mean"):
+            raise ConfigurationError(f"pooling={pooling!r} is not supported; use 'last' or 'mean' (or None for the file's).")
+        return "last" if pooling == "last" else "mean"
+    file_pooling = info.pooling_type
+    name = POOLING_NAMES.get(file_pooling, "unknown") if file_pooling is not None else None
+    if name in (None, "none", "last"):
+        if name == "none":
+            logger.debug("file says pooling_type NONE; using last-token pooling (Qwen3-Embedding)")
+        return "last"
+    if name == "mean":
+        return "mean"
+    if name == "rank":
+        raise UnsupportedModelError(
+            f"{info.path.name} is a reranker (pooling_type RANK), not an embedding model."
+        )
+    raise UnsupportedModelError(
+        f"{info.path.name} asks for {name} pooling ({file_pooling}), which qwen_embed does not "
+        "support for Qwen3; pass pooling='last' or 'mean' to override."
+    )
+
+
+def _resolve_max_length(max_length: int | None, context_length: int) -> int:
+    if max_length is None:
+        return min(_config.DEFAULT_MAX_LENGTH, context_length)
+    value = _positive_int("max_length", max_length)
+    if value < 2:
+        raise ConfigurationError("max_length must be at least 2 (one text token and the EOS)")
+    if value > context_length:
+        raise ConfigurationError(
+            f"max_length={value} exceeds the model's trained context of {context_length} tokens."
+        )
+    return value
+
+
+def _progress(show: bool | None, *, total: int, batches: int) -> Any:
+    if show is None:
+        show = batches > 1 and _in_notebook()
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="tok", desc="Embedding", leave=False)
+
+
+def _in_notebook() -> bool:
+    shell = sys.modules.get("IPython")
+    if shell is None:
+        return False
+    try:
+        ip = shell.get_ipython()  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001
+        return False
+    return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"

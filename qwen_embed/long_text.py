@@ -1,0 +1,113 @@
+"""Policies for texts longer than the model's limit (``long_text=``).
+
+A policy turns one input (optional prompt tokens plus text tokens) into the token
+sequences the engine decodes, and the pooled vectors of those sequences back into one
+raw vector. ``"error"`` and ``"truncate"`` map one input to one sequence; a chunking
+policy maps one input to several sequences and fuses their vectors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from .errors import ConfigurationError, InputTooLongError
+
+__all__ = ["LongTextPolicy", "ErrorPolicy", "TruncatePolicy", "POLICIES", "get_policy"]
+
+
+@dataclass(frozen=True)
+class InputTokens:
+    """One input as the model will see it, before the EOS is appended."""
+
+    index: int | None  # position in the caller's input (None for a single string)
+    prefix: np.ndarray  # prompt/instruction tokens (may be empty)
+    text: np.ndarray  # the text's own tokens
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens the model sees, EOS included."""
+        return len(self.prefix) + len(self.text) + 1
+
+
+class LongTextPolicy(Protocol):
+    """How an input becomes token sequences, and their vectors one vector."""
+
+    name: str
+
+    def plan(self, item: InputTokens, *, limit: int, eos: int) -> list[np.ndarray]:
+        """Token sequences (each ending with ``eos``, none longer than ``limit``)."""
+        ...
+
+    def combine(self, vectors: np.ndarray) -> np.ndarray:
+        """One raw vector from the pooled vectors of the planned sequences."""
+        ...
+
+
+def _join(prefix: np.ndarray, text: np.ndarray, eos: int) -> np.ndarray:
+    out = np.empty(len(prefix) + len(text) + 1, dtype=np.int32)
+    out[: len(prefix)] = prefix
+    out[len(prefix) : -1] = text
+    out[-1] = eos
+    return out
+
+
+def _where(index: int | None) -> str:
+    return "The text" if index is None else f"Text #{index}"
+
+
+class ErrorPolicy:
+    """Refuse inputs over the limit, before anything is decoded."""
+
+    name = "error"
+
+    def plan(self, item: InputTokens, *, limit: int, eos: int) -> list[np.ndarray]:
+        if item.n_tokens > limit:
+            raise InputTooLongError(
+                f"{_where(item.index)} is {item.n_tokens:,} tokens (EOS and prompt included) but the "
+                f"limit is max_length={limit:,}. Pass long_text='truncate' to keep the first "
+                f"{limit - 1 - len(item.prefix):,} text tokens, or raise max_length.",
+                index=item.index,
+                n_tokens=item.n_tokens,
+                limit=limit,
+            )
+        return [_join(item.prefix, item.text, eos)]
+
+    def combine(self, vectors: np.ndarray) -> np.ndarray:
+        return vectors[0]
+
+
+class TruncatePolicy:
+    """Keep the prompt and as many leading text tokens as fit; the EOS is always kept."""
+
+    name = "truncate"
+
+    def plan(self, item: InputTokens, *, limit: int, eos: int) -> list[np.ndarray]:
+        room = limit - 1 - len(item.prefix)
+        if room < 0:
+            raise InputTooLongError(
+                f"{_where(item.index)}: the prompt alone is {len(item.prefix) + 1:,} tokens with the EOS, "
+                f"over max_length={limit:,}; shorten the instruction or raise max_length.",
+                index=item.index,
+                n_tokens=item.n_tokens,
+                limit=limit,
+            )
+        return [_join(item.prefix, item.text[:room], eos)]
+
+    def combine(self, vectors: np.ndarray) -> np.ndarray:
+        return vectors[0]
+
+
+POLICIES: dict[str, LongTextPolicy] = {"error": ErrorPolicy(), "truncate": TruncatePolicy()}
+
+
+def get_policy(name: str) -> LongTextPolicy:
+    """The policy called ``name``; a :class:`ValueError` lists the choices."""
+    try:
+        return POLICIES[name]
+    except (KeyError, TypeError):
+        raise ConfigurationError(
+            f"Unknown long_text policy {name!r}. Choose one of: {', '.join(repr(p) for p in POLICIES)}."
+        ) from None

@@ -1,0 +1,325 @@
+"""Build Qwen3-architecture GGUF models with seeded random weights.
+
+No machine needs the real weights to test or benchmark this library: the cost of a
+forward pass does not depend on the weights' values, and correctness is a matter of
+computing the right function of whatever weights the file holds. This module writes
+such files at any shape, including the real 0.6B / 4B / 8B shapes, with either the
+real Qwen2 vocabulary (from a vocabulary GGUF) or a small byte-level BPE trained on
+the fly, and makes true quantized copies through llama.cpp's own quantizer.
+
+Example:
+    >>> from qwen_embed.testing import make_model
+    >>> path = make_model("tiny.gguf")                      # doctest: +SKIP
+    >>> path = make_model("q.gguf", shape="0.6B", quant="Q8_0",
+    ...                   vocab="ggml-vocab-qwen2.gguf")       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from .errors import QwenEmbedError
+from .gguf_info import read_gguf_info
+
+__all__ = ["ModelShape", "SHAPES", "Vocabulary", "make_model", "quantize_model", "train_vocabulary", "load_vocabulary"]
+
+ARCH = "qwen3"
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+_TOKEN_NORMAL, _TOKEN_CONTROL = 1, 3
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """Hyper-parameters of a Qwen3 encoder."""
+
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_ff: int
+    rope_base: float = 1_000_000.0
+    rms_eps: float = 1e-6
+
+
+#: Named shapes: the three real Qwen3-Embedding sizes (FACTS.md) and small ones for tests.
+SHAPES: dict[str, ModelShape] = {
+    "tiny": ModelShape(n_layer=2, n_embd=64, n_head=4, n_head_kv=2, head_dim=16, n_ff=128),
+    "small": ModelShape(n_layer=4, n_embd=256, n_head=8, n_head_kv=4, head_dim=32, n_ff=512),
+    "0.6B": ModelShape(n_layer=28, n_embd=1024, n_head=16, n_head_kv=8, head_dim=128, n_ff=3072),
+    "4B": ModelShape(n_layer=36, n_embd=2560, n_head=32, n_head_kv=8, head_dim=128, n_ff=9728),
+    "8B": ModelShape(n_layer=36, n_embd=4096, n_head=32, n_head_kv=8, head_dim=128, n_ff=12288),
+}
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """A byte-level BPE vocabulary in GGUF form."""
+
+    tokens: tuple[str, ...]
+    token_types: tuple[int, ...]
+    merges: tuple[str, ...]
+    eos_id: int
+    pre: str = "qwen2"
+
+    @property
+    def size(self) -> int:
+        return len(self.tokens)
+
+
+# --------------------------------------------------------------------------- vocabulary
+
+
+def _corpus(seed: int) -> Iterator[str]:
+    rng = np.random.default_rng(seed)
+    words = (
+        "the of and to in is that for it as with was on be by this are from at or an which "
+        "embedding vector model query document search retrieval token text language semantic "
+        "llama gguf quantization batch context attention layer norm python code function return "
+        "import class def self numpy array data index value result error input output long short "
+        "what how why when where who GGUF Qwen3 Embedding RAG FAISS cosine similarity cluster"
+    ).split()
+    extra = [
+        "def main():\n    return 0\n",
+        "for i in range(10):\n    print(i)\n",
+        "向量检索 文本嵌入 模型 量化 长文档",
+        "Привет мир, как дела?",
+        "مرحبا بالعالم",
+        "emoji 🙂🚀✨ and symbols ©®™ — “quotes” …",
+        "Numbers 0 1 2 3 4 5 6 7 8 9 3.14159 2026-11-22",
+        "\n\n# Heading\n\nA paragraph. Another sentence! A question?\n",
+    ]
+    for _ in range(400):
+        n = int(rng.integers(5, 40))
+        yield " ".join(words[int(i)] for i in rng.integers(0, len(words), n)) + "."
+    for _ in range(20):
+        yield from extra
+
+
+def train_vocabulary(*, vocab_size: int = 1024, seed: int = 0) -> Vocabulary:
+    """Train a small byte-level BPE (with the Qwen special tokens) with ``tokenizers``.
+
+    The first 256 learned symbols cover every byte, so any text tokenizes.
+    """
+    return _train_vocabulary_cached(vocab_size, seed)
+
+
+@lru_cache(maxsize=8)
+def _train_vocabulary_cached(vocab_size: int, seed: int) -> Vocabulary:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_corpus(seed), trainer=trainer)
+    model = json.loads(tokenizer.to_str())["model"]
+    vocab: dict[str, int] = model["vocab"]
+    tokens = [""] * len(vocab)
+    for text, idx in vocab.items():
+        tokens[idx] = text
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    types = [_TOKEN_CONTROL if t in SPECIAL_TOKENS else _TOKEN_NORMAL for t in tokens]
+    return Vocabulary(tuple(tokens), tuple(types), tuple(merges), eos_id=vocab["<|endoftext|>"])
+
+
+def load_vocabulary(path: str | os.PathLike[str]) -> Vocabulary:
+    """Read the tokenizer of a GGUF file (for example ``ggml-vocab-qwen2.gguf``)."""
+    resolved = Path(path).expanduser().resolve()
+    return _load_vocabulary_cached(resolved, resolved.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=4)
+def _load_vocabulary_cached(path: Path, _mtime: int) -> Vocabulary:
+    keys = ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges")
+    info = read_gguf_info(path, full_arrays=keys)
+    meta = info.metadata
+    if meta.get("tokenizer.ggml.model") != "gpt2":
+        raise QwenEmbedError(f"{path}: expected a byte-level BPE ('gpt2') vocabulary")
+    tokens = tuple(meta["tokenizer.ggml.tokens"])
+    eos = meta.get("tokenizer.ggml.eos_token_id")
+    if "<|endoftext|>" in tokens:
+        eos = tokens.index("<|endoftext|>")
+    return Vocabulary(
+        tokens=tokens,
+        token_types=tuple(meta["tokenizer.ggml.token_type"]),
+        merges=tuple(meta["tokenizer.ggml.merges"]),
+        eos_id=int(eos),
+        pre=str(meta.get("tokenizer.ggml.pre", "qwen2")),
+    )
+
+
+# --------------------------------------------------------------------------- model
+
+
+def _tensor_specs(shape: ModelShape, n_vocab: int) -> list[tuple[str, tuple[int, ...], float | None]]:
+    """(name, numpy shape, std) for every tensor; std None marks a norm weight."""
+    s = shape
+    q_dim, kv_dim = s.n_head * s.head_dim, s.n_head_kv * s.head_dim
+    specs: list[tuple[str, tuple[int, ...], float | None]] = [("token_embd.weight", (n_vocab, s.n_embd), 1.0)]
+    for i in range(s.n_layer):
+        b = f"blk.{i}."
+        specs += [
+            (b + "attn_norm.weight", (s.n_embd,), None),
+            (b + "attn_q.weight", (q_dim, s.n_embd), s.n_embd**-0.5),
+            (b + "attn_k.weight", (kv_dim, s.n_embd), s.n_embd**-0.5),
+            (b + "attn_v.weight", (kv_dim, s.n_embd), s.n_embd**-0.5),
+            (b + "attn_q_norm.weight", (s.head_dim,), None),
+            (b + "attn_k_norm.weight", (s.head_dim,), None),
+            (b + "attn_output.weight", (s.n_embd, q_dim), q_dim**-0.5),
+            (b + "ffn_norm.weight", (s.n_embd,), None),
+            (b + "ffn_gate.weight", (s.n_ff, s.n_embd), s.n_embd**-0.5),
+            (b + "ffn_up.weight", (s.n_ff, s.n_embd), s.n_embd**-0.5),
+            (b + "ffn_down.weight", (s.n_embd, s.n_ff), s.n_ff**-0.5),
+        ]
+    specs.append(("output_norm.weight", (s.n_embd,), None))
+    return specs
+
+
+def _random_tensor(rng: np.random.Generator, shape: tuple[int, ...], std: float | None, dtype: np.dtype) -> np.ndarray:
+    if std is None:  # norm weights stay float32, around 1
+        return (1.0 + 0.1 * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
+    out = rng.standard_normal(shape, dtype=np.float32)
+    out *= std
+    return out.astype(dtype, copy=False)
+
+
+def make_model(
+    path: str | os.PathLike[str],
+    *,
+    shape: str | ModelShape = "tiny",
+    vocab: str | os.PathLike[str] | Vocabulary | None = None,
+    vocab_size: int = 1024,
+    add_eos_token: bool | None = True,
+    pooling_type: int | None = 3,
+    context_length: int = 32768,
+    dtype: Literal["f32", "f16"] = "f32",
+    quant: str | None = None,
+    seed: int = 0,
+    name: str = "qwen3-embedding-random",
+) -> Path:
+    """Write a Qwen3-architecture embedding GGUF with seeded random weights.
+
+    Args:
+        path: Where to write the ``.gguf`` file.
+        shape: A name from :data:`SHAPES` (``"tiny"``, ``"0.6B"``, ``"4B"``, ...) or a
+            :class:`ModelShape`.
+        vocab: A vocabulary GGUF to copy the tokenizer from (for example the real
+            ``ggml-vocab-qwen2.gguf``), a :class:`Vocabulary`, or ``None`` to train a
+            small byte-level BPE of ``vocab_size`` tokens.
+        vocab_size: Size of the trained BPE when ``vocab`` is ``None``.
+        add_eos_token: Value of ``tokenizer.ggml.add_eos_token``; ``None`` omits the key.
+        pooling_type: Value of ``qwen3.pooling_type`` (3 = LAST, 1 = MEAN); ``None`` omits it.
+        context_length: ``qwen3.context_length`` (the trained context).
+        dtype: Storage type of the weight matrices before any quantization.
+        quant: If given (``"Q8_0"``, ``"Q4_K_M"``, ``"Q6_K"``, ...), quantize the file with
+            llama.cpp and write the quantized model at ``path``.
+        seed: Seed of the random weights.
+        name: ``general.name``.
+
+    Returns:
+        The path written.
+    """
+    import gguf
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model_shape = SHAPES[shape] if isinstance(shape, str) else shape
+    if isinstance(vocab, Vocabulary):
+        vocabulary = vocab
+    elif vocab is not None:
+        vocabulary = load_vocabulary(vocab)
+    else:
+        vocabulary = train_vocabulary(vocab_size=vocab_size, seed=seed)
+
+    target = out
+    if quant is not None:
+        fd, tmp_name = tempfile.mkstemp(suffix=".gguf", dir=out.parent)
+        os.close(fd)
+        target = Path(tmp_name)
+
+    np_dtype = np.dtype(np.float16 if dtype == "f16" else np.float32)
+    s = model_shape
+    writer = gguf.GGUFWriter(str(target), ARCH)
+    try:
+        writer.add_name(name)
+        writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if dtype == "f16" else gguf.LlamaFileType.ALL_F32)
+        writer.add_context_length(context_length)
+        writer.add_embedding_length(s.n_embd)
+        writer.add_block_count(s.n_layer)
+        writer.add_feed_forward_length(s.n_ff)
+        writer.add_head_count(s.n_head)
+        writer.add_head_count_kv(s.n_head_kv)
+        writer.add_key_length(s.head_dim)
+        writer.add_value_length(s.head_dim)
+        writer.add_rope_freq_base(s.rope_base)
+        writer.add_layer_norm_rms_eps(s.rms_eps)
+        if pooling_type is not None:
+            writer.add_pooling_type(gguf.PoolingType(pooling_type))
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre(vocabulary.pre)
+        writer.add_token_list(list(vocabulary.tokens))
+        writer.add_token_types(list(vocabulary.token_types))
+        writer.add_token_merges(list(vocabulary.merges))
+        writer.add_eos_token_id(vocabulary.eos_id)
+        writer.add_pad_token_id(vocabulary.eos_id)
+        writer.add_bos_token_id(vocabulary.eos_id)
+        writer.add_add_bos_token(False)
+        if add_eos_token is not None:
+            writer.add_add_eos_token(add_eos_token)
+
+        specs = _tensor_specs(s, vocabulary.size)
+        for tensor_name, tshape, std in specs:
+            tdtype = np.dtype(np.float32) if std is None else np_dtype
+            nbytes = int(np.prod(tshape)) * tdtype.itemsize
+            writer.add_tensor_info(tensor_name, tshape, tdtype, nbytes)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        rng = np.random.default_rng(seed)
+        for _tensor_name, tshape, std in specs:  # one tensor in memory at a time
+            tdtype = np.dtype(np.float32) if std is None else np_dtype
+            writer.write_tensor_data(_random_tensor(rng, tshape, std, tdtype))
+    finally:
+        writer.close()
+
+    if quant is not None:
+        try:
+            quantize_model(target, out, quant)
+        finally:
+            target.unlink(missing_ok=True)
+    return out
+
+
+def quantize_model(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], quant: str, *, n_threads: int | None = None
+) -> Path:
+    """Quantize a GGUF with llama.cpp's ``llama_model_quantize`` (``"Q8_0"``, ``"Q4_K_M"``, ...)."""
+    from ._native import llama_cpp
+
+    ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant.upper()}", None)
+    if ftype is None:
+        known = sorted(n.removeprefix("LLAMA_FTYPE_MOSTLY_") for n in dir(llama_cpp) if n.startswith("LLAMA_FTYPE_MOSTLY_"))
+        raise QwenEmbedError(f"Unknown quantization {quant!r}. Known: {', '.join(known)}")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.nthread = n_threads or 0
+    out = Path(dst)
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(out).encode(), params)
+    if rc != 0:
+        raise QwenEmbedError(f"llama_model_quantize failed with code {rc} for {src} -> {quant}")
+    return out

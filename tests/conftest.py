@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qwen_embed import Embedder
+from qwen_embed.testing import make_model
+
+ROOT = Path(__file__).resolve().parents[1]
+_SHARED_VOCAB = ROOT.parent / "shared" / "vocab" / "ggml-vocab-qwen2.gguf"
+
+
+def real_vocab() -> Path | None:
+    """The real Qwen2 vocabulary when ../shared is there (a newcomer's clone has none)."""
+    env = os.environ.get("QWEN_EMBED_TEST_VOCAB")
+    if env:
+        return Path(env)
+    return _SHARED_VOCAB if _SHARED_VOCAB.exists() else None
+
+
+@pytest.fixture(autouse=True)
+def _isolated_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the user's caches, nor reaches a network hub."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("QWEN_EMBED_NUM_THREADS", raising=False)
+
+
+ModelFactory = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def model_factory(tmp_path_factory: pytest.TempPathFactory) -> ModelFactory:
+    """Build (once per session and per option set) a GGUF with :func:`make_model`."""
+    root = tmp_path_factory.mktemp("models")
+    built: dict[tuple[tuple[str, Any], ...], Path] = {}
+
+    def factory(**options: Any) -> Path:
+        key = tuple(sorted((k, str(v)) for k, v in options.items()))
+        if key not in built:
+            path = root / f"model-{len(built)}.gguf"
+            built[key] = make_model(path, **options)
+        return built[key]
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def tiny_model(model_factory: ModelFactory) -> Path:
+    """f32, 2 layers, 64 wide, trained BPE vocabulary (no ../shared needed)."""
+    return model_factory()
+
+
+@pytest.fixture(scope="session")
+def real_vocab_model(model_factory: ModelFactory) -> Path:
+    """f32 tiny model with the real Qwen2 vocabulary when available, else the trained one."""
+    vocab = real_vocab()
+    return model_factory(vocab=vocab) if vocab else model_factory()
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder(tiny_model: Path) -> Iterator[Embedder]:
+    emb = Embedder(tiny_model, n_threads=2)
+    yield emb
+    emb.close()
