@@ -221,7 +221,8 @@ def make_model(
         vocab: A vocabulary GGUF to copy the tokenizer from (for example the real
             ``ggml-vocab-qwen2.gguf``), a :class:`Vocabulary`, or ``None`` to train a
             small byte-level BPE of ``vocab_size`` tokens.
-        vocab_size: Size of the trained BPE when ``vocab`` is ``None``.
+        vocab_size: Most tokens of the trained BPE when ``vocab`` is ``None`` (the small
+            training corpus may stop it earlier).
         add_eos_token: Value of ``tokenizer.ggml.add_eos_token``; ``None`` omits the key.
         pooling_type: Value of ``qwen3.pooling_type`` (3 = LAST, 1 = MEAN); ``None`` omits it.
         context_length: ``qwen3.context_length`` (the trained context).
