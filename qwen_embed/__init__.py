@@ -30,20 +30,20 @@ from .gguf_info import GGUFInfo, read_gguf_info
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 __all__ = [
-    "__version__",
-    "Embedder",
-    "GGUFInfo",
-    "read_gguf_info",
-    "QwenEmbedError",
     "ConfigurationError",
     "DimensionError",
+    "Embedder",
     "EmbedderClosedError",
     "EngineError",
+    "GGUFInfo",
     "InputTooLongError",
     "InputTypeError",
     "InvalidInputError",
     "InvalidModelFileError",
     "ModelLoadError",
     "ModelNotFoundError",
+    "QwenEmbedError",
     "UnsupportedModelError",
+    "__version__",
+    "read_gguf_info",
 ]

@@ -21,7 +21,15 @@ from pathlib import Path
 
 import llama_cpp
 
-__all__ = ["llama_cpp", "ggml", "install_log_router", "recent_native_errors", "system_info", "build_features", "cpu_has_amx"]
+__all__ = [
+    "build_features",
+    "cpu_has_amx",
+    "ggml",
+    "install_log_router",
+    "llama_cpp",
+    "recent_native_errors",
+    "system_info",
+]
 
 _native_log = logging.getLogger("qwen_embed.llama_cpp")
 
@@ -62,7 +70,7 @@ def _on_native_log(level: int, text: bytes | None, _user_data: ctypes.c_void_p) 
         for line in lines:
             if line.strip():
                 _native_log.log(record_level, "%s", line.rstrip())
-    except Exception:  # noqa: BLE001 - never let an exception cross into C
+    except Exception:
         pass
 
 
@@ -71,10 +79,14 @@ _LOG_CALLBACK = llama_cpp.llama_log_callback(_on_native_log)
 _log_installed = False
 
 
-def install_log_router() -> None:
-    """Send llama.cpp's native log to :mod:`logging` (idempotent, process-wide)."""
+def install_log_router(*, force: bool = False) -> None:
+    """Send llama.cpp's native log to :mod:`logging` (process-wide).
+
+    Args:
+        force: Install again even if done before (``llama_cpp.Llama`` replaces it).
+    """
     global _log_installed
-    if not _log_installed:
+    if force or not _log_installed:
         llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
         _log_installed = True
 

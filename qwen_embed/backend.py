@@ -152,7 +152,12 @@ class LlamaCppEngine:
         self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
         logger.debug(
             "loaded %s: n_embd=%d n_vocab=%d threads=%d gpu_layers=%d extra_bufts=%s",
-            path, self._n_embd, self._n_vocab, n_threads, n_gpu_layers, use_extra_bufts,
+            path,
+            self._n_embd,
+            self._n_vocab,
+            n_threads,
+            n_gpu_layers,
+            use_extra_bufts,
         )
 
     # ------------------------------------------------------------------ properties
@@ -271,7 +276,7 @@ class LlamaCppEngine:
                 ggml.tensor_get(tensor, capture[start : start + rows].ctypes.data, 0, nbytes)
             self._captured = start + rows
             return False  # skip the rest of the graph: the vocabulary projection
-        except Exception as exc:  # noqa: BLE001 - never let an exception cross into C
+        except Exception as exc:
             self._capture_error = f"error while reading hidden states: {exc!r}"
             return False
 
@@ -301,7 +306,9 @@ class LlamaCppEngine:
         params.cb_eval = self._eval_cb
         if self._flash_attn is not None:
             params.flash_attn_type = (
-                llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if self._flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+                llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+                if self._flash_attn
+                else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
             )
         ctx = llama_cpp.llama_init_from_model(self._model, params)
         if not ctx:
@@ -315,7 +322,7 @@ class LlamaCppEngine:
         logger.debug("context ready: %d tokens, %d sequences, pooling=%s", capacity, self._max_sequences, self._pooling)
 
     def _allocate_batch(self, capacity: int) -> None:
-        arrays = {
+        arrays: dict[str, np.ndarray] = {
             "token": np.zeros(capacity, dtype=np.int32),
             "pos": np.zeros(capacity, dtype=np.int32),
             "seq": np.zeros(capacity, dtype=np.int32),
@@ -326,12 +333,12 @@ class LlamaCppEngine:
         seq_ptrs = arrays["seq"].ctypes.data + 4 * np.arange(capacity, dtype=np.uint64)
         batch = llama_cpp.llama_batch()
         batch.n_tokens = 0
-        batch.token = arrays["token"].ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token))
-        batch.embd = ctypes.POINTER(ctypes.c_float)()
-        batch.pos = arrays["pos"].ctypes.data_as(ctypes.POINTER(llama_cpp.llama_pos))
-        batch.n_seq_id = arrays["n_seq_id"].ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
-        batch.seq_id = seq_ptrs.ctypes.data_as(ctypes.POINTER(ctypes.POINTER(llama_cpp.llama_seq_id)))
-        batch.logits = arrays["logits"].ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
+        batch.token = arrays["token"].ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token))  # type: ignore[assignment]
+        batch.embd = ctypes.POINTER(ctypes.c_float)()  # type: ignore[assignment]
+        batch.pos = arrays["pos"].ctypes.data_as(ctypes.POINTER(llama_cpp.llama_pos))  # type: ignore[assignment]
+        batch.n_seq_id = arrays["n_seq_id"].ctypes.data_as(ctypes.POINTER(ctypes.c_int32))  # type: ignore[assignment]
+        batch.seq_id = seq_ptrs.ctypes.data_as(ctypes.POINTER(ctypes.POINTER(llama_cpp.llama_seq_id)))  # type: ignore[assignment]
+        batch.logits = arrays["logits"].ctypes.data_as(ctypes.POINTER(ctypes.c_int8))  # type: ignore[assignment]
         self._batch_arrays = arrays
         self._seq_ptrs = seq_ptrs
         self._batch = batch
@@ -358,5 +365,5 @@ class LlamaCppEngine:
     def __del__(self) -> None:
         try:
             self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
+        except Exception:
             pass

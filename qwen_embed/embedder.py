@@ -219,7 +219,7 @@ class Embedder:
             where = "The text" if index is None else f"Text #{index}"
             raise InvalidInputError(
                 f"{where} cannot be encoded as UTF-8 at character {exc.start} ({exc.reason}: "
-                f"{text[exc.start:exc.end]!r}); a lone surrogate usually comes from a bad decode. "
+                f"{text[exc.start : exc.end]!r}); a lone surrogate usually comes from a bad decode. "
                 "Clean it with text.encode('utf-8', 'replace').decode()."
             ) from exc
 
@@ -281,7 +281,9 @@ class Embedder:
         out_dim = self._check_dim(dim) if dim is not None else self._dim
         do_normalize = self._normalize if normalize is None else bool(normalize)
         policy = self._policy if long_text is None else get_policy(long_text)
-        max_batch = self._batch_size if batch_size is None else min(_positive_int("batch_size", batch_size), self._batch_size)
+        max_batch = (
+            self._batch_size if batch_size is None else min(_positive_int("batch_size", batch_size), self._batch_size)
+        )
 
         # 1. Tokenize and plan everything first: bad input fails before any decode.
         sequences: list[np.ndarray] = []
@@ -344,7 +346,7 @@ class Embedder:
     def __del__(self) -> None:
         try:
             self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
+        except Exception:
             pass
 
     # ------------------------------------------------------------------ helpers
@@ -376,7 +378,9 @@ class Embedder:
             if info.eos_token_id is not None and info.eos_token_id != eos:
                 logger.debug(
                     "file's eos_token_id is %d; ending sequences with %s (%d) as the official recipe does",
-                    info.eos_token_id, EOS_TEXT, eos,
+                    info.eos_token_id,
+                    EOS_TEXT,
+                    eos,
                 )
             return eos
         if info.eos_token_id is None:
@@ -459,7 +463,9 @@ def _check_supported(info: GGUFInfo) -> None:
 def _resolve_pooling(info: GGUFInfo, pooling: str | None) -> Pooling:
     if pooling is not None:
         if pooling not in ("last", "mean"):
-            raise ConfigurationError(f"pooling={pooling!r} is not supported; use 'last' or 'mean' (or None for the file's).")
+            raise ConfigurationError(
+                f"pooling={pooling!r} is not supported; use 'last' or 'mean' (or None for the file's)."
+            )
         return "last" if pooling == "last" else "mean"
     file_pooling = info.pooling_type
     name = POOLING_NAMES.get(file_pooling, "unknown") if file_pooling is not None else None
@@ -470,9 +476,7 @@ def _resolve_pooling(info: GGUFInfo, pooling: str | None) -> Pooling:
     if name == "mean":
         return "mean"
     if name == "rank":
-        raise UnsupportedModelError(
-            f"{info.path.name} is a reranker (pooling_type RANK), not an embedding model."
-        )
+        raise UnsupportedModelError(f"{info.path.name} is a reranker (pooling_type RANK), not an embedding model.")
     raise UnsupportedModelError(
         f"{info.path.name} asks for {name} pooling ({file_pooling}), which qwen_embed does not "
         "support for Qwen3; pass pooling='last' or 'mean' to override."
@@ -486,9 +490,7 @@ def _resolve_max_length(max_length: int | None, context_length: int) -> int:
     if value < 2:
         raise ConfigurationError("max_length must be at least 2 (one text token and the EOS)")
     if value > context_length:
-        raise ConfigurationError(
-            f"max_length={value} exceeds the model's trained context of {context_length} tokens."
-        )
+        raise ConfigurationError(f"max_length={value} exceeds the model's trained context of {context_length} tokens.")
     return value
 
 
@@ -508,6 +510,6 @@ def _in_notebook() -> bool:
         return False
     try:
         ip = shell.get_ipython()  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
     return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"

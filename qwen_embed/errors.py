@@ -8,18 +8,18 @@ working for callers who do not know this library.
 from __future__ import annotations
 
 __all__ = [
-    "QwenEmbedError",
-    "ModelNotFoundError",
-    "InvalidModelFileError",
-    "UnsupportedModelError",
-    "ModelLoadError",
-    "InvalidInputError",
-    "InputTypeError",
-    "InputTooLongError",
-    "DimensionError",
     "ConfigurationError",
-    "EngineError",
+    "DimensionError",
     "EmbedderClosedError",
+    "EngineError",
+    "InputTooLongError",
+    "InputTypeError",
+    "InvalidInputError",
+    "InvalidModelFileError",
+    "ModelLoadError",
+    "ModelNotFoundError",
+    "QwenEmbedError",
+    "UnsupportedModelError",
 ]
 
 

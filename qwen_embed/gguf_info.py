@@ -22,7 +22,7 @@ from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
 from .errors import InvalidModelFileError, ModelNotFoundError
 
-__all__ = ["GGUFInfo", "TensorInfo", "read_gguf_info", "POOLING_NAMES"]
+__all__ = ["POOLING_NAMES", "GGUFInfo", "TensorInfo", "read_gguf_info"]
 
 _MAGIC = b"GGUF"
 _DEFAULT_ALIGNMENT = 32
@@ -216,9 +216,7 @@ class _Cursor:
             else:
                 raise InvalidModelFileError(f"{self.path}: unknown array item type {item_type} in {what}")
             return ArrayInfo(item_type=item_type, length=length)
-        raise InvalidModelFileError(
-            f"{self.path} is corrupt: unknown metadata value type {value_type} in {what}"
-        )
+        raise InvalidModelFileError(f"{self.path} is corrupt: unknown metadata value type {value_type} in {what}")
 
 
 def read_gguf_info(path: str | os.PathLike[str], *, full_arrays: tuple[str, ...] = ()) -> GGUFInfo:
@@ -243,9 +241,7 @@ def read_gguf_info(path: str | os.PathLike[str], *, full_arrays: tuple[str, ...]
         raise ModelNotFoundError(f"Model path is not a file: {p}")
     size = p.stat().st_size
     if size < 24:
-        raise InvalidModelFileError(
-            f"{p} is not a GGUF file ({size} bytes, too small for a GGUF header)."
-        )
+        raise InvalidModelFileError(f"{p} is not a GGUF file ({size} bytes, too small for a GGUF header).")
     with open(p, "rb") as fh:
         if fh.read(4) != _MAGIC:
             raise InvalidModelFileError(

@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import ConfigurationError, InputTooLongError
 
-__all__ = ["LongTextPolicy", "ErrorPolicy", "TruncatePolicy", "POLICIES", "get_policy"]
+__all__ = ["POLICIES", "ErrorPolicy", "LongTextPolicy", "TruncatePolicy", "get_policy"]
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ import numpy as np
 from .errors import QwenEmbedError
 from .gguf_info import read_gguf_info
 
-__all__ = ["ModelShape", "SHAPES", "Vocabulary", "make_model", "quantize_model", "train_vocabulary", "load_vocabulary"]
+__all__ = ["SHAPES", "ModelShape", "Vocabulary", "load_vocabulary", "make_model", "quantize_model", "train_vocabulary"]
 
 ARCH = "qwen3"
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
@@ -154,6 +154,8 @@ def _load_vocabulary_cached(path: Path, _mtime: int) -> Vocabulary:
     eos = meta.get("tokenizer.ggml.eos_token_id")
     if "<|endoftext|>" in tokens:
         eos = tokens.index("<|endoftext|>")
+    if eos is None:
+        raise QwenEmbedError(f"{path}: the vocabulary has no <|endoftext|> and no eos_token_id")
     return Vocabulary(
         tokens=tokens,
         token_types=tuple(meta["tokenizer.ggml.token_type"]),
@@ -314,7 +316,9 @@ def quantize_model(
 
     ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant.upper()}", None)
     if ftype is None:
-        known = sorted(n.removeprefix("LLAMA_FTYPE_MOSTLY_") for n in dir(llama_cpp) if n.startswith("LLAMA_FTYPE_MOSTLY_"))
+        known = sorted(
+            n.removeprefix("LLAMA_FTYPE_MOSTLY_") for n in dir(llama_cpp) if n.startswith("LLAMA_FTYPE_MOSTLY_")
+        )
         raise QwenEmbedError(f"Unknown quantization {quant!r}. Known: {', '.join(known)}")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype

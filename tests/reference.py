@@ -16,7 +16,10 @@ from gguf import GGUFReader
 @lru_cache(maxsize=8)
 def load_weights(path: str) -> tuple[dict[str, np.ndarray], dict[str, float | int]]:
     reader = GGUFReader(path)
-    weights = {t.name: np.asarray(t.data, dtype=np.float64).reshape(tuple(reversed([int(d) for d in t.shape]))) for t in reader.tensors}
+    weights = {
+        t.name: np.asarray(t.data, dtype=np.float64).reshape(tuple(reversed([int(d) for d in t.shape])))
+        for t in reader.tensors
+    }
     arch = reader.fields["general.architecture"].contents()
 
     def get(key: str) -> float | int:
@@ -80,7 +83,9 @@ def hidden_states(path: str, tokens: list[int] | np.ndarray) -> np.ndarray:
     return _rms(x, w["output_norm.weight"], eps)
 
 
-def embed(path: str, tokens: list[int] | np.ndarray, *, pooling: str = "last", dim: int | None = None, normalize: bool = True) -> np.ndarray:
+def embed(
+    path: str, tokens: list[int] | np.ndarray, *, pooling: str = "last", dim: int | None = None, normalize: bool = True
+) -> np.ndarray:
     """The reference vector: pool, slice to ``dim`` (Matryoshka), L2-normalize."""
     states = hidden_states(path, tokens)
     vec = states[-1] if pooling == "last" else states.mean(axis=0)

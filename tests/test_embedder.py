@@ -11,7 +11,8 @@ import pytest
 from qwen_embed import Embedder, EmbedderClosedError
 
 from .conftest import ModelFactory, real_vocab
-from .reference import cosine, embed as ref_embed
+from .reference import cosine
+from .reference import embed as ref_embed
 
 TEXTS = [
     "What is GGUF?",

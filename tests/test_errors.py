@@ -25,8 +25,16 @@ from .conftest import ModelFactory
 
 
 def test_every_error_has_one_root() -> None:
-    for exc in (ConfigurationError, DimensionError, InputTooLongError, InputTypeError, InvalidInputError,
-                InvalidModelFileError, ModelNotFoundError, UnsupportedModelError):
+    for exc in (
+        ConfigurationError,
+        DimensionError,
+        InputTooLongError,
+        InputTypeError,
+        InvalidInputError,
+        InvalidModelFileError,
+        ModelNotFoundError,
+        UnsupportedModelError,
+    ):
         assert issubclass(exc, QwenEmbedError)
     assert issubclass(InputTooLongError, ValueError)
     assert issubclass(InputTypeError, TypeError)
@@ -106,7 +114,7 @@ def _write_gguf(path: Path, arch: str, *, tensors: bool = True) -> Path:
 
 
 def test_unsupported_architecture(tmp_path: Path) -> None:
-    with pytest.raises(UnsupportedModelError, match="llama model.*Qwen3-Embedding"):
+    with pytest.raises(UnsupportedModelError, match=r"llama model.*Qwen3-Embedding"):
         Embedder(_write_gguf(tmp_path / "llama.gguf", "llama"))
 
 

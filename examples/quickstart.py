@@ -1,0 +1,52 @@
+"""Quickstart: embed queries and documents, rank documents for each query.
+
+    python examples/quickstart.py                      # builds a small random-weight model
+    python examples/quickstart.py path/to/Qwen3-Embedding-0.6B-Q8_0.gguf
+
+Without a model path the script writes a tiny random-weight Qwen3 GGUF first (no
+download needed), so the numbers show the mechanics, not real retrieval quality.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from qwen_embed import Embedder
+from qwen_embed.testing import make_model
+
+# The official query format (until the prompt registry lands): instruction, newline,
+# "Query:" and the text, no space after the colon. Documents get no instruction.
+TASK = "Given a web search query, retrieve relevant passages that answer the query"
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        model_path = Path(argv[1])
+    else:
+        model_path = Path(tempfile.mkdtemp()) / "random-qwen3-embedding.gguf"
+        make_model(model_path, shape="small")
+        print(f"No model given: built a random-weight model at {model_path}")
+
+    queries = ["What is GGUF?", "How do I make embeddings faster on a CPU?"]
+    documents = [
+        "GGUF is the single-file model format of llama.cpp, holding weights and metadata.",
+        "Packing many texts into one batch and skipping unused outputs speeds up embedding.",
+        "The Great Wall of China is visible from many places.",
+    ]
+
+    with Embedder(model_path) as emb:
+        print(emb)
+        q = emb.encode([f"Instruct: {TASK}\nQuery:{text}" for text in queries])
+        d = emb.encode(documents)
+        print(f"queries {q.shape}, documents {d.shape}, dtype {q.dtype}")
+        scores = q @ d.T  # vectors are L2-normalized: dot product = cosine
+        for query, row in zip(queries, scores):
+            best = int(row.argmax())
+            print(f"{query!r} -> {documents[best]!r} (score {row[best]:.3f})")
+        print("256-dim Matryoshka vectors:", emb.encode(documents, dim=256).shape if emb.native_dim >= 256 else "n/a")
+
+
+if __name__ == "__main__":
+    main(sys.argv)
