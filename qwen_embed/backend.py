@@ -34,10 +34,10 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from ._native import build_features, ggml, llama_cpp
-from .errors import EngineError, ModelLoadError
+from ._native import build_features, ggml, llama_cpp, recent_native_errors
+from .errors import ConfigurationError, EngineError, ModelLoadError
 
-__all__ = ["Engine", "LlamaCppEngine", "Pooling", "needs_amx_workaround"]
+__all__ = ["Engine", "LlamaCppEngine", "Pooling", "needs_amx_workaround", "quantize_gguf"]
 
 logger = logging.getLogger(__name__)
 
@@ -142,10 +142,8 @@ class LlamaCppEngine:
         params.use_extra_bufts = use_extra_bufts
         model = llama_cpp.llama_model_load_from_file(os.fsencode(path), params)
         if not model:
-            raise ModelLoadError(
-                f"llama.cpp could not load {path}. Enable DEBUG logging for the "
-                "'qwen_embed.llama_cpp' logger to see its reason."
-            )
+            details = "; ".join(recent_native_errors()) or "no reason logged"
+            raise ModelLoadError(f"llama.cpp could not load {path}: {details}")
         self._model = model
         self._vocab = llama_cpp.llama_model_get_vocab(model)
         self._n_embd = int(llama_cpp.llama_model_n_embd_out(model))
@@ -312,9 +310,10 @@ class LlamaCppEngine:
             )
         ctx = llama_cpp.llama_init_from_model(self._model, params)
         if not ctx:
+            details = "; ".join(recent_native_errors()) or "out of memory?"
             raise ModelLoadError(
-                f"llama.cpp could not create a context of {capacity} tokens (out of memory?). "
-                "Try a smaller max_length or batch size."
+                f"llama.cpp could not create a context of {capacity} tokens ({details}). "
+                "Try a smaller max_length or batch_tokens."
             )
         self._ctx = ctx
         self._capacity = capacity
@@ -367,3 +366,20 @@ class LlamaCppEngine:
             self.close()
         except Exception:
             pass
+
+
+def quantize_gguf(src: Path, dst: Path, quant: str, *, n_threads: int | None = None) -> Path:
+    """Write a quantized copy of ``src`` with llama.cpp's ``llama_model_quantize``."""
+    ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant.upper()}", None)
+    if ftype is None:
+        prefix = "LLAMA_FTYPE_MOSTLY_"
+        known = sorted(n.removeprefix(prefix) for n in dir(llama_cpp) if n.startswith(prefix))
+        raise ConfigurationError(f"Unknown quantization {quant!r}. Known: {', '.join(known)}")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.nthread = n_threads or 0
+    rc = llama_cpp.llama_model_quantize(os.fsencode(src), os.fsencode(dst), params)
+    if rc != 0:
+        details = "; ".join(recent_native_errors())
+        raise EngineError(f"llama_model_quantize failed with code {rc} for {src} -> {quant}. {details}".strip())
+    return dst

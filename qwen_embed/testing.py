@@ -312,19 +312,6 @@ def quantize_model(
     src: str | os.PathLike[str], dst: str | os.PathLike[str], quant: str, *, n_threads: int | None = None
 ) -> Path:
     """Quantize a GGUF with llama.cpp's ``llama_model_quantize`` (``"Q8_0"``, ``"Q4_K_M"``, ...)."""
-    from ._native import llama_cpp
+    from .backend import quantize_gguf
 
-    ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant.upper()}", None)
-    if ftype is None:
-        known = sorted(
-            n.removeprefix("LLAMA_FTYPE_MOSTLY_") for n in dir(llama_cpp) if n.startswith("LLAMA_FTYPE_MOSTLY_")
-        )
-        raise QwenEmbedError(f"Unknown quantization {quant!r}. Known: {', '.join(known)}")
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = ftype
-    params.nthread = n_threads or 0
-    out = Path(dst)
-    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(out).encode(), params)
-    if rc != 0:
-        raise QwenEmbedError(f"llama_model_quantize failed with code {rc} for {src} -> {quant}")
-    return out
+    return quantize_gguf(Path(src), Path(dst), quant, n_threads=n_threads)

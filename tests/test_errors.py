@@ -16,6 +16,7 @@ from qwen_embed import (
     InputTypeError,
     InvalidInputError,
     InvalidModelFileError,
+    ModelLoadError,
     ModelNotFoundError,
     QwenEmbedError,
     UnsupportedModelError,
@@ -176,3 +177,9 @@ def test_one_megabyte_text_raises_before_any_decode(tiny_embedder: Embedder, mon
 def test_too_long_under_truncate_prompt_room(tiny_model: Path) -> None:
     with Embedder(tiny_model, max_length=8, long_text="truncate") as emb:
         assert emb.encode("word " * 100).shape == (emb.dim,)
+
+
+def test_incomplete_qwen3_file_is_refused_by_llama_cpp(tmp_path: Path) -> None:
+    """Passes the header checks, fails in llama.cpp: a clear error with its reason, no crash."""
+    with pytest.raises(ModelLoadError, match="could not load .*: .+"):
+        Embedder(_write_gguf(tmp_path / "incomplete.gguf", "qwen3"))
