@@ -19,12 +19,15 @@ from .errors import (
     InputTypeError,
     InvalidInputError,
     InvalidModelFileError,
+    InvalidPromptError,
     ModelLoadError,
     ModelNotFoundError,
     QwenEmbedError,
+    UnknownPromptError,
     UnsupportedModelError,
 )
 from .gguf_info import GGUFInfo, read_gguf_info
+from .prompts import Prompt, PromptRegistry, get_prompt, list_prompts, load_prompts, register_prompt
 
 # Quiet by default: records reach a handler only if the application configures logging.
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
@@ -40,10 +43,18 @@ __all__ = [
     "InputTypeError",
     "InvalidInputError",
     "InvalidModelFileError",
+    "InvalidPromptError",
     "ModelLoadError",
     "ModelNotFoundError",
+    "Prompt",
+    "PromptRegistry",
     "QwenEmbedError",
+    "UnknownPromptError",
     "UnsupportedModelError",
     "__version__",
+    "get_prompt",
+    "list_prompts",
+    "load_prompts",
     "read_gguf_info",
+    "register_prompt",
 ]

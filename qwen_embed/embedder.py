@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, overload
@@ -25,6 +25,7 @@ from .errors import (
 )
 from .gguf_info import POOLING_NAMES, GGUFInfo, read_gguf_info
 from .long_text import InputTokens, LongTextPolicy, get_policy
+from .prompts import DEFAULT_REGISTRY, OFFICIAL_TEMPLATE, Prompt, PromptRegistry, _check_instruction
 
 __all__ = ["Embedder"]
 
@@ -57,6 +58,11 @@ class Embedder:
             notebook.
         batch_size: Most texts packed into one decode.
         batch_tokens: Most tokens packed into one decode (a longer text is decoded alone).
+        prompts: The prompt registry to use (default: :data:`qwen_embed.prompts.DEFAULT_REGISTRY`,
+            live), or a mapping of extra names to instructions (or :class:`Prompt`) added to a
+            copy of the built-ins.
+        default_prompt_name: Prompt applied by :meth:`encode` when the call names none
+            (default: none, texts are embedded as given).
 
     Raises:
         ModelNotFoundError: ``model_path`` does not exist.
@@ -79,8 +85,15 @@ class Embedder:
         show_progress: bool | None = None,
         batch_size: int = _config.DEFAULT_BATCH_SIZE,
         batch_tokens: int = _config.DEFAULT_BATCH_TOKENS,
+        prompts: PromptRegistry | Mapping[str, str | Prompt] | None = None,
+        default_prompt_name: str | None = None,
     ) -> None:
         self._engine: Engine | None = None
+        self._prompts = _as_registry(prompts)
+        if default_prompt_name is not None:
+            self._prompts.get_prompt(default_prompt_name)
+        self._default_prompt_name = default_prompt_name
+        self._piece_cache: dict[str, np.ndarray] = {}
         info = read_gguf_info(model_path)
         _check_supported(info)
         self._info = info
@@ -196,19 +209,71 @@ class Embedder:
 
     # ------------------------------------------------------------------ tokens
 
-    def tokenize(self, text: str) -> np.ndarray:
-        """The token ids the model sees for ``text``: its tokens, then one EOS.
+    @property
+    def prompts(self) -> PromptRegistry:
+        """The prompt registry this embedder resolves names in."""
+        return self._prompts
+
+    @property
+    def default_prompt_name(self) -> str | None:
+        return self._default_prompt_name
+
+    def list_prompts(self) -> list[str]:
+        """Names :meth:`encode` accepts as ``prompt_name`` (and the ``task=`` of the wrappers)."""
+        return self._prompts.list_prompts()
+
+    def format(self, text: str, *, prompt_name: str | None = None, instruction: str | None = None) -> str:
+        """The exact string the model sees for ``text`` under that prompt (before the EOS)."""
+        before, after = self._prompt_parts(prompt_name, instruction, "query")
+        return before + text + after
+
+    def tokenize(self, text: str, *, prompt_name: str | None = None, instruction: str | None = None) -> np.ndarray:
+        """The token ids the model sees for ``text``: prompt and text, then one EOS.
 
         Control tokens written in the text (``<|endoftext|>``) stay plain text.
         """
-        tokens = self._text_tokens(text, None)
-        return np.append(tokens, np.int32(self._eos)).astype(np.int32)
+        before, after = self._prompt_parts(prompt_name, instruction, "query")
+        item = self._input_tokens(text, None, before, after)
+        return np.append(item.tokens, np.int32(self._eos)).astype(np.int32)
 
-    def count_tokens(self, text: str) -> int:
-        """How many tokens the model sees for ``text`` (EOS included), before any truncation."""
-        return len(self._text_tokens(text, None)) + 1
+    def count_tokens(self, text: str, *, prompt_name: str | None = None, instruction: str | None = None) -> int:
+        """How many tokens the model sees for ``text`` (prompt and EOS included), before any truncation."""
+        before, after = self._prompt_parts(prompt_name, instruction, "query")
+        return self._input_tokens(text, None, before, after).n_tokens
 
-    def _text_tokens(self, text: object, index: int | None) -> np.ndarray:
+    def _prompt_parts(self, prompt_name: str | None, instruction: str | None, side: str) -> tuple[str, str]:
+        """Text before and after the user's text for this call."""
+        if instruction is not None:
+            checked = _check_instruction(instruction, "instruction")
+            if prompt_name is not None:
+                logger.warning("both instruction and prompt_name=%r given; the instruction wins", prompt_name)
+            before, _, after = OFFICIAL_TEMPLATE.format(instruction=checked, text="\x00").partition("\x00")
+            return before, after
+        name = prompt_name if prompt_name is not None else self._default_prompt_name
+        if name is None:
+            return "", ""
+        return self._prompts.get_prompt(name).split(side)
+
+    def _input_tokens(self, text: object, index: int | None, before: str, after: str) -> InputTokens:
+        if not isinstance(text, str):
+            self._text_tokens(text, index)  # raises InputTypeError naming the index
+        tokens = self._text_tokens(before + str(text) + after, index, text_offset=len(before))
+        if not before and not after:
+            return InputTokens(index, tokens)
+        return InputTokens(index, tokens, self._prompt_tokens(before).size, self._prompt_tokens(after))
+
+    def _prompt_tokens(self, piece: str) -> np.ndarray:
+        """Tokens of a prompt's fixed part (cached: a few distinct pieces per embedder)."""
+        if not piece:
+            return _EMPTY
+        cached = self._piece_cache.get(piece)
+        if cached is None:
+            if len(self._piece_cache) > 256:
+                self._piece_cache.clear()
+            cached = self._piece_cache[piece] = self._text_tokens(piece, None)
+        return cached
+
+    def _text_tokens(self, text: object, index: int | None, *, text_offset: int = 0) -> np.ndarray:
         if not isinstance(text, str):
             where = "The input" if index is None else f"Input #{index}"
             raise InputTypeError(f"{where} is {type(text).__name__}, not str; every text must be a str.")
@@ -218,7 +283,7 @@ class Embedder:
         except UnicodeEncodeError as exc:
             where = "The text" if index is None else f"Text #{index}"
             raise InvalidInputError(
-                f"{where} cannot be encoded as UTF-8 at character {exc.start} ({exc.reason}: "
+                f"{where} cannot be encoded as UTF-8 at character {exc.start - text_offset} ({exc.reason}: "
                 f"{text[exc.start : exc.end]!r}); a lone surrogate usually comes from a bad decode. "
                 "Clean it with text.encode('utf-8', 'replace').decode()."
             ) from exc
@@ -230,6 +295,8 @@ class Embedder:
         self,
         texts: str,
         *,
+        prompt_name: str | None = ...,
+        instruction: str | None = ...,
         dim: int | None = ...,
         normalize: bool | None = ...,
         long_text: str | None = ...,
@@ -242,6 +309,8 @@ class Embedder:
         self,
         texts: Iterable[str],
         *,
+        prompt_name: str | None = ...,
+        instruction: str | None = ...,
         dim: int | None = ...,
         normalize: bool | None = ...,
         long_text: str | None = ...,
@@ -253,6 +322,8 @@ class Embedder:
         self,
         texts: str | Iterable[str],
         *,
+        prompt_name: str | None = None,
+        instruction: str | None = None,
         dim: int | None = None,
         normalize: bool | None = None,
         long_text: str | None = None,
@@ -266,16 +337,65 @@ class Embedder:
                 (returns ``(n, dim)``, in input order; an empty list gives ``(0, dim)``).
                 The empty string is embedded as the EOS alone, as the official
                 tokenizer does.
+            prompt_name: A registered prompt whose query side is applied (see
+                :meth:`list_prompts`); default: ``default_prompt_name``, else none.
+            instruction: A task instruction applied in the official format
+                ``Instruct: {instruction}\nQuery:{text}``; wins over ``prompt_name``.
             dim: Output dimension (Matryoshka, 32 to the native size); default: the
                 embedder's ``dim``.
             normalize: L2-normalize; default: the embedder's setting.
             long_text: ``"error"`` or ``"truncate"``; default: the embedder's policy.
+                Prompt tokens count towards ``max_length``.
             batch_size: Most texts per decode (at most the embedder's ``batch_size``).
             show_progress: Progress bar; default: the embedder's setting.
 
         Returns:
             float32 vectors.
         """
+        before, after = self._prompt_parts(prompt_name, instruction, "query")
+        return self._encode(texts, before, after, dim, normalize, long_text, batch_size, show_progress)
+
+    def encode_queries(
+        self,
+        texts: str | Iterable[str],
+        *,
+        task: str | None = None,
+        dim: int | None = None,
+        normalize: bool | None = None,
+        long_text: str | None = None,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+    ) -> np.ndarray:
+        """Embed search queries with their task's instruction (default task: ``"query"``, web search)."""
+        before, after = self._prompt_parts(task or "query", None, "query")
+        return self._encode(texts, before, after, dim, normalize, long_text, batch_size, show_progress)
+
+    def encode_documents(
+        self,
+        texts: str | Iterable[str],
+        *,
+        task: str | None = None,
+        dim: int | None = None,
+        normalize: bool | None = None,
+        long_text: str | None = None,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+    ) -> np.ndarray:
+        """Embed documents: bare for retrieval; instructed for symmetric or two-sided tasks."""
+        before, after = self._prompt_parts(task or "document", None, "passage")
+        return self._encode(texts, before, after, dim, normalize, long_text, batch_size, show_progress)
+
+    def _encode(
+        self,
+        texts: str | Iterable[str],
+        before: str,
+        after: str,
+        dim: int | None,
+        normalize: bool | None,
+        long_text: str | None,
+        batch_size: int | None,
+        show_progress: bool | None,
+    ) -> np.ndarray:
         single = isinstance(texts, str)
         items = _as_text_list(texts)
         out_dim = self._check_dim(dim) if dim is not None else self._dim
@@ -289,7 +409,7 @@ class Embedder:
         sequences: list[np.ndarray] = []
         owners: list[int] = []
         for i, text in enumerate(items):
-            item = InputTokens(None if single else i, _EMPTY, self._text_tokens(text, None if single else i))
+            item = self._input_tokens(text, None if single else i, before, after)
             planned = policy.plan(item, limit=self._max_length, eos=self._eos)
             sequences.extend(planned)
             owners.extend([i] * len(planned))
@@ -439,6 +559,32 @@ def _as_text_list(texts: object) -> list[str]:
         if not isinstance(item, str):
             raise InputTypeError(f"Input #{i} is {type(item).__name__}, not str; every text must be a str.")
     return items
+
+
+def _as_registry(prompts: PromptRegistry | Mapping[str, str | Prompt] | None) -> PromptRegistry:
+    if prompts is None:
+        return DEFAULT_REGISTRY
+    if isinstance(prompts, PromptRegistry):
+        return prompts
+    if not isinstance(prompts, Mapping):
+        raise ConfigurationError(
+            f"prompts must be a PromptRegistry or a mapping of name -> instruction, not {prompts!r}"
+        )
+    registry = PromptRegistry(DEFAULT_REGISTRY)
+    for name, value in prompts.items():
+        if isinstance(value, Prompt):
+            registry.register_prompt(
+                name,
+                value.query,
+                passage_instruction=value.passage if not value.symmetric else None,
+                symmetric=value.symmetric,
+                template=value.template,
+                description=value.description,
+                overwrite=True,
+            )
+        else:
+            registry.register_prompt(name, value, overwrite=True)
+    return registry
 
 
 def _positive_int(name: str, value: object) -> int:

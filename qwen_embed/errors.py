@@ -16,9 +16,11 @@ __all__ = [
     "InputTypeError",
     "InvalidInputError",
     "InvalidModelFileError",
+    "InvalidPromptError",
     "ModelLoadError",
     "ModelNotFoundError",
     "QwenEmbedError",
+    "UnknownPromptError",
     "UnsupportedModelError",
 ]
 
@@ -73,6 +75,14 @@ class DimensionError(QwenEmbedError, ValueError):
 
 class ConfigurationError(QwenEmbedError, ValueError):
     """An option has a value the library does not accept (the message lists the choices)."""
+
+
+class InvalidPromptError(QwenEmbedError, ValueError):
+    """A prompt, instruction, template or prompts file is malformed."""
+
+
+class UnknownPromptError(QwenEmbedError, ValueError):
+    """No prompt of that name (the message lists the names and the closest one)."""
 
 
 class EngineError(QwenEmbedError, RuntimeError):

@@ -8,7 +8,7 @@ policy maps one input to several sequences and fuses their vectors.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -20,16 +20,22 @@ __all__ = ["POLICIES", "ErrorPolicy", "LongTextPolicy", "TruncatePolicy", "get_p
 
 @dataclass(frozen=True)
 class InputTokens:
-    """One input as the model will see it, before the EOS is appended."""
+    """One input as the model will see it, before the EOS is appended.
+
+    ``tokens`` is the whole formatted input (prompt and text) tokenized at once, as the
+    official tokenizer does; ``prefix_len`` and ``suffix`` tell which leading and
+    trailing tokens belong to the prompt, for policies that must cut the text only.
+    """
 
     index: int | None  # position in the caller's input (None for a single string)
-    prefix: np.ndarray  # prompt/instruction tokens (may be empty)
-    text: np.ndarray  # the text's own tokens
+    tokens: np.ndarray
+    prefix_len: int = 0
+    suffix: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
 
     @property
     def n_tokens(self) -> int:
         """Tokens the model sees, EOS included."""
-        return len(self.prefix) + len(self.text) + 1
+        return len(self.tokens) + 1
 
 
 class LongTextPolicy(Protocol):
@@ -46,10 +52,9 @@ class LongTextPolicy(Protocol):
         ...
 
 
-def _join(prefix: np.ndarray, text: np.ndarray, eos: int) -> np.ndarray:
-    out = np.empty(len(prefix) + len(text) + 1, dtype=np.int32)
-    out[: len(prefix)] = prefix
-    out[len(prefix) : -1] = text
+def _with_eos(tokens: np.ndarray, eos: int) -> np.ndarray:
+    out = np.empty(len(tokens) + 1, dtype=np.int32)
+    out[:-1] = tokens
     out[-1] = eos
     return out
 
@@ -67,13 +72,13 @@ class ErrorPolicy:
         if item.n_tokens > limit:
             raise InputTooLongError(
                 f"{_where(item.index)} is {item.n_tokens:,} tokens (EOS and prompt included) but the "
-                f"limit is max_length={limit:,}. Pass long_text='truncate' to keep the first "
-                f"{limit - 1 - len(item.prefix):,} text tokens, or raise max_length.",
+                f"limit is max_length={limit:,}. Pass long_text='truncate' to keep what fits, "
+                "or raise max_length.",
                 index=item.index,
                 n_tokens=item.n_tokens,
                 limit=limit,
             )
-        return [_join(item.prefix, item.text, eos)]
+        return [_with_eos(item.tokens, eos)]
 
     def combine(self, vectors: np.ndarray) -> np.ndarray:
         return vectors[0]
@@ -85,16 +90,19 @@ class TruncatePolicy:
     name = "truncate"
 
     def plan(self, item: InputTokens, *, limit: int, eos: int) -> list[np.ndarray]:
-        room = limit - 1 - len(item.prefix)
-        if room < 0:
+        if item.n_tokens <= limit:
+            return [_with_eos(item.tokens, eos)]
+        room = limit - 1 - len(item.suffix)
+        if room <= item.prefix_len:
             raise InputTooLongError(
-                f"{_where(item.index)}: the prompt alone is {len(item.prefix) + 1:,} tokens with the EOS, "
-                f"over max_length={limit:,}; shorten the instruction or raise max_length.",
+                f"{_where(item.index)}: the prompt alone is {item.prefix_len + len(item.suffix) + 1:,} tokens "
+                f"with the EOS, which leaves no room for text under max_length={limit:,}; shorten the "
+                "instruction or raise max_length.",
                 index=item.index,
                 n_tokens=item.n_tokens,
                 limit=limit,
             )
-        return [_join(item.prefix, item.text[:room], eos)]
+        return [_with_eos(np.concatenate([item.tokens[:room], item.suffix]), eos)]
 
     def combine(self, vectors: np.ndarray) -> np.ndarray:
         return vectors[0]

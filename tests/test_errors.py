@@ -181,5 +181,5 @@ def test_too_long_under_truncate_prompt_room(tiny_model: Path) -> None:
 
 def test_incomplete_qwen3_file_is_refused_by_llama_cpp(tmp_path: Path) -> None:
     """Passes the header checks, fails in llama.cpp: a clear error with its reason, no crash."""
-    with pytest.raises(ModelLoadError, match="could not load .*: .+"):
+    with pytest.raises(ModelLoadError, match=r"could not load .*: .+"):
         Embedder(_write_gguf(tmp_path / "incomplete.gguf", "qwen3"))
