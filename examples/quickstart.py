@@ -16,10 +16,6 @@ from pathlib import Path
 from qwen_embed import Embedder
 from qwen_embed.testing import make_model
 
-# The official query format (until the prompt registry lands): instruction, newline,
-# "Query:" and the text, no space after the colon. Documents get no instruction.
-TASK = "Given a web search query, retrieve relevant passages that answer the query"
-
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
@@ -38,8 +34,8 @@ def main(argv: list[str]) -> None:
 
     with Embedder(model_path) as emb:
         print(emb)
-        q = emb.encode([f"Instruct: {TASK}\nQuery:{text}" for text in queries])
-        d = emb.encode(documents)
+        q = emb.encode_queries(queries)  # "Instruct: {task}\nQuery:{text}", the official format
+        d = emb.encode_documents(documents)  # documents: no instruction
         print(f"queries {q.shape}, documents {d.shape}, dtype {q.dtype}")
         scores = q @ d.T  # vectors are L2-normalized: dot product = cosine
         for query, row in zip(queries, scores):
