@@ -10,20 +10,13 @@ download needed), so the numbers show the mechanics, not real retrieval quality.
 from __future__ import annotations
 
 import sys
-import tempfile
-from pathlib import Path
 
 from qwen_embed import Embedder
-from qwen_embed.testing import make_model
+from qwen_embed.testing import demo_model
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        model_path = Path(argv[1])
-    else:
-        model_path = Path(tempfile.mkdtemp()) / "random-qwen3-embedding.gguf"
-        make_model(model_path, shape="small")
-        print(f"No model given: built a random-weight model at {model_path}")
+    model_path = demo_model(argv[1] if len(argv) > 1 else None)
 
     queries = ["What is GGUF?", "How do I make embeddings faster on a CPU?"]
     documents = [

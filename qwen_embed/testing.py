@@ -315,3 +315,12 @@ def quantize_model(
     from .backend import quantize_gguf
 
     return quantize_gguf(Path(src), Path(dst), quant, n_threads=n_threads)
+
+
+def demo_model(path: str | os.PathLike[str] | None = None, *, shape: str = "small") -> Path:
+    """``path`` if given, else a random-weight model built in a temporary folder (for demos)."""
+    if path is not None:
+        return Path(path)
+    built = make_model(Path(tempfile.mkdtemp()) / "random-qwen3-embedding.gguf", shape=shape)
+    print(f"No model given: built a random-weight model at {built}")
+    return built
