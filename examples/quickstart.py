@@ -1,10 +1,12 @@
 """Quickstart: embed queries and documents, rank documents for each query.
 
-    python examples/quickstart.py                      # builds a small random-weight model
-    python examples/quickstart.py path/to/Qwen3-Embedding-0.6B-Q8_0.gguf
+    python examples/quickstart.py                      # downloads Qwen3-Embedding-0.6B Q8_0 (once, ~640 MB)
+    python examples/quickstart.py 4B Q4_K_M            # another size and quant from the catalog
+    python examples/quickstart.py path/to/model.gguf   # a local file
+    python examples/quickstart.py --demo               # no download: a small random-weight model
 
-Without a model path the script writes a tiny random-weight Qwen3 GGUF first (no
-download needed), so the numbers show the mechanics, not real retrieval quality.
+The download goes into the Hugging Face cache (HF_HOME / HF_HUB_CACHE) and is reused
+offline afterwards. ``--demo`` shows the mechanics only, not retrieval quality.
 """
 
 from __future__ import annotations
@@ -15,8 +17,15 @@ from qwen_embed import Embedder
 from qwen_embed.testing import demo_model
 
 
+def load(args: list[str]) -> Embedder:
+    if args[:1] == ["--demo"]:
+        return Embedder(demo_model())
+    model = args[0] if args else "0.6B"
+    quant = args[1] if len(args) > 1 else "Q8_0"
+    return Embedder.from_pretrained(model, quant=quant)  # a local .gguf path works too
+
+
 def main(argv: list[str]) -> None:
-    model_path = demo_model(argv[1] if len(argv) > 1 else None)
 
     queries = ["What is GGUF?", "How do I make embeddings faster on a CPU?"]
     documents = [
@@ -25,7 +34,7 @@ def main(argv: list[str]) -> None:
         "The Great Wall of China is visible from many places.",
     ]
 
-    with Embedder(model_path) as emb:
+    with load(argv[1:]) as emb:
         print(emb)
         q = emb.encode_queries(queries)  # "Instruct: {task}\nQuery:{text}", the official format
         d = emb.encode_documents(documents)  # documents: no instruction

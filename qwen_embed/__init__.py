@@ -9,52 +9,86 @@
 import logging as _logging
 
 from ._version import __version__
+from .catalog import CATALOG, CatalogModel, KnownQuant
 from .embedder import Embedder
 from .errors import (
+    AmbiguousFileError,
+    CacheNotWritableError,
+    ChecksumMismatchError,
     ConfigurationError,
     DimensionError,
+    DownloadError,
     EmbedderClosedError,
     EngineError,
+    GatedRepoError,
+    HubError,
     InputTooLongError,
     InputTypeError,
     InvalidInputError,
     InvalidModelFileError,
     InvalidPromptError,
+    MemoryBudgetError,
     ModelLoadError,
     ModelNotFoundError,
+    NoGGUFFilesError,
+    NotCachedError,
+    QuantNotFoundError,
     QwenEmbedError,
+    RepoNotFoundError,
+    UnknownModelError,
     UnknownPromptError,
     UnsupportedModelError,
 )
 from .gguf_info import GGUFInfo, read_gguf_info
+from .hub import ModelResolution, QuantFile, download_model, list_quants, resolve_model
 from .prompts import Prompt, PromptRegistry, get_prompt, list_prompts, load_prompts, register_prompt
 
 # Quiet by default: records reach a handler only if the application configures logging.
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 __all__ = [
+    "CATALOG",
+    "AmbiguousFileError",
+    "CacheNotWritableError",
+    "CatalogModel",
+    "ChecksumMismatchError",
     "ConfigurationError",
     "DimensionError",
+    "DownloadError",
     "Embedder",
     "EmbedderClosedError",
     "EngineError",
     "GGUFInfo",
+    "GatedRepoError",
+    "HubError",
     "InputTooLongError",
     "InputTypeError",
     "InvalidInputError",
     "InvalidModelFileError",
     "InvalidPromptError",
+    "KnownQuant",
+    "MemoryBudgetError",
     "ModelLoadError",
     "ModelNotFoundError",
+    "ModelResolution",
+    "NoGGUFFilesError",
+    "NotCachedError",
     "Prompt",
     "PromptRegistry",
+    "QuantFile",
+    "QuantNotFoundError",
     "QwenEmbedError",
+    "RepoNotFoundError",
+    "UnknownModelError",
     "UnknownPromptError",
     "UnsupportedModelError",
     "__version__",
+    "download_model",
     "get_prompt",
     "list_prompts",
+    "list_quants",
     "load_prompts",
     "read_gguf_info",
     "register_prompt",
+    "resolve_model",
 ]

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import _config
 from .backend import Engine, Pooling
+from .catalog import DEFAULT_MODEL, DEFAULT_QUANT
 from .errors import (
     ConfigurationError,
     DimensionError,
@@ -24,6 +25,7 @@ from .errors import (
     UnsupportedModelError,
 )
 from .gguf_info import POOLING_NAMES, GGUFInfo, read_gguf_info
+from .hub import ModelResolution
 from .long_text import InputTokens, LongTextPolicy, get_policy
 from .prompts import DEFAULT_REGISTRY, OFFICIAL_TEMPLATE, Prompt, PromptRegistry, _check_instruction
 
@@ -124,7 +126,67 @@ class Embedder:
             quantized=self._quantized,
         )
         self._eos = self._find_eos(self._engine, info)
+        self._resolution: ModelResolution | None = None
         logger.debug("ready: %r", self)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str = DEFAULT_MODEL,
+        *,
+        quant: str = DEFAULT_QUANT,
+        filename: str | None = None,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        token: str | bool | None = None,
+        endpoint: str | None = None,
+        local_files_only: bool = False,
+        memory_budget: int | None = None,
+        download_progress: bool = True,
+        **options: Any,
+    ) -> Embedder:
+        """Fetch (once, into the Hugging Face cache) and load a Qwen3-Embedding GGUF.
+
+        >>> emb = Embedder.from_pretrained("0.6B", quant="Q8_0")     # doctest: +SKIP
+
+        Args:
+            model: A catalog size or alias (``"0.6B"``, ``"4B"``, ``"qwen3-embedding-8b"``),
+                any Hub repo id holding GGUF files, or the path of a local ``.gguf`` file.
+            quant: Quantization name in any case (``"Q8_0"``, ``"q4_k_m"``, ``"f16"``), or
+                ``"auto"``: the best quality whose file plus working memory fits ``memory_budget``
+                (default: the RAM available now). :attr:`resolution` says what was chosen and why.
+            filename: Pick a file by name instead (when several match one quant).
+            revision, cache_dir, token, endpoint, local_files_only: passed to ``huggingface_hub``;
+                ``HF_HUB_OFFLINE=1`` is honoured. A cached file is used without any network call.
+            download_progress: Show a progress bar while downloading.
+            **options: Keyword options of :class:`Embedder` (``dim``, ``long_text``, ``n_threads``, ...).
+        """
+        from .hub import fetch_model
+
+        local = Path(os.path.expanduser(str(model)))
+        if str(model).lower().endswith(".gguf") and local.is_file():
+            return cls(local, **options)
+        path, resolution = fetch_model(
+            model,
+            quant=quant,
+            filename=filename,
+            revision=revision,
+            cache_dir=cache_dir,
+            token=token,
+            endpoint=endpoint,
+            local_files_only=local_files_only,
+            memory_budget=memory_budget,
+            progress=download_progress,
+        )
+        logger.info("%s@%s: %s", resolution.repo_id, resolution.revision, resolution.reason)
+        embedder = cls(path, **options)
+        embedder._resolution = resolution
+        return embedder
+
+    @property
+    def resolution(self) -> ModelResolution | None:
+        """How :meth:`from_pretrained` chose the file (repo, revision, quant, reason); ``None`` otherwise."""
+        return self._resolution
 
     # ------------------------------------------------------------------ metadata
 

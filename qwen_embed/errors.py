@@ -8,18 +8,30 @@ working for callers who do not know this library.
 from __future__ import annotations
 
 __all__ = [
+    "AmbiguousFileError",
+    "CacheNotWritableError",
+    "ChecksumMismatchError",
     "ConfigurationError",
     "DimensionError",
+    "DownloadError",
     "EmbedderClosedError",
     "EngineError",
+    "GatedRepoError",
+    "HubError",
     "InputTooLongError",
     "InputTypeError",
     "InvalidInputError",
     "InvalidModelFileError",
     "InvalidPromptError",
+    "MemoryBudgetError",
     "ModelLoadError",
     "ModelNotFoundError",
+    "NoGGUFFilesError",
+    "NotCachedError",
+    "QuantNotFoundError",
     "QwenEmbedError",
+    "RepoNotFoundError",
+    "UnknownModelError",
     "UnknownPromptError",
     "UnsupportedModelError",
 ]
@@ -91,3 +103,51 @@ class EngineError(QwenEmbedError, RuntimeError):
 
 class EmbedderClosedError(QwenEmbedError, RuntimeError):
     """The embedder was used after :meth:`Embedder.close`."""
+
+
+class UnknownModelError(QwenEmbedError, ValueError):
+    """A model name that is neither a catalog alias, a repo id nor a local file (the message lists the catalog)."""
+
+
+class HubError(QwenEmbedError):
+    """Root of the errors met while resolving or downloading a model from the Hugging Face Hub."""
+
+
+class RepoNotFoundError(HubError, LookupError):
+    """The repository does not exist, or it is private and no valid token was given."""
+
+
+class GatedRepoError(HubError, PermissionError):
+    """The repository is gated: accept its terms on the Hub and pass a token."""
+
+
+class NoGGUFFilesError(HubError, LookupError):
+    """The repository (at that revision) holds no ``.gguf`` file."""
+
+
+class QuantNotFoundError(HubError, LookupError):
+    """No file for the requested quantization (the message lists the available ones)."""
+
+
+class AmbiguousFileError(HubError, LookupError):
+    """Several files match one quantization; pass ``filename=`` to pick one (the message lists them)."""
+
+
+class MemoryBudgetError(HubError, ValueError):
+    """``quant="auto"`` found no quantization whose file and working memory fit the budget."""
+
+
+class NotCachedError(HubError, FileNotFoundError):
+    """Offline (``HF_HUB_OFFLINE`` or ``local_files_only``) and the file is not in the cache."""
+
+
+class DownloadError(HubError, OSError):
+    """The download failed (network, server error) after the retries."""
+
+
+class ChecksumMismatchError(DownloadError):
+    """The downloaded file's SHA-256 differs from the Hub's; the bad file was deleted."""
+
+
+class CacheNotWritableError(HubError, PermissionError):
+    """The cache directory cannot be created or written to."""

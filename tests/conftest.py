@@ -10,6 +10,8 @@ import pytest
 from qwen_embed import Embedder
 from qwen_embed.testing import make_model
 
+from .hub_server import HubServer
+
 ROOT = Path(__file__).resolve().parents[1]
 _SHARED_VOCAB = ROOT.parent / "shared" / "vocab" / "ggml-vocab-qwen2.gguf"
 
@@ -68,3 +70,33 @@ def tiny_embedder(tiny_model: Path) -> Iterator[Embedder]:
     emb = Embedder(tiny_model, n_threads=2)
     yield emb
     emb.close()
+
+
+OFFICIAL_06B = "Qwen/Qwen3-Embedding-0.6B-GGUF"
+
+
+@pytest.fixture(scope="session")
+def hub_models(model_factory: ModelFactory) -> dict[str, Path]:
+    """The files a fake official 0.6B repo serves: a true Q8_0 and an f16 of the tiny model."""
+    return {"Q8_0": model_factory(quant="Q8_0"), "F16": model_factory(dtype="f16")}
+
+
+@pytest.fixture
+def hub(hub_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
+    """A local Hub on 127.0.0.1 serving the official 0.6B repo's layout; the process is online for it."""
+    import huggingface_hub.constants
+
+    from qwen_embed import hub as hub_module
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub_module, "_RETRY_DELAYS", (0.01, 0.01))
+    with HubServer() as server:
+        server.add_repo(
+            OFFICIAL_06B,
+            {
+                "Qwen3-Embedding-0.6B-Q8_0.gguf": hub_models["Q8_0"],
+                "Qwen3-Embedding-0.6B-f16.gguf": hub_models["F16"],
+                "README.md": b"# Qwen3-Embedding-0.6B-GGUF\n",
+            },
+        )
+        yield server

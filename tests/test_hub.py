@@ -1,0 +1,260 @@
+"""The downloader against a real HTTP server on 127.0.0.1 that speaks the Hub's protocol."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qwen_embed import (
+    AmbiguousFileError,
+    CacheNotWritableError,
+    ChecksumMismatchError,
+    DownloadError,
+    Embedder,
+    GatedRepoError,
+    MemoryBudgetError,
+    NoGGUFFilesError,
+    NotCachedError,
+    QuantNotFoundError,
+    RepoNotFoundError,
+    UnknownModelError,
+    download_model,
+    list_quants,
+    resolve_model,
+)
+from qwen_embed.hub import fetch_model
+
+from .conftest import OFFICIAL_06B
+from .hub_server import HubServer
+
+Q8 = "Qwen3-Embedding-0.6B-Q8_0.gguf"
+F16 = "Qwen3-Embedding-0.6B-f16.gguf"
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _cache_files(cache: Path) -> list[str]:
+    return sorted(p.name for p in cache.rglob("*") if p.is_file() and ".locks" not in p.parts)
+
+
+def test_list_quants_reads_the_live_file_list(hub: HubServer, hub_models: dict[str, Path], tmp_path: Path) -> None:
+    quants = list_quants("0.6B", endpoint=hub.url, cache_dir=tmp_path)
+    assert [q.quant for q in quants] == ["F16", "Q8_0"]  # best quality first
+    assert quants[1].filename == Q8 and quants[1].size == hub_models["Q8_0"].stat().st_size
+    assert quants[1].sha256 == (_sha(hub_models["Q8_0"]),)
+    assert not any(q.cached for q in quants)
+
+
+def test_download_then_embed_end_to_end(hub: HubServer, hub_models: dict[str, Path], tmp_path: Path) -> None:
+    with Embedder.from_pretrained(
+        "Qwen/Qwen3-Embedding-0.6B-GGUF", quant="Q8_0", endpoint=hub.url, cache_dir=tmp_path, n_threads=2
+    ) as emb:
+        assert emb.model_path.name == Q8 and str(tmp_path) in str(emb.model_path)
+        assert emb.resolution is not None and emb.resolution.quant == "Q8_0"
+        got = emb.encode_queries(["What is GGUF?"])
+    with Embedder(hub_models["Q8_0"], n_threads=2) as local:
+        want = local.encode_queries(["What is GGUF?"])
+    np.testing.assert_array_equal(got, want)
+    assert _sha(tmp_path / "models--Qwen--Qwen3-Embedding-0.6B-GGUF" / "snapshots" / emb.model_path.parent.name / Q8)
+
+
+def test_cached_file_needs_no_network(hub: HubServer, tmp_path: Path) -> None:
+    first = download_model("0.6B", quant="Q8_0", endpoint=hub.url, cache_dir=tmp_path)
+    seen = len(hub.log)
+    assert hub.requests("GET", "/resolve/") and hub.requests("GET", "/tree/")
+    again = download_model("qwen3-embedding-0.6b", quant="q8_0", endpoint=hub.url, cache_dir=tmp_path)
+    assert again == first
+    assert len(hub.log) == seen  # not one request
+
+
+@pytest.mark.parametrize(("quant", "name"), [("q8_0", Q8), ("Q8_0", Q8), ("f16", F16), ("F16", F16), ("fp16", F16)])
+def test_quant_names_are_case_insensitive(hub: HubServer, tmp_path: Path, quant: str, name: str) -> None:
+    assert download_model("0.6B", quant=quant, endpoint=hub.url, cache_dir=tmp_path, progress=False).name == name
+
+
+def test_missing_quant_lists_the_available_ones(hub: HubServer, tmp_path: Path) -> None:
+    with pytest.raises(QuantNotFoundError, match=r"no Q4_K_M file.*F16 .*Q8_0 "):
+        download_model("0.6B", quant="Q4_K_M", endpoint=hub.url, cache_dir=tmp_path)
+
+
+def test_auto_picks_the_best_quant_that_fits(hub: HubServer, hub_models: dict[str, Path], tmp_path: Path) -> None:
+    big = resolve_model("0.6B", quant="auto", endpoint=hub.url, cache_dir=tmp_path, memory_budget=10**12)
+    assert big.quant == "F16" and "auto chose F16" in big.reason and "memory_budget" in big.reason
+    f16_need = hub_models["F16"].stat().st_size + (big.catalog.kv_cache_bytes() if big.catalog else 0) + 512 * 2**20
+    middle = resolve_model("0.6B", quant="AUTO", endpoint=hub.url, cache_dir=tmp_path, memory_budget=f16_need - 1)
+    assert middle.quant == "Q8_0" and "too large: F16" in middle.reason
+    with pytest.raises(MemoryBudgetError, match="smallest, Q8_0"):
+        resolve_model("0.6B", quant="auto", endpoint=hub.url, cache_dir=tmp_path, memory_budget=10**6)
+    default = resolve_model("0.6B", quant="auto", endpoint=hub.url, cache_dir=tmp_path)
+    assert "available RAM" in default.reason
+
+
+def test_unknown_repo_is_a_clear_error(hub: HubServer, tmp_path: Path) -> None:
+    with pytest.raises(RepoNotFoundError, match=r"not found.*token"):
+        download_model("someone/missing-GGUF", endpoint=hub.url, cache_dir=tmp_path)
+
+
+def test_unknown_revision(hub: HubServer, tmp_path: Path) -> None:
+    with pytest.raises(RepoNotFoundError, match="revision"):
+        download_model("0.6B", revision="v9", endpoint=hub.url, cache_dir=tmp_path)
+
+
+def test_unknown_alias_lists_the_catalog() -> None:
+    with pytest.raises(UnknownModelError, match=r"'0\.6B'.*'4B'.*'8B'"):
+        download_model("qwen3-embedding-3b")
+
+
+def test_file_vanishing_between_listing_and_download(hub: HubServer, tmp_path: Path) -> None:
+    hub.inject("/resolve/main/" + Q8, status=404, error_code="EntryNotFound", times=10)
+    with pytest.raises(QuantNotFoundError, match="no such file"):
+        download_model("0.6B", endpoint=hub.url, cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_gated_repo_explains_tokens(hub: HubServer, tmp_path: Path, status: int, hub_models: dict[str, Path]) -> None:
+    if status == 401:
+        hub.add_repo("org/gated-GGUF", {"m-Q8_0.gguf": hub_models["Q8_0"]}, gated=True)
+        repo = "org/gated-GGUF"
+    else:
+        hub.inject("/tree/", status=403, error_code="GatedRepo", times=10)
+        repo = OFFICIAL_06B
+    with pytest.raises(GatedRepoError, match=r"gated.*token="):
+        download_model(repo, endpoint=hub.url, cache_dir=tmp_path)
+
+
+def test_gated_repo_with_a_token_downloads(hub: HubServer, tmp_path: Path, hub_models: dict[str, Path]) -> None:
+    hub.add_repo("org/gated-GGUF", {"m-Q8_0.gguf": hub_models["Q8_0"]}, gated=True)
+    path = download_model("org/gated-GGUF", token="hf_test", endpoint=hub.url, cache_dir=tmp_path)
+    assert _sha(path) == _sha(hub_models["Q8_0"])
+
+
+@pytest.mark.parametrize("where", ["/tree/", "/resolve/"])
+def test_server_error_then_success_is_retried(hub: HubServer, tmp_path: Path, where: str) -> None:
+    hub.inject(where, status=500, times=1)
+    path = download_model("0.6B", endpoint=hub.url, cache_dir=tmp_path)
+    assert path.name == Q8
+    assert len(hub.requests(contains=where)) >= 2
+
+
+def test_server_error_on_the_body_is_retried(hub: HubServer, tmp_path: Path, hub_models: dict[str, Path]) -> None:
+    hub.inject("/resolve/main/" + Q8, method="GET", status=503, times=1)
+    path = download_model("0.6B", endpoint=hub.url, cache_dir=tmp_path)
+    assert _sha(path) == _sha(hub_models["Q8_0"])
+
+
+def test_persistent_server_error_gives_up_with_download_error(hub: HubServer, tmp_path: Path) -> None:
+    hub.inject("/resolve/", method="GET", status=500, times=100)
+    with pytest.raises(DownloadError, match=r"after 3 attempt\(s\)"):
+        download_model("0.6B", endpoint=hub.url, cache_dir=tmp_path)
+    assert len(hub.requests("GET", "/resolve/")) == 3
+    assert not [name for name in _cache_files(tmp_path) if name.endswith(".gguf")]  # no partial file left
+
+
+def test_connection_cut_mid_file_resumes(hub: HubServer, tmp_path: Path, hub_models: dict[str, Path]) -> None:
+    size = hub_models["Q8_0"].stat().st_size
+    hub.inject("/resolve/main/" + Q8, method="GET", cut_after=size // 3, times=1)
+    path = download_model("0.6B", endpoint=hub.url, cache_dir=tmp_path, progress=False)
+    assert _sha(path) == _sha(hub_models["Q8_0"])
+    # huggingface_hub resumes with a Range request from what it wrote; it writes in 10 MB chunks, so a
+    # file this small restarts from byte 0. Either way the second GET completes the file.
+    assert len(hub.requests("GET", Q8)) == 2
+
+
+def test_corrupted_body_is_caught_and_removed(hub: HubServer, tmp_path: Path, hub_models: dict[str, Path]) -> None:
+    hub.inject("/resolve/main/" + Q8, method="GET", corrupt=True, times=1)  # same size, one byte flipped
+    with pytest.raises(ChecksumMismatchError, match="SHA-256"):
+        download_model("0.6B", endpoint=hub.url, cache_dir=tmp_path, progress=False)
+    assert not [name for name in _cache_files(tmp_path) if name.endswith(".gguf") or len(name) == 64]
+    # The next attempt downloads a good copy.
+    path = download_model("0.6B", endpoint=hub.url, cache_dir=tmp_path, progress=False)
+    assert _sha(path) == _sha(hub_models["Q8_0"])
+
+
+@pytest.mark.parametrize("how", ["local_files_only", "HF_HUB_OFFLINE"])
+def test_offline_uses_the_cache_without_requests(
+    hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    import huggingface_hub.constants
+
+    online = download_model("0.6B", endpoint=hub.url, cache_dir=tmp_path)
+    seen = len(hub.log)
+    options = {"local_files_only": True} if how == "local_files_only" else {}
+    if how == "HF_HUB_OFFLINE":
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert download_model("0.6B", endpoint=hub.url, cache_dir=tmp_path, **options) == online
+    assert resolve_model("0.6B", quant="auto", cache_dir=tmp_path, memory_budget=10**12, **options).quant == "Q8_0"
+    assert [q.quant for q in list_quants("0.6B", cache_dir=tmp_path, **options)] == ["Q8_0"]
+    with pytest.raises(NotCachedError, match="only cached files"):
+        download_model("0.6B", quant="f16", endpoint=hub.url, cache_dir=tmp_path, **options)
+    with pytest.raises(NotCachedError, match="not in the cache"):
+        download_model("4B", endpoint=hub.url, cache_dir=tmp_path, **options)
+    assert len(hub.log) == seen
+
+
+def test_no_gguf_files(hub: HubServer, tmp_path: Path) -> None:
+    hub.add_repo("org/safetensors-only", {"model.safetensors": b"x" * 10, "config.json": b"{}"})
+    with pytest.raises(NoGGUFFilesError, match=r"no .gguf file"):
+        download_model("org/safetensors-only", endpoint=hub.url, cache_dir=tmp_path)
+
+
+def test_ambiguous_quant_is_explained_and_filename_resolves_it(
+    hub: HubServer, tmp_path: Path, hub_models: dict[str, Path]
+) -> None:
+    hub.add_repo("org/two-GGUF", {"base-Q8_0.gguf": hub_models["Q8_0"], "tuned-Q8_0.gguf": hub_models["Q8_0"]})
+    with pytest.raises(AmbiguousFileError, match=r"2 files for Q8_0: base-Q8_0.gguf, tuned-Q8_0.gguf.*filename="):
+        download_model("org/two-GGUF", endpoint=hub.url, cache_dir=tmp_path)
+    path = download_model("org/two-GGUF", filename="tuned-Q8_0.gguf", endpoint=hub.url, cache_dir=tmp_path)
+    assert path.name == "tuned-Q8_0.gguf"
+
+
+def test_split_files_download_together(hub: HubServer, tmp_path: Path) -> None:
+    parts = {f"big-Q4_K_M-{i:05d}-of-00003.gguf": bytes([i]) * (1000 + i) for i in (1, 2, 3)}
+    hub.add_repo("org/split-GGUF", {**parts, "small-Q8_0.gguf": b"y" * 10})
+    quants = list_quants("org/split-GGUF", endpoint=hub.url, cache_dir=tmp_path)
+    split = next(q for q in quants if q.quant == "Q4_K_M")
+    assert split.filenames == tuple(parts) and split.size == sum(len(v) for v in parts.values())
+    path = download_model("org/split-GGUF", quant="q4_k_m", endpoint=hub.url, cache_dir=tmp_path)
+    assert path.name == "big-Q4_K_M-00001-of-00003.gguf"
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted(parts)
+
+
+def test_unwritable_cache_dir(hub: HubServer, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(CacheNotWritableError, match=r"cannot be written.*cache_dir="):
+        download_model("0.6B", endpoint=hub.url, cache_dir=blocker / "cache")
+
+
+def test_two_processes_download_the_same_file_once(hub: HubServer, tmp_path: Path, hub_models: dict[str, Path]) -> None:
+    hub.chunk_delay = 0.3  # a slow body (about 1 s), so the two downloads overlap
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    command = [sys.executable, "-m", "qwen_embed", "download", "0.6B", "--quant", "Q8_0", "--no-progress"]
+    command += ["--endpoint", hub.url, "--cache-dir", str(tmp_path)]
+    procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+    procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    paths = {Path(out.strip()) for out, _ in results}
+    assert len(paths) == 1
+    assert _sha(paths.pop()) == _sha(hub_models["Q8_0"])
+    assert len(hub.requests("GET", "/resolve/main/" + Q8)) == 1  # the lock made the second process wait
+
+
+def test_fetch_model_reports_the_reason(hub: HubServer, tmp_path: Path) -> None:
+    _, resolution = fetch_model("0.6B", endpoint=hub.url, cache_dir=tmp_path)
+    assert resolution.reason == "Q8_0 was asked for"
+    _, again = fetch_model("0.6B", endpoint=hub.url, cache_dir=tmp_path)
+    assert again.reason.endswith("is in the cache")
+
+
+def test_from_pretrained_accepts_a_local_file(tiny_model: Path) -> None:
+    with Embedder.from_pretrained(str(tiny_model), n_threads=1) as emb:
+        assert emb.model_path == tiny_model and emb.resolution is None
