@@ -10,6 +10,7 @@ import logging as _logging
 
 from ._version import __version__
 from .catalog import CATALOG, CatalogModel, KnownQuant
+from .chunking import CHUNK_PRESETS, Chunk, ChunkConfig, LongEmbedding, SectionEmbedding
 from .embedder import Embedder
 from .errors import (
     AmbiguousFileError,
@@ -39,6 +40,7 @@ from .errors import (
     UnknownPromptError,
     UnsupportedModelError,
 )
+from .fusion import FUSIONS, FusionInput, register_fusion
 from .gguf_info import GGUFInfo, read_gguf_info
 from .hub import ModelResolution, QuantFile, download_model, list_quants, resolve_model
 from .prompts import Prompt, PromptRegistry, get_prompt, list_prompts, load_prompts, register_prompt
@@ -48,16 +50,21 @@ _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 __all__ = [
     "CATALOG",
+    "CHUNK_PRESETS",
+    "FUSIONS",
     "AmbiguousFileError",
     "CacheNotWritableError",
     "CatalogModel",
     "ChecksumMismatchError",
+    "Chunk",
+    "ChunkConfig",
     "ConfigurationError",
     "DimensionError",
     "DownloadError",
     "Embedder",
     "EmbedderClosedError",
     "EngineError",
+    "FusionInput",
     "GGUFInfo",
     "GatedRepoError",
     "HubError",
@@ -67,6 +74,7 @@ __all__ = [
     "InvalidModelFileError",
     "InvalidPromptError",
     "KnownQuant",
+    "LongEmbedding",
     "MemoryBudgetError",
     "ModelLoadError",
     "ModelNotFoundError",
@@ -79,6 +87,7 @@ __all__ = [
     "QuantNotFoundError",
     "QwenEmbedError",
     "RepoNotFoundError",
+    "SectionEmbedding",
     "UnknownModelError",
     "UnknownPromptError",
     "UnsupportedModelError",
@@ -89,6 +98,7 @@ __all__ = [
     "list_quants",
     "load_prompts",
     "read_gguf_info",
+    "register_fusion",
     "register_prompt",
     "resolve_model",
 ]

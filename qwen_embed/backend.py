@@ -65,6 +65,10 @@ class Engine(Protocol):
         """Token ids of ``text`` (int32), no BOS/EOS added; ``special`` parses control tokens."""
         ...
 
+    def token_bytes(self, token: int) -> bytes:
+        """The exact bytes a token stands for (control tokens: ``b""``)."""
+        ...
+
     def embed(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
         """Pooled, unnormalized float32 vectors, one row per sequence, in order."""
         ...
@@ -177,6 +181,16 @@ class LlamaCppEngine:
         return self._max_sequences
 
     # ------------------------------------------------------------------ tokenize
+
+    def token_bytes(self, token: int) -> bytes:
+        self._check_open()
+        cap = 64
+        while True:
+            buf = ctypes.create_string_buffer(cap)
+            n = llama_cpp.llama_token_to_piece(self._vocab, int(token), buf, cap, 0, False)
+            if n >= 0:
+                return buf.raw[:n]
+            cap = -n
 
     def tokenize(self, text: str, *, special: bool = False) -> np.ndarray:
         self._check_open()

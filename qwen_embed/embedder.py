@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, overload
@@ -15,21 +16,45 @@ import numpy as np
 from . import _config
 from .backend import Engine, Pooling
 from .catalog import DEFAULT_MODEL, DEFAULT_QUANT
+from .chunking import (
+    Chunk,
+    ChunkConfig,
+    Chunker,
+    LongEmbedding,
+    Section,
+    SectionEmbedding,
+    chunk_preset,
+    markdown_sections,
+    sections_from_pairs,
+)
 from .errors import (
     ConfigurationError,
     DimensionError,
     EmbedderClosedError,
     EngineError,
+    InputTooLongError,
     InputTypeError,
     InvalidInputError,
     UnsupportedModelError,
 )
+from .fusion import FusionInput, get_fusion, section_vectors
 from .gguf_info import POOLING_NAMES, GGUFInfo, read_gguf_info
 from .hub import ModelResolution
-from .long_text import InputTokens, LongTextPolicy, get_policy
+from .long_text import ChunkPolicy, InputTokens, get_policy
 from .prompts import DEFAULT_REGISTRY, OFFICIAL_TEMPLATE, Prompt, PromptRegistry, _check_instruction
 
 __all__ = ["Embedder"]
+
+_CHUNK_SLACK = 2  # tokens: a prompt and a chunk tokenized together can merge or split at the seam
+
+
+@dataclass(frozen=True)
+class _LongPlan:
+    chunks: list[Chunk]
+    sequences: list[np.ndarray]
+    config: ChunkConfig
+    has_title: bool
+
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +79,9 @@ class Embedder:
             process may use.
         n_gpu_layers: Layers to offload to a GPU (llama.cpp built with GPU support).
         long_text: What to do with a text over ``max_length``: ``"error"`` (raise
-            :class:`~qwen_embed.InputTooLongError` before decoding anything) or
-            ``"truncate"`` (keep the first tokens, and the EOS).
+            :class:`~qwen_embed.InputTooLongError` before decoding anything),
+            ``"truncate"`` (keep the first tokens, and the EOS) or ``"chunk"`` (split it
+            into token-exact chunks and fuse their vectors; see :meth:`encode_long`).
         show_progress: Progress bar for :meth:`encode`; ``None`` shows one only in a
             notebook.
         batch_size: Most texts packed into one decode.
@@ -65,6 +91,9 @@ class Embedder:
             copy of the built-ins.
         default_prompt_name: Prompt applied by :meth:`encode` when the call names none
             (default: none, texts are embedded as given).
+        chunking: How ``long_text="chunk"`` splits and fuses: a preset name (``"general"``,
+            ``"technical"``, ``"paper"``, ``"fiction"``, ``"legal"``, ``"code"``) or a
+            :class:`~qwen_embed.ChunkConfig`.
 
     Raises:
         ModelNotFoundError: ``model_path`` does not exist.
@@ -89,8 +118,10 @@ class Embedder:
         batch_tokens: int = _config.DEFAULT_BATCH_TOKENS,
         prompts: PromptRegistry | Mapping[str, str | Prompt] | None = None,
         default_prompt_name: str | None = None,
+        chunking: str | ChunkConfig = "general",
     ) -> None:
         self._engine: Engine | None = None
+        self._chunking = _as_chunk_config(chunking)
         self._prompts = _as_registry(prompts)
         if default_prompt_name is not None:
             self._prompts.get_prompt(default_prompt_name)
@@ -122,10 +153,11 @@ class Embedder:
             n_gpu_layers=n_gpu_layers,
             max_sequences=self._batch_size,
             batch_tokens=self._batch_tokens,
-            max_context=self._max_length,
+            max_context=max(self._max_length, self._batch_tokens),  # one decode holds a whole batch
             quantized=self._quantized,
         )
         self._eos = self._find_eos(self._engine, info)
+        self._chunker = Chunker(self._engine.tokenize, self._engine.token_bytes)
         self._resolution: ModelResolution | None = None
         logger.debug("ready: %r", self)
 
@@ -469,18 +501,33 @@ class Embedder:
 
         # 1. Tokenize and plan everything first: bad input fails before any decode.
         sequences: list[np.ndarray] = []
-        owners: list[int] = []
+        groups: list[tuple[int, int, _LongPlan | None]] = []  # (first row, rows, chunk plan)
         for i, text in enumerate(items):
-            item = self._input_tokens(text, None if single else i, before, after)
-            planned = policy.plan(item, limit=self._max_length, eos=self._eos)
+            index = None if single else i
+            item = self._input_tokens(text, index, before, after)
+            plan: _LongPlan | None = None
+            if isinstance(policy, ChunkPolicy) and item.n_tokens > self._max_length:
+                plan = self._plan_long(text, index, before, after, self._chunking)
+                planned = plan.sequences
+            else:
+                planned = policy.plan(item, limit=self._max_length, eos=self._eos)
+            groups.append((len(sequences), len(planned), plan))
             sequences.extend(planned)
-            owners.extend([i] * len(planned))
 
-        # 2. Decode in packed batches.
+        # 2. Decode in packed batches (the chunks of every long text share them).
         raw = self._embed_sequences(sequences, batch_size=max_batch, show_progress=show_progress)
 
-        # 3. Back to one vector per input, Matryoshka slice, normalize.
-        vectors = _combine(policy, raw, owners, len(items), self._native_dim)
+        # 3. Back to one vector per input (fusing chunks), Matryoshka slice, normalize.
+        if len(groups) == len(sequences):
+            vectors = raw
+        else:
+            vectors = np.empty((len(items), self._native_dim), dtype=np.float32)
+            for i, (first, count, plan) in enumerate(groups):
+                rows = raw[first : first + count]
+                vectors[i] = self._fuse(plan, rows)[0] if plan is not None else policy.combine(rows)
+        return self._finish(vectors, out_dim, do_normalize, single)
+
+    def _finish(self, vectors: np.ndarray, out_dim: int, do_normalize: bool, single: bool) -> np.ndarray:
         vectors = np.ascontiguousarray(vectors[:, :out_dim], dtype=np.float32)
         if not np.isfinite(vectors).all():
             raise EngineError("the engine returned non-finite values (NaN/inf); the model file may be corrupt")
@@ -488,6 +535,194 @@ class Embedder:
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             np.divide(vectors, np.maximum(norms, np.finfo(np.float32).tiny), out=vectors)
         return vectors[0] if single else vectors
+
+    # ------------------------------------------------------------------ long documents
+
+    def encode_long(
+        self,
+        text: str,
+        *,
+        preset: str | None = None,
+        chunk_tokens: int | None = None,
+        overlap: int | None = None,
+        fusion: str | None = None,
+        title: str | None = None,
+        sections: Sequence[tuple[str, str]] | None = None,
+        context_prefix: bool | None = None,
+        title_weight: float | None = None,
+        task: str | None = None,
+        instruction: str | None = None,
+        dim: int | None = None,
+        normalize: bool | None = None,
+        return_chunks: bool = True,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+    ) -> LongEmbedding:
+        """Embed a long document as token-exact chunks fused into one vector.
+
+        >>> doc = emb.encode_long(report, preset="technical", fusion="hierarchical")  # doctest: +SKIP
+        >>> doc.vector.shape, len(doc.chunks), doc.chunks[0].section            # doctest: +SKIP
+
+        The text is split at its Markdown headings (or at the given ``sections``), each
+        section into chunks of at most ``chunk_tokens`` text tokens overlapping by
+        ``overlap``, cut at a blank line, else a sentence end, else whitespace. Every
+        chunk's vector equals :meth:`encode` of its text (with the same prompt and, with
+        ``context_prefix``, its ``"Title > Section"`` line first). The chunk vectors
+        (unit length, native dimension) are fused, then the result is sliced to ``dim``
+        and normalized. A text that fits in one chunk gives the same vector as
+        :meth:`encode`.
+
+        Args:
+            text: The document (ignored with ``sections``: pass ``""``).
+            preset: Chunking preset (default: the embedder's ``chunking``); the options
+                below override its fields.
+            chunk_tokens, overlap, fusion, context_prefix, title_weight: see
+                :class:`~qwen_embed.ChunkConfig`; ``fusion`` is one of ``"weighted"``,
+                ``"mean"``, ``"positional"``, ``"max"``, ``"hierarchical"`` or a registered name.
+            title: Document title: heads every section path, and under ``"hierarchical"``
+                its vector is mixed in with ``title_weight``.
+            sections: ``(title, text)`` pairs instead of Markdown structure; spans then
+                refer to the sections joined by blank lines (``result.text``).
+            task: A prompt whose document side applies (default: none, as for retrieval).
+            instruction: An instruction in the official query format instead.
+            return_chunks: Keep each chunk's vector in the result.
+        """
+        config = self._chunking if preset is None else chunk_preset(preset)
+        changes = {
+            k: v
+            for k, v in dict(
+                chunk_tokens=chunk_tokens,
+                overlap=overlap,
+                fusion=fusion,
+                context_prefix=context_prefix,
+                title_weight=title_weight,
+            ).items()
+            if v is not None
+        }
+        if changes:
+            config = ChunkConfig(**{**config.__dict__, **changes})
+        get_fusion(config.fusion)
+        if title is not None and not isinstance(title, str):
+            raise InputTypeError(f"title must be a str, not {type(title).__name__}")
+        if sections is not None:
+            text, spans = sections_from_pairs(sections, title=title)
+        elif not isinstance(text, str):
+            raise InputTypeError(f"The input is {type(text).__name__}, not str; encode_long takes one str.")
+        else:
+            spans = None
+        if instruction is not None:
+            before, after = self._prompt_parts(None, instruction, "query")
+        else:
+            before, after = self._prompt_parts(task or "document", None, "passage")
+        out_dim = self._check_dim(dim) if dim is not None else self._dim
+        do_normalize = self._normalize if normalize is None else bool(normalize)
+        max_batch = (
+            self._batch_size if batch_size is None else min(_positive_int("batch_size", batch_size), self._batch_size)
+        )
+
+        plan = self._plan_long(text, None, before, after, config, title=title, sections=spans)
+        raw = self._embed_sequences(plan.sequences, batch_size=max_batch, show_progress=show_progress)
+        fused, units, (section_ids, section_units, section_tokens) = self._fuse(plan, raw)
+        vector = self._finish(fused[None, :], out_dim, do_normalize, single=True)
+        chunk_vectors = self._finish(units[: len(plan.chunks)], out_dim, do_normalize, single=False)
+        section_out = self._finish(section_units, out_dim, do_normalize, single=False)
+        chunks = tuple(
+            replace(chunk, vector=chunk_vectors[i] if return_chunks else None) for i, chunk in enumerate(plan.chunks)
+        )
+        by_section: dict[int, list[Chunk]] = {}
+        for chunk in plan.chunks:
+            by_section.setdefault(chunk.section_index, []).append(chunk)
+        section_results = tuple(
+            SectionEmbedding(
+                path=by_section[int(sid)][0].section,
+                start=by_section[int(sid)][0].start,
+                end=by_section[int(sid)][-1].end,
+                n_tokens=int(section_tokens[row]),
+                vector=section_out[row],
+            )
+            for row, sid in enumerate(section_ids)
+        )
+        return LongEmbedding(vector=vector, chunks=chunks, sections=section_results, text=text, fusion=config.fusion)
+
+    def _plan_long(
+        self,
+        text: str,
+        index: int | None,
+        before: str,
+        after: str,
+        config: ChunkConfig,
+        *,
+        title: str | None = None,
+        sections: list[Section] | None = None,
+    ) -> _LongPlan:
+        """Chunks of ``text`` and the token sequences (prompt, chunk, EOS) the engine decodes."""
+        spans = sections if sections is not None else markdown_sections(text, title=title)
+        suffix = self._prompt_tokens(after).size
+        chunks: list[Chunk] = []
+        prefixes: list[str] = []
+        for section_index, section in enumerate(spans):
+            prefix = " > ".join(section.path) + "\n\n" if config.context_prefix and section.path else ""
+            window = self._chunk_window(before + prefix, suffix, config, index)
+            overlap = (
+                config.overlap if window == config.chunk_tokens else config.overlap * window // config.chunk_tokens
+            )
+            for chunk in self._chunker.split(text, section, window=window, overlap=overlap):
+                chunks.append(replace(chunk, index=len(chunks), section_index=section_index))
+                prefixes.append(prefix)
+        if not chunks:  # empty or whitespace-only: embed it as it is
+            whole = Section(spans[0].path if spans else (), 0, len(text))
+            window = self._chunk_window(before, suffix, config, index)
+            found = self._chunker.split(text, whole, window=window, overlap=config.overlap, keep_blank=True)
+            chunks = [replace(c, index=i, section_index=0) for i, c in enumerate(found)]
+            chunks = chunks or [Chunk(0, "", 0, 0, 0, whole.path, 0)]
+            prefixes = [""] * len(chunks)
+        sequences = []
+        for chunk, prefix in zip(chunks, prefixes):
+            tokens = self._text_tokens(before + prefix + chunk.text + after, index, text_offset=len(before + prefix))
+            if len(tokens) + 1 > self._max_length:  # the windows leave slack for this; never silently cut
+                raise EngineError(
+                    f"chunk {chunk.index} is {len(tokens) + 1} tokens, over max_length={self._max_length}"
+                )
+            sequences.append(np.append(tokens, np.int32(self._eos)).astype(np.int32))
+        title_sequence = None
+        if title and config.fusion == "hierarchical" and config.title_weight > 0:
+            title_tokens = self._text_tokens(before + title + after, index)
+            title_sequence = np.append(title_tokens[: self._max_length - 1], np.int32(self._eos)).astype(np.int32)
+            sequences.append(title_sequence)
+        return _LongPlan(chunks, sequences, config, title_sequence is not None)
+
+    def _chunk_window(self, before: str, suffix: int, config: ChunkConfig, index: int | None) -> int:
+        overhead = self._prompt_tokens(before).size + suffix + 1 + _CHUNK_SLACK
+        window = min(config.chunk_tokens, self._max_length - overhead)
+        if window < 8:
+            raise InputTooLongError(
+                f"{'The text' if index is None else f'Text #{index}'}: the prompt and context prefix take "
+                f"{overhead} of max_length={self._max_length} tokens, which leaves no room for chunks; shorten "
+                "them or raise max_length.",
+                index=index,
+                n_tokens=overhead,
+                limit=self._max_length,
+            )
+        return window
+
+    def _fuse(self, plan: _LongPlan, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[Any, Any, Any]]:
+        """``(fused raw vector, unit chunk vectors, (section ids, unit section vectors, section tokens))``."""
+        rows = rows.astype(np.float64)
+        units = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), np.finfo(np.float64).tiny)
+        n = len(plan.chunks)
+        data = FusionInput(
+            vectors=units[:n],
+            tokens=np.array([c.n_tokens for c in plan.chunks]),
+            sections=np.array([c.section_index for c in plan.chunks]),
+            title=units[n] if plan.has_title else None,
+            title_weight=plan.config.title_weight,
+        )
+        fused = np.asarray(get_fusion(plan.config.fusion)(data), dtype=np.float64)
+        if fused.shape != (self._native_dim,):
+            raise ConfigurationError(
+                f"fusion {plan.config.fusion!r} returned shape {fused.shape}, expected ({self._native_dim},)"
+            )
+        return fused, units, section_vectors(data)
 
     def _embed_sequences(
         self, sequences: list[np.ndarray], *, batch_size: int, show_progress: bool | None
@@ -595,16 +830,6 @@ def plan_batches(lengths: Sequence[int], *, max_tokens: int, max_sequences: int)
     if current:
         batches.append(np.asarray(current, dtype=np.int64))
     return batches
-
-
-def _combine(policy: LongTextPolicy, raw: np.ndarray, owners: list[int], n_inputs: int, width: int) -> np.ndarray:
-    if len(owners) == n_inputs:  # one sequence per input: nothing to fuse
-        return raw
-    out = np.empty((n_inputs, width), dtype=np.float32)
-    owner_arr = np.asarray(owners)
-    for i in range(n_inputs):
-        out[i] = policy.combine(raw[owner_arr == i])
-    return out
 
 
 def _as_text_list(texts: object) -> list[str]:
@@ -721,3 +946,11 @@ def _in_notebook() -> bool:
     except Exception:
         return False
     return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
+
+
+def _as_chunk_config(chunking: object) -> ChunkConfig:
+    if isinstance(chunking, ChunkConfig):
+        return chunking
+    if isinstance(chunking, str):
+        return chunk_preset(chunking)
+    raise ConfigurationError(f"chunking must be a preset name or a ChunkConfig, not {chunking!r}")

@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import ConfigurationError, InputTooLongError
 
-__all__ = ["POLICIES", "ErrorPolicy", "LongTextPolicy", "TruncatePolicy", "get_policy"]
+__all__ = ["POLICIES", "ChunkPolicy", "ErrorPolicy", "LongTextPolicy", "TruncatePolicy", "get_policy"]
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,18 @@ class TruncatePolicy:
         return vectors[0]
 
 
-POLICIES: dict[str, LongTextPolicy] = {"error": ErrorPolicy(), "truncate": TruncatePolicy()}
+class ChunkPolicy(ErrorPolicy):
+    """Split a text over the limit into token-exact chunks and fuse their vectors.
+
+    A text that fits is embedded whole, exactly as under ``"error"``; the
+    :class:`~qwen_embed.Embedder` does the chunking for the others (it needs the text,
+    not only its tokens): see :meth:`~qwen_embed.Embedder.encode_long`.
+    """
+
+    name = "chunk"
+
+
+POLICIES: dict[str, LongTextPolicy] = {"error": ErrorPolicy(), "truncate": TruncatePolicy(), "chunk": ChunkPolicy()}
 
 
 def get_policy(name: str) -> LongTextPolicy:
