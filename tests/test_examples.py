@@ -59,3 +59,14 @@ def test_readme_main_command_downloads_the_default_model(hub: HubServer, tmp_pat
         text=True,
     )
     assert again.returncode == 0, again.stderr
+
+
+def test_long_documents_example(
+    tiny_model: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["long_documents.py", str(tiny_model)])
+    runpy.run_path(str(ROOT / "examples" / "long_documents.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "Running llama.cpp on a laptop: " in out and "7 sections" in out  # the title heading and six parts
+    assert "encode(long_text='chunk') shape: (3, 64)" in out
+    assert "best chunk: " in out
