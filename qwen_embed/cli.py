@@ -1,14 +1,25 @@
-"""The ``qwen-embed`` command line: ``download`` and ``quants`` (``python -m qwen_embed`` too)."""
+"""The ``qwen-embed`` command line (``python -m qwen_embed`` too).
+
+    qwen-embed embed "What is GGUF?" --prompt query -o vectors.npy
+    qwen-embed embed -f texts.txt --model 4B --quant Q4_K_M -o vectors.jsonl
+    qwen-embed download 0.6B --quant Q8_0
+    qwen-embed quants 4B
+    qwen-embed doctor
+    qwen-embed serve --model 0.6B --port 8000
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from ._version import __version__
 from .catalog import CATALOG, DEFAULT_MODEL, DEFAULT_QUANT
-from .errors import QwenEmbedError
+from .errors import ConfigurationError, QwenEmbedError
 
 __all__ = ["main"]
 
@@ -38,7 +49,142 @@ def build_parser() -> argparse.ArgumentParser:
     quants = commands.add_parser("quants", help="list a model's quantizations and their sizes")
     quants.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"{sizes}, or a repo id (default: 0.6B)")
     _hub_options(quants)
+
+    embed = commands.add_parser("embed", help="embed texts (arguments, a file with one text per line, or stdin)")
+    embed.add_argument("texts", nargs="*", help="texts to embed")
+    embed.add_argument("-f", "--file", default=None, help="a file with one text per line; '-' for stdin")
+    embed.add_argument("-o", "--output", default=None, help="out.npy or out.jsonl (default: JSON Lines on stdout)")
+    embed.add_argument("--prompt", default=None, help="query, document, or a prompt name (qwen-embed prompts)")
+    embed.add_argument("--instruction", default=None, help="a task instruction, in the official query format")
+    embed.add_argument("--dim", type=int, default=None, help="Matryoshka output dimension")
+    embed.add_argument("--long-text", default="error", choices=["error", "truncate", "chunk"])
+    embed.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _model_options(embed)
+
+    commands.add_parser("doctor", help="check that this machine runs the library correctly")
+    commands.add_parser("prompts", help="list the prompt names")
+
+    serve = commands.add_parser("serve", help="an OpenAI-compatible embedding server (needs qwen-embed[server])")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--served-model-name", default=None, help="model name clients send (default: from the file)")
+    serve.add_argument("--max-inputs", type=int, default=2048, help="most inputs per request")
+    serve.add_argument("--long-text", default="error", choices=["error", "truncate", "chunk"])
+    _model_options(serve)
     return parser
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="catalog size or repo id (default: 0.6B)")
+    parser.add_argument("--quant", default=DEFAULT_QUANT, help="quantization (default: Q8_0; auto picks by memory)")
+    parser.add_argument("--model-path", default=None, help="a local .gguf file instead of --model/--quant")
+    parser.add_argument("--max-length", type=int, default=None, help="most tokens per text (default: 8192)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all this process may use)")
+    parser.add_argument("--batch-size", type=int, default=None, help="most texts per decode (default: 64)")
+    _hub_options(parser)
+
+
+def _load_embedder(args: argparse.Namespace, **options: Any) -> Any:
+    from .embedder import Embedder
+
+    options.update(max_length=args.max_length, n_threads=args.threads)
+    if args.batch_size is not None:
+        options["batch_size"] = args.batch_size
+    if args.model_path:
+        return Embedder(args.model_path, **options)
+    return Embedder.from_pretrained(
+        args.model,
+        quant=args.quant,
+        revision=args.revision,
+        cache_dir=args.cache_dir,
+        token=args.token,
+        endpoint=args.endpoint,
+        local_files_only=args.offline,
+        **options,
+    )
+
+
+def _read_texts(args: argparse.Namespace) -> list[str]:
+    texts = list(args.texts)
+    if args.file is not None:
+        handle = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
+        with handle if handle is not sys.stdin else _nullcontext():
+            texts.extend(line.rstrip("\r\n") for line in handle)
+    elif not texts and not sys.stdin.isatty():
+        texts.extend(line.rstrip("\r\n") for line in sys.stdin)
+    if not texts:
+        raise ConfigurationError("nothing to embed: pass texts, -f FILE, or pipe one text per line on stdin")
+    return texts
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    output = Path(args.output) if args.output else None
+    if output is not None and output.suffix.lower() not in (".npy", ".jsonl"):
+        raise ConfigurationError(f"--output must end in .npy or .jsonl, not {output.name!r}")
+    texts = _read_texts(args)
+    progress = None if args.no_progress else sys.stderr.isatty()
+    with _load_embedder(args, long_text=args.long_text, show_progress=progress) as emb:
+        common: dict[str, Any] = {"dim": args.dim}
+        if args.instruction is not None:
+            vectors = emb.encode(texts, instruction=args.instruction, **common)
+        elif args.prompt in (None, "none"):
+            vectors = emb.encode(texts, **common)
+        elif args.prompt == "query":
+            vectors = emb.encode_queries(texts, **common)
+        elif args.prompt in ("document", "passage"):
+            vectors = emb.encode_documents(texts, **common)
+        else:
+            vectors = emb.encode(texts, prompt_name=args.prompt, **common)
+    if output is not None and output.suffix.lower() == ".npy":
+        np.save(output, vectors)
+    else:
+        stream = open(output, "w", encoding="utf-8") if output is not None else sys.stdout
+        try:
+            for i, vector in enumerate(vectors):
+                stream.write(json.dumps({"index": i, "embedding": [round(float(x), 7) for x in vector]}) + "\n")
+        finally:
+            if stream is not sys.stdout:
+                stream.close()
+    if output is not None:
+        print(f"{len(texts)} vectors of {vectors.shape[1]} dims -> {output}", file=sys.stderr)
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from .doctor import run_checks
+
+    checks = run_checks(sys.stdout)
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def _prompts(args: argparse.Namespace) -> int:
+    from .prompts import DEFAULT_REGISTRY
+
+    for name in DEFAULT_REGISTRY.list_prompts():
+        prompt = DEFAULT_REGISTRY.get_prompt(name)
+        print(f"{name:<24} {prompt.description or prompt.query or '(no instruction)'}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    emb = _load_embedder(args, long_text=args.long_text)
+    try:
+        serve(emb, host=args.host, port=args.port, model_name=args.served_model_name, max_inputs=args.max_inputs)
+    finally:
+        emb.close()
+    return 0
 
 
 def _bytes(text: str) -> int:
@@ -93,7 +239,14 @@ def _quants(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"download": _download, "quants": _quants}[args.command]
+    handler = {
+        "download": _download,
+        "quants": _quants,
+        "embed": _embed,
+        "doctor": _doctor,
+        "prompts": _prompts,
+        "serve": _serve,
+    }[args.command]
     try:
         return handler(args)
     except QwenEmbedError as error:

@@ -70,3 +70,66 @@ def test_long_documents_example(
     assert "Running llama.cpp on a laptop: " in out and "7 sections" in out  # the title heading and six parts
     assert "encode(long_text='chunk') shape: (3, 64)" in out
     assert "best chunk: " in out
+
+
+def test_faiss_example(tiny_model: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["faiss_search.py", str(tiny_model)])
+    runpy.run_path(str(ROOT / "examples" / "faiss_search.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "query 0:" in out and "index holds 5 vectors of 64 dims" in out
+
+
+def test_openai_client_example_against_qwen_embed_serve(tiny_model: Path, tmp_path: Path) -> None:
+    """`qwen-embed serve` as a real process, the example as another."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "qwen_embed", "serve", "--model-path", str(tiny_model), "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(150):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError(f"server did not come up: {server.stderr.read() if server.poll() is not None else ''}")
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "openai_client.py"), f"http://127.0.0.1:{port}/v1"],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "2 documents, 64 dims" in done.stdout and "dimensions=32 -> 32 values" in done.stdout
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def test_quickstart_notebook_executes(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("QWEN_EMBED_MODEL", str(tiny_model))
+    notebook = nbformat.read(ROOT / "examples" / "quickstart.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    outputs = "".join(
+        out.get("text", "") + str(out.get("data", {}).get("text/plain", ""))
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for out in cell.outputs
+    )
+    assert "(2, 64) (3, 64) float32" in outputs and "Instruct: " in outputs and "chunks in" in outputs
