@@ -1,11 +1,11 @@
 """The ``qwen-embed`` command line (``python -m qwen_embed`` too).
 
-    qwen-embed embed "What is GGUF?" --prompt query -o vectors.npy
-    qwen-embed embed -f texts.txt --model 4B --quant Q4_K_M -o vectors.jsonl
-    qwen-embed download 0.6B --quant Q8_0
-    qwen-embed quants 4B
-    qwen-embed doctor
-    qwen-embed serve --model 0.6B --port 8000
+qwen-embed embed "What is GGUF?" --prompt query -o vectors.npy
+qwen-embed embed -f texts.txt --model 4B --quant Q4_K_M -o vectors.jsonl
+qwen-embed download 0.6B --quant Q8_0
+qwen-embed quants 4B
+qwen-embed doctor
+qwen-embed serve --model 0.6B --port 8000
 """
 
 from __future__ import annotations

@@ -160,7 +160,7 @@ def create_app(
     stats = ServerStats()
     batcher = _Batcher(embedder, max_texts=max_batch_texts, wait=batch_wait, stats=stats)
 
-    def error(status: int, message: str, *, param: str | None = None, code: str | None = None) -> JSONResponse:
+    def failure(status: int, message: str, *, param: str | None = None, code: str | None = None) -> JSONResponse:
         kind = "invalid_request_error" if status < 500 else "server_error"
         body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
         return JSONResponse(body, status_code=status)
@@ -177,17 +177,17 @@ def create_app(
             n_tokens = _count_tokens(embedder, texts, key)
             vectors = await batcher.submit(texts, key)
         except _RequestError as bad:
-            return error(bad.status, bad.message, param=bad.param, code=bad.code)
+            return failure(bad.status, bad.message, param=bad.param, code=bad.code)
         except (InputTooLongError, DimensionError, UnknownPromptError, ConfigurationError) as bad:
-            return error(400, str(bad), param="input" if isinstance(bad, InputTooLongError) else None)
+            return failure(400, str(bad), param="input" if isinstance(bad, InputTooLongError) else None)
         except QwenEmbedError as bad:
             if isinstance(bad, ValueError | TypeError):
-                return error(400, str(bad))
+                return failure(400, str(bad))
             logger.exception("embedding failed")
-            return error(500, "The server could not embed this request; see its log.")
+            return failure(500, "The server could not embed this request; see its log.")
         except Exception:
             logger.exception("embedding failed")
-            return error(500, "The server could not embed this request; see its log.")
+            return failure(500, "The server could not embed this request; see its log.")
         data = [
             {"object": "embedding", "index": i, "embedding": _encode_vector(vector, encoding)}
             for i, vector in enumerate(vectors)
@@ -205,14 +205,14 @@ def create_app(
         return JSONResponse({"status": "ok", "model": name, "dim": embedder.dim, **counts})
 
     async def not_found(request: Request, exc: Exception) -> JSONResponse:
-        return error(404, f"No route {request.method} {request.url.path}.")
+        return failure(404, f"No route {request.method} {request.url.path}.")
 
     async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
-        return error(405, f"{request.method} is not allowed on {request.url.path}.")
+        return failure(405, f"{request.method} is not allowed on {request.url.path}.")
 
     async def crash(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error", exc_info=exc)
-        return error(500, "Internal server error; see the server's log.")
+        return failure(500, "Internal server error; see the server's log.")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:

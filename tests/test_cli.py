@@ -87,9 +87,9 @@ def test_embed_stdin_and_long_text(tiny_model: Path) -> None:
         env=env,
     )
     assert done.returncode == 1 and "InputTooLongError" in done.stderr and "Traceback" not in done.stderr
+    command = [sys.executable, "-m", "qwen_embed", "embed", "--model-path", str(tiny_model), "--max-length", "64"]
     done = subprocess.run(
-        [sys.executable, "-m", "qwen_embed", "embed", "--model-path", str(tiny_model), "--max-length", "64"]
-        + ["--long-text", "chunk", "-f", "-"],
+        [*command, "--long-text", "chunk", "-f", "-"],
         input=f"short\n{long_line}\n",
         capture_output=True,
         text=True,
