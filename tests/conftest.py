@@ -100,3 +100,13 @@ def hub(hub_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> Iterato
             },
         )
         yield server
+
+
+PARITY_REPORT: list[str] = []  # lines the parity tests report; shown at the end of the run
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if PARITY_REPORT:
+        terminalreporter.section("parity with the official Transformers recipe")
+        for line in PARITY_REPORT:
+            terminalreporter.write_line(line)
