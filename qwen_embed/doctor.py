@@ -57,6 +57,15 @@ def run_checks(out: TextIO) -> list[Check]:
     check("llama.cpp", engine)
     check("threads", lambda: f"{_config.default_threads()} (set QWEN_EMBED_NUM_THREADS or n_threads= to change)")
 
+    def backend() -> str:
+        from .embedder import _choose_backend
+
+        chosen, reason = _choose_backend("auto", None)
+        engine = "PyTorch" if chosen == "torch" else "llama.cpp"
+        return f"backend='auto' would use {engine}: {reason.removeprefix('auto: ')}"
+
+    check("backend", backend)
+
     with tempfile.TemporaryDirectory(prefix="qwen-embed-doctor-") as tmp:
         _path_checks(Path(tmp), check)
 

@@ -119,6 +119,9 @@ class Embedder:
         prompts: PromptRegistry | Mapping[str, str | Prompt] | None = None,
         default_prompt_name: str | None = None,
         chunking: str | ChunkConfig = "general",
+        backend: str = "llama",
+        dtype: str | None = None,
+        device: str | None = None,
     ) -> None:
         self._engine: Engine | None = None
         self._chunking = _as_chunk_config(chunking)
@@ -144,9 +147,32 @@ class Embedder:
         self._n_threads = _positive_int("n_threads", n_threads) if n_threads is not None else _config.default_threads()
         self._quantized = any(t.type_name not in _FLOAT_TYPES for t in info.tensors if len(t.shape) >= 2)
 
+        self._backend, self._backend_reason = _choose_backend(backend, device)
+        logger.debug("backend %s: %s", self._backend, self._backend_reason)
+        self._engine = self._make_engine(n_gpu_layers=n_gpu_layers, dtype=dtype, device=device)
+        self._eos = self._find_eos(self._engine, info)
+        self._chunker = Chunker(self._engine.tokenize, self._engine.token_bytes)
+        self._resolution: ModelResolution | None = None
+        logger.debug("ready: %r", self)
+
+    def _make_engine(self, *, n_gpu_layers: int, dtype: str | None, device: str | None) -> Engine:
+        if self._backend == "torch":
+            from .torch_engine import TorchEngine
+
+            return TorchEngine(
+                self._path,
+                pooling=self._pooling,
+                n_threads=self._n_threads,
+                dtype=dtype,
+                device=device or ("cuda" if "CUDA" in self._backend_reason else "cpu"),
+                max_sequences=self._batch_size,
+                batch_tokens=self._batch_tokens,
+            )
+        if dtype is not None or device is not None:
+            raise ConfigurationError("dtype= and device= apply to backend='torch'; llama.cpp runs the file's types")
         from .backend import LlamaCppEngine  # imports llama_cpp: keep `import qwen_embed` light
 
-        self._engine = LlamaCppEngine(
+        return LlamaCppEngine(
             self._path,
             pooling=self._pooling,
             n_threads=self._n_threads,
@@ -156,10 +182,6 @@ class Embedder:
             max_context=max(self._max_length, self._batch_tokens),  # one decode holds a whole batch
             quantized=self._quantized,
         )
-        self._eos = self._find_eos(self._engine, info)
-        self._chunker = Chunker(self._engine.tokenize, self._engine.token_bytes)
-        self._resolution: ModelResolution | None = None
-        logger.debug("ready: %r", self)
 
     @classmethod
     def from_pretrained(
@@ -288,6 +310,23 @@ class Embedder:
         return self._info.add_eos_token
 
     @property
+    def backend(self) -> str:
+        """``"llama"`` or ``"torch"``: the engine in use."""
+        return self._backend
+
+    @property
+    def backend_reason(self) -> str:
+        """Why this backend was chosen (``backend="auto"`` explains its pick)."""
+        return self._backend_reason
+
+    @property
+    def engine(self) -> str:
+        """The engine in words, for ``repr`` and ``qwen-embed doctor``."""
+        if self._backend == "torch":
+            return f"torch {getattr(self._engine, 'dtype', '')}".strip()
+        return "llama.cpp"
+
+    @property
     def workarounds(self) -> tuple[str, ...]:
         """Workarounds for engine bugs in force for this model."""
         return self._require_engine().workarounds
@@ -298,7 +337,7 @@ class Embedder:
         return (
             f"Embedder(model={self._path.name!r}, quant={self.quantization}, dim={dim}, "
             f"pooling={self._pooling}, max_length={self._max_length}, context={self._context_length}, "
-            f"long_text={self._policy.name!r}, threads={self._n_threads}, engine=llama.cpp{state})"
+            f"long_text={self._policy.name!r}, threads={self._n_threads}, engine={self.engine}{state})"
         )
 
     # ------------------------------------------------------------------ tokens
@@ -954,3 +993,30 @@ def _as_chunk_config(chunking: object) -> ChunkConfig:
     if isinstance(chunking, str):
         return chunk_preset(chunking)
     raise ConfigurationError(f"chunking must be a preset name or a ChunkConfig, not {chunking!r}")
+
+
+BACKENDS = ("auto", "llama", "torch")
+
+
+def _choose_backend(backend: str, device: str | None) -> tuple[str, str]:
+    """``(backend, reason)``: ``auto`` picks torch where it is installed and has AMX, AVX512-BF16 or CUDA."""
+    if backend not in BACKENDS:
+        raise ConfigurationError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, not {backend!r}")
+    from .torch_engine import cpu_flags, torch_available
+
+    if backend == "llama":
+        return "llama", "asked for (backend='llama')"
+    if backend == "torch":
+        if not torch_available():
+            raise ConfigurationError('backend="torch" needs PyTorch: pip install "qwen-embed[torch]"')
+        return "torch", "asked for (backend='torch')"
+    if not torch_available():
+        return "llama", "auto: PyTorch is not installed"
+    import torch
+
+    if (device or "").startswith("cuda") or (device is None and torch.cuda.is_available()):
+        return "torch", "auto: CUDA is available"
+    found = sorted(cpu_flags() & {"amx_bf16", "avx512_bf16"})
+    if found:
+        return "torch", f"auto: PyTorch with bfloat16 matmuls on this CPU ({', '.join(found)})"
+    return "llama", "auto: no AMX, AVX512-BF16 or CUDA here, where llama.cpp is the faster engine"

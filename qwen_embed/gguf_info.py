@@ -76,6 +76,7 @@ class GGUFInfo:
     metadata: dict[str, Any]
     tensors: tuple[TensorInfo, ...] = field(repr=False)
     file_size: int = 0
+    data_offset: int = 0  # where tensor data starts; TensorInfo.offset is relative to it
 
     @property
     def architecture(self) -> str | None:
@@ -309,4 +310,6 @@ def _parse(buf: mmap.mmap, path: Path, size: int, full_arrays: tuple[str, ...]) 
             )
         tensors.append(TensorInfo(name, shape, qtype.name, offset, n_bytes))
 
-    return GGUFInfo(path=path, version=version, metadata=metadata, tensors=tuple(tensors), file_size=size)
+    return GGUFInfo(
+        path=path, version=version, metadata=metadata, tensors=tuple(tensors), file_size=size, data_offset=data_start
+    )

@@ -8,18 +8,27 @@ causal attention, SwiGLU, final norm, last-token or mean pooling).
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from gguf import GGUFReader
 
 
+def _as_array(tensor: Any) -> np.ndarray:
+    """float64 values of a tensor; quantized ones through gguf-py's own dequantizers."""
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize
+
+    shape = tuple(reversed([int(d) for d in tensor.shape]))
+    if tensor.tensor_type in (GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.F64):
+        return np.asarray(tensor.data, dtype=np.float64).reshape(shape)
+    return np.asarray(dequantize(tensor.data, tensor.tensor_type), dtype=np.float64).reshape(shape)
+
+
 @lru_cache(maxsize=8)
 def load_weights(path: str) -> tuple[dict[str, np.ndarray], dict[str, float | int]]:
     reader = GGUFReader(path)
-    weights = {
-        t.name: np.asarray(t.data, dtype=np.float64).reshape(tuple(reversed([int(d) for d in t.shape])))
-        for t in reader.tensors
-    }
+    weights = {t.name: _as_array(t) for t in reader.tensors}
     arch = reader.fields["general.architecture"].contents()
 
     def get(key: str) -> float | int:

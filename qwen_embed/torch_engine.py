@@ -1,0 +1,409 @@
+"""A second engine behind the same seam: PyTorch on the same GGUF file (``pip install "qwen-embed[torch]"``).
+
+The GGUF's tensors are dequantized one by one (``gguf.quants``) into torch tensors of the
+chosen dtype; text is tokenized by a ``tokenizers`` BPE built from the file's own vocabulary
+and merges with the Qwen2 split, checked against llama.cpp on a sample at load time (falling
+back to llama.cpp's tokenizer where they differ). The forward pass is a compact Qwen3 encoder
+that, under last-token pooling, runs the final layer's attention output and FFN for the last
+token of each sequence only.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigurationError, EngineError, ModelLoadError
+from .gguf_info import GGUFInfo, read_gguf_info
+
+__all__ = ["TorchEngine", "cpu_flags", "default_torch_dtype", "torch_available"]
+
+logger = logging.getLogger(__name__)
+
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_CONTROL = 3
+# Checked at load: the tokenizers BPE must give llama.cpp's ids on these, else llama.cpp tokenizes.
+_TOKENIZER_PROBES = (
+    "Hello, world! It's 2026; naïve café — déjà vu.",
+    "def f(x):\n    return x ** 2  # comment\n\n\n\tindent",
+    "中文分词测试，日本語のテキスト，한국어 텍스트",
+    "Привет мир, مرحبا بالعالم, שלום עולם",
+    "emoji 🎉🚀 and symbols ∑∫√ and numbers 1234567890 3.14159",
+    "   leading and trailing spaces   \r\n\r\nCRLF lines\n",
+    "<|endoftext|> is plain text here <|im_end|>",
+)
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def cpu_flags() -> set[str]:
+    """CPU feature flags from /proc/cpuinfo (empty elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def default_torch_dtype(device: str) -> str:
+    """bfloat16 on CUDA and on CPUs with AMX or AVX512-BF16; float32 elsewhere."""
+    if device.startswith("cuda"):
+        return "bfloat16"
+    flags = cpu_flags()
+    return "bfloat16" if flags & {"amx_bf16", "avx512_bf16"} else "float32"
+
+
+class _Tokenizer:
+    """Qwen2 byte-level BPE from the GGUF's vocabulary, with llama.cpp as the fallback."""
+
+    def __init__(self, info: GGUFInfo, path: Path) -> None:
+        self._fallback: Any = None
+        self._fallback_vocab: Any = None
+        self._bytes_cache: dict[int, bytes] = {}
+        meta = read_gguf_info(path, full_arrays=("tokenizer.ggml.tokens", "tokenizer.ggml.merges")).metadata
+        tokens = list(meta["tokenizer.ggml.tokens"])
+        self._tokens = tokens
+        types = meta.get("tokenizer.ggml.token_type")
+        self._types = list(read_gguf_info(path, full_arrays=("tokenizer.ggml.token_type",)).metadata[
+            "tokenizer.ggml.token_type"]) if types is not None else [1] * len(tokens)  # fmt: skip
+        self.bpe: Any = None
+        if meta.get("tokenizer.ggml.model") == "gpt2" and meta.get("tokenizer.ggml.pre") in ("qwen2", None):
+            try:
+                self.bpe = _build_bpe(tokens, list(meta.get("tokenizer.ggml.merges") or []))
+            except Exception as error:  # an odd vocabulary: llama.cpp tokenizes instead
+                logger.debug("tokenizers BPE not built (%s); using llama.cpp's tokenizer", error)
+        self._byte_decoder = _byte_decoder()
+        self.path = path
+        if self.bpe is not None and not all(self._agrees(text) for text in _TOKENIZER_PROBES):
+            logger.debug("tokenizers BPE disagrees with llama.cpp on the probes; using llama.cpp's tokenizer")
+            self.bpe = None
+
+    @property
+    def source(self) -> str:
+        return "tokenizers (GGUF vocabulary)" if self.bpe is not None else "llama.cpp"
+
+    def _agrees(self, text: str) -> bool:
+        return bool(np.array_equal(self._bpe_ids(text), self._llama_ids(text)))
+
+    def _bpe_ids(self, text: str) -> np.ndarray:
+        return np.asarray(self.bpe.encode(text, add_special_tokens=False).ids, dtype=np.int32)
+
+    def _llama_ids(self, text: str, special: bool = False) -> np.ndarray:
+        if self._fallback is None:
+            import llama_cpp
+
+            from ._native import install_log_router
+
+            install_log_router()
+            params = llama_cpp.llama_model_default_params()
+            params.vocab_only = True
+            model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), params)
+            if not model:
+                raise ModelLoadError(f"llama.cpp could not read the vocabulary of {self.path}")
+            self._fallback = model
+            self._fallback_vocab = llama_cpp.llama_model_get_vocab(model)
+        import llama_cpp
+
+        raw = text.encode("utf-8")
+        cap = len(raw) + 8
+        while True:
+            buf = (llama_cpp.llama_token * cap)()
+            n = llama_cpp.llama_tokenize(self._fallback_vocab, raw, len(raw), buf, cap, False, special)
+            if n >= 0:
+                return np.ctypeslib.as_array(buf)[:n].astype(np.int32, copy=True)
+            cap = -n
+
+    def tokenize(self, text: str, *, special: bool = False) -> np.ndarray:
+        text.encode("utf-8")  # a lone surrogate raises UnicodeEncodeError, as with llama.cpp
+        if special:
+            return self._llama_ids(text, special=True)
+        return self._bpe_ids(text) if self.bpe is not None else self._llama_ids(text)
+
+    def token_bytes(self, token: int) -> bytes:
+        cached = self._bytes_cache.get(token)
+        if cached is None:
+            if self._types[token] == _CONTROL:
+                cached = b""
+            else:
+                piece = self._tokens[token]
+                try:
+                    cached = bytes(self._byte_decoder[ch] for ch in piece)
+                except KeyError:
+                    cached = piece.encode("utf-8")
+            self._bytes_cache[token] = cached
+        return cached
+
+    def close(self) -> None:
+        if self._fallback is not None:
+            import llama_cpp
+
+            llama_cpp.llama_model_free(self._fallback)
+            self._fallback = None
+
+
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-to-unicode table, inverted."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+def _build_bpe(tokens: list[str], merges: list[str]) -> Any:
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {t: i for i, t in enumerate(tokens)}
+    pairs = [tuple(m.split(" ", 1)) for m in merges]
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=pairs, ignore_merges=False))  # type: ignore[arg-type]
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+        ]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer
+
+
+def _load_tensor(buf: mmap.mmap, info: GGUFInfo, name: str, torch: Any, dtype: Any, device: str) -> Any:
+    """One tensor, dequantized to ``dtype`` on ``device`` (numpy shape order: the reverse of ggml's)."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+    from gguf.quants import dequantize
+
+    tensor = next((t for t in info.tensors if t.name == name), None)
+    if tensor is None:
+        raise ModelLoadError(f"{info.path}: no tensor {name!r}")
+    qtype = GGMLQuantizationType[tensor.type_name]
+    shape = tuple(reversed(tensor.shape))
+    start = info.data_offset + tensor.offset
+    raw = np.frombuffer(buf, dtype=np.uint8, count=tensor.n_bytes, offset=start)
+    values: np.ndarray
+    if qtype == GGMLQuantizationType.F32:  # copies: the tensor must not point into the file's mmap
+        values = raw.view(np.float32).reshape(shape).copy()
+    elif qtype == GGMLQuantizationType.F16:
+        values = raw.view(np.float16).reshape(shape).copy()
+    elif qtype == GGMLQuantizationType.BF16:
+        bits = raw.view(np.uint16).astype(np.uint32) << 16
+        values = bits.view(np.float32).reshape(shape)
+    else:
+        block, type_size = GGML_QUANT_SIZES[qtype]
+        rows = raw.reshape(-1, shape[-1] // block * type_size)
+        try:
+            values = dequantize(rows, qtype).reshape(shape)
+        except NotImplementedError as error:
+            raise ModelLoadError(f"{info.path}: the torch engine cannot dequantize {qtype.name} ({name})") from error
+    return torch.from_numpy(np.ascontiguousarray(values)).to(device=device, dtype=dtype)  # one tensor at a time
+
+
+class TorchEngine:
+    """Qwen3 encoder in PyTorch on a GGUF's weights."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        pooling: str,
+        n_threads: int,
+        dtype: str | None = None,
+        device: str = "cpu",
+        max_sequences: int = 64,
+        batch_tokens: int = 1024,
+    ) -> None:
+        try:
+            import torch
+        except ImportError as error:
+            raise ConfigurationError('backend="torch" needs PyTorch: pip install "qwen-embed[torch]"') from error
+        self._torch = torch
+        self._path = Path(path)
+        self._lock = threading.Lock()
+        self._pooling = pooling
+        self._device = device
+        dtype = dtype or default_torch_dtype(device)
+        if dtype not in ("float32", "bfloat16", "float16"):
+            raise ConfigurationError(f"dtype must be 'float32', 'bfloat16' or 'float16', not {dtype!r}")
+        self.dtype = dtype
+        self._dtype = getattr(torch, dtype)
+        self._max_sequences = max_sequences
+        self._batch_tokens = batch_tokens
+        if device == "cpu":
+            torch.set_num_threads(n_threads)
+        info = read_gguf_info(self._path)
+        self._info = info
+        arch = info.architecture
+        self._n_layer = int(info.block_count or 0)
+        self._n_embd = int(info.embedding_length or 0)
+        self._n_head = int(info.arch_value("attention.head_count") or 0)
+        self._n_head_kv = int(info.arch_value("attention.head_count_kv") or self._n_head)
+        self._eps = float(info.arch_value("attention.layer_norm_rms_epsilon") or 1e-6)
+        self._rope_base = float(info.arch_value("rope.freq_base") or 1_000_000.0)
+        q_shape = next(t.shape for t in info.tensors if t.name == "blk.0.attn_q.weight")
+        self._head_dim = int(q_shape[1]) // self._n_head
+        if arch != "qwen3" or not self._n_layer:
+            raise ModelLoadError(f"{self._path}: the torch engine runs qwen3 models, not {arch!r}")
+        try:
+            with open(self._path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                self._weights = self._load(buf, info)
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(f"{self._path}: {error}") from error
+        self._tokenizer = _Tokenizer(info, self._path)
+        self._inv_freq = 1.0 / (
+            self._rope_base ** (torch.arange(0, self._head_dim, 2, dtype=torch.float32, device=device) / self._head_dim)
+        )
+        self._closed = False
+        logger.debug(
+            "torch engine: %s, dtype=%s, device=%s, threads=%d, tokenizer=%s",
+            self._path.name,
+            dtype,
+            device,
+            torch.get_num_threads(),
+            self._tokenizer.source,
+        )
+
+    def _load(self, buf: mmap.mmap, info: GGUFInfo) -> dict[str, Any]:
+        torch, dt, dev = self._torch, self._dtype, self._device
+        weights: dict[str, Any] = {"token_embd": _load_tensor(buf, info, "token_embd.weight", torch, dt, dev)}
+        weights["output_norm"] = _load_tensor(buf, info, "output_norm.weight", torch, torch.float32, dev)
+        for i in range(self._n_layer):
+            p = f"blk.{i}."
+            for key in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"):
+                weights[p + key] = _load_tensor(buf, info, p + key + ".weight", torch, dt, dev)
+            for key in ("attn_norm", "attn_q_norm", "attn_k_norm", "ffn_norm"):
+                weights[p + key] = _load_tensor(buf, info, p + key + ".weight", torch, torch.float32, dev)
+        return weights
+
+    # ------------------------------------------------------------------ the Engine protocol
+
+    @property
+    def n_embd(self) -> int:
+        return self._n_embd
+
+    @property
+    def workarounds(self) -> tuple[str, ...]:
+        return ()
+
+    @property
+    def tokenizer_source(self) -> str:
+        return self._tokenizer.source
+
+    def tokenize(self, text: str, *, special: bool = False) -> np.ndarray:
+        self._check_open()
+        return self._tokenizer.tokenize(text, special=special)
+
+    def token_bytes(self, token: int) -> bytes:
+        self._check_open()
+        return self._tokenizer.token_bytes(int(token))
+
+    def embed(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
+        self._check_open()
+        if not sequences:
+            return np.empty((0, self._n_embd), dtype=np.float32)
+        torch = self._torch
+        with self._lock, torch.inference_mode():
+            lengths = [len(s) for s in sequences]
+            if min(lengths) < 1:
+                raise EngineError("cannot embed an empty token sequence")
+            width = max(lengths)
+            ids = torch.zeros((len(sequences), width), dtype=torch.long)
+            for row, seq in enumerate(sequences):  # right padding; positions start at 0 for each sequence
+                ids[row, : len(seq)] = torch.from_numpy(np.asarray(seq, dtype=np.int64))
+            out = self._forward(ids.to(self._device), torch.tensor(lengths, device=self._device))
+            result = out.float().cpu().numpy()
+        if not np.isfinite(result).all():
+            raise EngineError("the torch engine returned non-finite values (NaN/inf)")
+        return result
+
+    def close(self) -> None:
+        if not getattr(self, "_closed", True):
+            self._closed = True
+            self._weights = {}
+            self._tokenizer.close()
+
+    def _check_open(self) -> None:
+        if getattr(self, "_closed", True):
+            raise EngineError("the torch engine is closed")
+
+    # ------------------------------------------------------------------ the forward pass
+
+    def _rms(self, x: Any, weight: Any) -> Any:
+        torch = self._torch
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self._eps)
+        return (xf * weight).to(x.dtype)
+
+    def _rope(self, x: Any, cos: Any, sin: Any) -> Any:
+        half = x.shape[-1] // 2
+        x1, x2 = x[..., :half], x[..., half:]
+        rotated = self._torch.cat((-x2, x1), dim=-1)
+        return (x.float() * cos + rotated.float() * sin).to(x.dtype)
+
+    def _forward(self, ids: Any, lengths: Any) -> Any:
+        torch = self._torch
+        F = torch.nn.functional
+        w = self._weights
+        batch, width = ids.shape
+        h, hkv, hd = self._n_head, self._n_head_kv, self._head_dim
+        positions = torch.arange(width, device=ids.device, dtype=torch.float32)
+        angles = positions[:, None] * self._inv_freq[None, :]
+        cos = torch.cat((angles.cos(), angles.cos()), dim=-1)[None, None]  # (1, 1, T, hd)
+        sin = torch.cat((angles.sin(), angles.sin()), dim=-1)[None, None]
+        valid = torch.arange(width, device=ids.device)[None, :] < lengths[:, None]  # (B, T) keys that exist
+        causal = torch.ones(width, width, dtype=torch.bool, device=ids.device).tril()
+        mask = causal[None, None] & valid[:, None, None, :]  # (B, 1, T, T)
+        last = lengths - 1
+        x = F.embedding(ids, w["token_embd"])
+        for i in range(self._n_layer):
+            p = f"blk.{i}."
+            final = i == self._n_layer - 1 and self._pooling == "last"
+            hn = self._rms(x, w[p + "attn_norm"])
+            q_in = hn[torch.arange(batch), last][:, None] if final else hn
+            q = F.linear(q_in, w[p + "attn_q"]).view(batch, -1, h, hd)
+            k = F.linear(hn, w[p + "attn_k"]).view(batch, width, hkv, hd)
+            v = F.linear(hn, w[p + "attn_v"]).view(batch, width, hkv, hd)
+            q = self._rms(q, w[p + "attn_q_norm"]).transpose(1, 2)
+            k = self._rms(k, w[p + "attn_k_norm"]).transpose(1, 2)
+            v = v.transpose(1, 2)
+            if final:
+                q_cos = cos[0, 0][last][:, None, None, :]
+                q_sin = sin[0, 0][last][:, None, None, :]
+                q = self._rope(q, q_cos, q_sin)
+                q_mask = valid[:, None, None, :]
+            else:
+                q = self._rope(q, cos, sin)
+                q_mask = mask
+            k = self._rope(k, cos, sin)
+            if hkv != h:
+                k = k.repeat_interleave(h // hkv, dim=1)
+                v = v.repeat_interleave(h // hkv, dim=1)
+            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=q_mask)
+            attn = attn.transpose(1, 2).reshape(batch, q.shape[2], h * hd)
+            residual = x[torch.arange(batch), last][:, None] if final else x
+            x = residual + F.linear(attn, w[p + "attn_output"])
+            hn = self._rms(x, w[p + "ffn_norm"])
+            x = x + F.linear(F.silu(F.linear(hn, w[p + "ffn_gate"])) * F.linear(hn, w[p + "ffn_up"]), w[p + "ffn_down"])
+        x = self._rms(x, w["output_norm"])
+        if self._pooling == "last":
+            return x[:, -1] if x.shape[1] == 1 else x[torch.arange(batch), last]
+        m = valid[:, :, None].to(x.dtype)
+        return (x * m).sum(1) / m.sum(1)
