@@ -94,6 +94,12 @@ class Embedder:
         chunking: How ``long_text="chunk"`` splits and fuses: a preset name (``"general"``,
             ``"technical"``, ``"paper"``, ``"fiction"``, ``"legal"``, ``"code"``) or a
             :class:`~qwen_embed.ChunkConfig`.
+        backend: ``"llama"`` (llama.cpp, the default), ``"torch"`` (PyTorch on the same file,
+            extra ``torch``) or ``"auto"`` (torch where it is installed and the machine has AMX,
+            AVX512-BF16 or CUDA; see :attr:`backend_reason`).
+        dtype: Torch engine only: ``"bfloat16"``, ``"float32"`` or ``"float16"`` (default:
+            bfloat16 on CUDA and on CPUs with AMX or AVX512-BF16, else float32).
+        device: Torch engine only: ``"cpu"`` or ``"cuda"`` (default: CUDA when ``auto`` chose it).
 
     Raises:
         ModelNotFoundError: ``model_path`` does not exist.
