@@ -282,13 +282,20 @@ class TorchEngine:
         )
 
     def _load(self, buf: mmap.mmap, info: GGUFInfo) -> dict[str, Any]:
+        """Weights tensor by tensor; q/k/v and gate/up are fused into one matrix each (fewer, larger GEMMs)."""
         torch, dt, dev = self._torch, self._dtype, self._device
         weights: dict[str, Any] = {"token_embd": _load_tensor(buf, info, "token_embd.weight", torch, dt, dev)}
         weights["output_norm"] = _load_tensor(buf, info, "output_norm.weight", torch, torch.float32, dev)
         for i in range(self._n_layer):
             p = f"blk.{i}."
-            for key in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"):
-                weights[p + key] = _load_tensor(buf, info, p + key + ".weight", torch, dt, dev)
+
+            def load(key: str, p: str = p) -> Any:
+                return _load_tensor(buf, info, p + key + ".weight", torch, dt, dev)
+
+            weights[p + "attn_qkv"] = torch.cat([load("attn_q"), load("attn_k"), load("attn_v")])
+            weights[p + "attn_output"] = load("attn_output")
+            weights[p + "ffn_gate_up"] = torch.cat([load("ffn_gate"), load("ffn_up")])
+            weights[p + "ffn_down"] = load("ffn_down")
             for key in ("attn_norm", "attn_q_norm", "attn_k_norm", "ffn_norm"):
                 weights[p + key] = _load_tensor(buf, info, p + key + ".weight", torch, torch.float32, dev)
         return weights
@@ -354,9 +361,9 @@ class TorchEngine:
 
     def _rope(self, x: Any, cos: Any, sin: Any) -> Any:
         half = x.shape[-1] // 2
-        x1, x2 = x[..., :half], x[..., half:]
-        rotated = self._torch.cat((-x2, x1), dim=-1)
-        return (x.float() * cos + rotated.float() * sin).to(x.dtype)
+        xf = x.float()  # float32 maths: bfloat16 element-wise ops are slow on CPUs
+        rotated = self._torch.cat((-xf[..., half:], xf[..., :half]), dim=-1)
+        return (xf * cos + rotated * sin).to(x.dtype)
 
     def _forward(self, ids: Any, lengths: Any) -> Any:
         torch = self._torch
@@ -364,46 +371,45 @@ class TorchEngine:
         w = self._weights
         batch, width = ids.shape
         h, hkv, hd = self._n_head, self._n_head_kv, self._head_dim
+        q_size, kv_size = h * hd, hkv * hd
         positions = torch.arange(width, device=ids.device, dtype=torch.float32)
         angles = positions[:, None] * self._inv_freq[None, :]
-        cos = torch.cat((angles.cos(), angles.cos()), dim=-1)[None, None]  # (1, 1, T, hd)
-        sin = torch.cat((angles.sin(), angles.sin()), dim=-1)[None, None]
+        cos = torch.cat((angles.cos(), angles.cos()), dim=-1)  # (T, hd), float32
+        sin = torch.cat((angles.sin(), angles.sin()), dim=-1)
         valid = torch.arange(width, device=ids.device)[None, :] < lengths[:, None]  # (B, T) keys that exist
         causal = torch.ones(width, width, dtype=torch.bool, device=ids.device).tril()
         mask = causal[None, None] & valid[:, None, None, :]  # (B, 1, T, T)
         last = lengths - 1
+        rows = torch.arange(batch, device=ids.device)
         x = F.embedding(ids, w["token_embd"])
         for i in range(self._n_layer):
             p = f"blk.{i}."
             final = i == self._n_layer - 1 and self._pooling == "last"
             hn = self._rms(x, w[p + "attn_norm"])
-            q_in = hn[torch.arange(batch), last][:, None] if final else hn
-            q = F.linear(q_in, w[p + "attn_q"]).view(batch, -1, h, hd)
-            k = F.linear(hn, w[p + "attn_k"]).view(batch, width, hkv, hd)
-            v = F.linear(hn, w[p + "attn_v"]).view(batch, width, hkv, hd)
-            q = self._rms(q, w[p + "attn_q_norm"]).transpose(1, 2)
-            k = self._rms(k, w[p + "attn_k_norm"]).transpose(1, 2)
-            v = v.transpose(1, 2)
-            if final:
-                q_cos = cos[0, 0][last][:, None, None, :]
-                q_sin = sin[0, 0][last][:, None, None, :]
-                q = self._rope(q, q_cos, q_sin)
+            if final:  # only the last token's query, attention output and FFN are needed
+                kv = F.linear(hn, w[p + "attn_qkv"][q_size:])
+                q = F.linear(hn[rows, last][:, None], w[p + "attn_qkv"][:q_size])
+                q_cos, q_sin = cos[last][:, None, None, :], sin[last][:, None, None, :]
                 q_mask = valid[:, None, None, :]
             else:
-                q = self._rope(q, cos, sin)
-                q_mask = mask
-            k = self._rope(k, cos, sin)
-            if hkv != h:
-                k = k.repeat_interleave(h // hkv, dim=1)
-                v = v.repeat_interleave(h // hkv, dim=1)
-            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=q_mask)
-            attn = attn.transpose(1, 2).reshape(batch, q.shape[2], h * hd)
-            residual = x[torch.arange(batch), last][:, None] if final else x
+                qkv = F.linear(hn, w[p + "attn_qkv"])
+                q, kv = qkv[..., :q_size], qkv[..., q_size:]
+                q_cos, q_sin, q_mask = cos[None, None], sin[None, None], mask
+            k, v = kv[..., :kv_size], kv[..., kv_size:]
+            q = self._rms(q.reshape(batch, -1, h, hd), w[p + "attn_q_norm"]).transpose(1, 2)
+            k = self._rms(k.reshape(batch, width, hkv, hd), w[p + "attn_k_norm"]).transpose(1, 2)
+            v = v.reshape(batch, width, hkv, hd).transpose(1, 2)
+            q = self._rope(q, q_cos, q_sin)
+            k = self._rope(k, cos[None, None], sin[None, None])
+            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=q_mask, enable_gqa=hkv != h)
+            attn = attn.transpose(1, 2).reshape(batch, q.shape[2], q_size)
+            residual = x[rows, last][:, None] if final else x
             x = residual + F.linear(attn, w[p + "attn_output"])
             hn = self._rms(x, w[p + "ffn_norm"])
-            x = x + F.linear(F.silu(F.linear(hn, w[p + "ffn_gate"])) * F.linear(hn, w[p + "ffn_up"]), w[p + "ffn_down"])
+            gate, up = F.linear(hn, w[p + "ffn_gate_up"]).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, w[p + "ffn_down"])
         x = self._rms(x, w["output_norm"])
         if self._pooling == "last":
-            return x[:, -1] if x.shape[1] == 1 else x[torch.arange(batch), last]
+            return x[:, -1] if x.shape[1] == 1 else x[rows, last]
         m = valid[:, :, None].to(x.dtype)
         return (x * m).sum(1) / m.sum(1)
