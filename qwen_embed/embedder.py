@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -418,7 +419,11 @@ class Embedder:
             raise InputTypeError(f"{where} is {type(text).__name__}, not str; every text must be a str.")
         engine = self._require_engine()
         try:
-            return engine.tokenize(text)
+            text.encode("utf-8")
+            # The official tokenizer applies NFC before BPE; llama.cpp does not, so do it here.
+            return engine.tokenize(
+                text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+            )
         except UnicodeEncodeError as exc:
             where = "The text" if index is None else f"Text #{index}"
             raise InvalidInputError(

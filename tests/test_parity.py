@@ -176,3 +176,11 @@ def test_skipping_normalization_breaks_parity(parity: Parity) -> None:
     with Embedder(parity.files["f32"], n_threads=2, normalize=False) as emb:
         with pytest.raises(AssertionError, match="norms differ"):
             check_parity(emb.encode_documents(parity.documents[:8]), parity.recipe.encode(parity.documents[:8]))
+
+
+def test_decomposed_unicode_matches_the_recipe(parity: Parity) -> None:
+    """The official tokenizer normalizes to NFC; llama.cpp alone would not (café in NFD)."""
+    texts = ["cafe\u0301 au lait", "A\u030angstro\u0308m and Co\u0308ln", "e\u0301te\u0301 a\u0300 Paris"]
+    with Embedder(parity.files["f32"], n_threads=2) as emb:
+        check_parity(emb.encode_documents(texts), parity.recipe.encode(texts))
+        assert emb.count_tokens("cafe\u0301") == emb.count_tokens("caf\u00e9")
