@@ -81,13 +81,17 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, default=None, help="most tokens per text (default: 8192)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all this process may use)")
     parser.add_argument("--batch-size", type=int, default=None, help="most texts per decode (default: 64)")
+    parser.add_argument(
+        "--backend", default="llama", choices=["llama", "torch", "auto"], help="engine (default: llama)"
+    )
+    parser.add_argument("--dtype", default=None, help="torch engine: bfloat16, float32 or float16")
     _hub_options(parser)
 
 
 def _load_embedder(args: argparse.Namespace, **options: Any) -> Any:
     from .embedder import Embedder
 
-    options.update(max_length=args.max_length, n_threads=args.threads)
+    options.update(max_length=args.max_length, n_threads=args.threads, backend=args.backend, dtype=args.dtype)
     if args.batch_size is not None:
         options["batch_size"] = args.batch_size
     if args.model_path:

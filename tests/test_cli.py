@@ -126,3 +126,12 @@ def test_doctor_fails_loudly(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
 def test_prompts_lists_names(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["prompts"]) == 0
     assert "code_search" in capsys.readouterr().out
+
+
+def test_embed_on_the_torch_engine(tiny_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["embed", "hello", "--model-path", str(tiny_model), "--backend", "torch", "--dtype", "float32"]
+    assert main(args) == 0
+    torch_row = json.loads(capsys.readouterr().out)["embedding"]
+    assert main(["embed", "hello", "--model-path", str(tiny_model)]) == 0
+    llama_row = json.loads(capsys.readouterr().out)["embedding"]
+    assert float(np.dot(torch_row, llama_row)) >= 0.99999  # unit vectors from two engines
