@@ -70,17 +70,8 @@ def build_models(vocab_path: Path | None) -> tuple[Path, dict[str, Path]]:
     hf_dir = MODELS / f"hf-0.6B-{tag}"
     if not (hf_dir / "model.safetensors").exists():
         vocab = load_vocabulary(vocab_path) if vocab_path else train_vocabulary()
-        import tests.parity_support as ps
-
-        saved = dict(ps.PARITY_SHAPE)
-        ps.PARITY_SHAPE.clear()
-        ps.PARITY_SHAPE.update(SHAPE_06B)
-        try:
-            print("building the 0.6B-shaped HF checkpoint ...", file=sys.stderr, flush=True)
-            make_hf_checkpoint(hf_dir, vocab)
-        finally:
-            ps.PARITY_SHAPE.clear()
-            ps.PARITY_SHAPE.update(saved)
+        print("building the 0.6B-shaped HF checkpoint ...", file=sys.stderr, flush=True)
+        make_hf_checkpoint(hf_dir, vocab, shape=SHAPE_06B)
     files = {"F16": MODELS / f"conv-0.6B-F16-{tag}.gguf"}
     if not files["F16"].exists():
         print("converting with convert_hf_to_gguf.py ...", file=sys.stderr, flush=True)

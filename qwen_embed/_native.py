@@ -20,6 +20,7 @@ from functools import cache
 from pathlib import Path
 
 import llama_cpp
+import numpy as np
 
 __all__ = [
     "build_features",
@@ -151,3 +152,17 @@ def build_features() -> dict[str, bool]:
 def cpu_has_amx() -> bool:
     """Whether this llama.cpp build runs AMX kernels here (the crash-prone weight buffer)."""
     return build_features().get("AMX_INT8", False)
+
+
+def tokenize(vocab: object, text: str, *, special: bool) -> np.ndarray:
+    """``llama_tokenize`` into an int32 array (no BOS/EOS added), growing the buffer as asked."""
+    raw = text.encode("utf-8")
+    cap = len(raw) + 8
+    while True:
+        buf = (llama_cpp.llama_token * cap)()
+        n = llama_cpp.llama_tokenize(vocab, raw, len(raw), buf, cap, False, special)
+        if n >= 0:
+            return np.ctypeslib.as_array(buf)[:n].astype(np.int32, copy=True)
+        if -n <= cap:
+            raise RuntimeError(f"llama_tokenize failed ({n}) on a text of {len(raw)} bytes")
+        cap = -n

@@ -34,6 +34,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from . import _native
 from ._native import build_features, ggml, llama_cpp, recent_native_errors
 from .errors import ConfigurationError, EngineError, ModelLoadError
 
@@ -194,16 +195,10 @@ class LlamaCppEngine:
 
     def tokenize(self, text: str, *, special: bool = False) -> np.ndarray:
         self._check_open()
-        raw = text.encode("utf-8")
-        cap = len(raw) + 8
-        while True:
-            buf = (llama_cpp.llama_token * cap)()
-            n = llama_cpp.llama_tokenize(self._vocab, raw, len(raw), buf, cap, False, special)
-            if n >= 0:
-                return np.ctypeslib.as_array(buf)[:n].astype(np.int32, copy=True)
-            if -n <= cap:
-                raise EngineError(f"llama_tokenize failed ({n}) on a text of {len(raw)} bytes")
-            cap = -n
+        try:
+            return _native.tokenize(self._vocab, text, special=special)
+        except RuntimeError as error:
+            raise EngineError(str(error)) from error
 
     def token_text(self, token: int) -> str:
         raw = llama_cpp.llama_vocab_get_text(self._vocab, token)

@@ -236,7 +236,7 @@ class Chunker:
                 count = self.count(piece[lo:hi])
                 if count <= window or end - start <= 1:
                     break
-                end = _previous_valid(chars, end - max(1, count - window), start)
+                end = _whole_character_cut(scores, end - max(1, count - window), start)
             chunks.append(
                 Chunk(
                     index=len(chunks),
@@ -325,23 +325,16 @@ def _best_cut(scores: np.ndarray, start: int, limit: int) -> int:
     best = int(window.max()) if len(window) else -1
     if best >= 0:
         return lo + int(np.flatnonzero(window == best)[-1])
-    return _previous_valid_scores(scores, limit, start)
+    return _whole_character_cut(scores, limit, start)
 
 
-def _previous_valid_scores(scores: np.ndarray, end: int, start: int) -> int:
+def _whole_character_cut(scores: np.ndarray, end: int, start: int) -> int:
+    """The latest cut in (start, end] that falls between characters, else the first one after ``end``."""
+    end = max(end, start + 1)
     for j in range(end, start, -1):
-        if scores[j] >= 0:
+        if scores[j] >= 0:  # -1 marks a token boundary inside a character
             return j
     for j in range(end + 1, len(scores)):
         if scores[j] >= 0:
             return j
     return len(scores) - 1
-
-
-def _previous_valid(chars: np.ndarray, end: int, start: int) -> int:
-    end = max(end, start + 1)
-    while end > start + 1 and chars[end] < 0:
-        end -= 1
-    while chars[end] < 0:
-        end += 1
-    return end

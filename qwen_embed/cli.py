@@ -11,6 +11,7 @@ qwen-embed serve --model 0.6B --port 8000
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -112,21 +113,13 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
     texts = list(args.texts)
     if args.file is not None:
         handle = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
-        with handle if handle is not sys.stdin else _nullcontext():
+        with handle if handle is not sys.stdin else contextlib.nullcontext():
             texts.extend(line.rstrip("\r\n") for line in handle)
     elif not texts and not sys.stdin.isatty():
         texts.extend(line.rstrip("\r\n") for line in sys.stdin)
     if not texts:
         raise ConfigurationError("nothing to embed: pass texts, -f FILE, or pipe one text per line on stdin")
     return texts
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _embed(args: argparse.Namespace) -> int:

@@ -418,19 +418,21 @@ class Embedder:
             where = "The input" if index is None else f"Input #{index}"
             raise InputTypeError(f"{where} is {type(text).__name__}, not str; every text must be a str.")
         engine = self._require_engine()
+        # The official tokenizer applies NFC before BPE; llama.cpp does not, so do it here.
+        nfc = text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
         try:
-            text.encode("utf-8")
-            # The official tokenizer applies NFC before BPE; llama.cpp does not, so do it here.
-            return engine.tokenize(
-                text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
-            )
-        except UnicodeEncodeError as exc:
-            where = "The text" if index is None else f"Text #{index}"
-            raise InvalidInputError(
-                f"{where} cannot be encoded as UTF-8 at character {exc.start - text_offset} ({exc.reason}: "
-                f"{text[exc.start : exc.end]!r}); a lone surrogate usually comes from a bad decode. "
-                "Clean it with text.encode('utf-8', 'replace').decode()."
-            ) from exc
+            return engine.tokenize(nfc)
+        except UnicodeEncodeError:
+            try:  # report the position in the caller's text, not in its NFC form
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                where = "The text" if index is None else f"Text #{index}"
+                raise InvalidInputError(
+                    f"{where} cannot be encoded as UTF-8 at character {exc.start - text_offset} ({exc.reason}: "
+                    f"{text[exc.start : exc.end]!r}); a lone surrogate usually comes from a bad decode. "
+                    "Clean it with text.encode('utf-8', 'replace').decode()."
+                ) from exc
+            raise
 
     # ------------------------------------------------------------------ encode
 
@@ -542,12 +544,8 @@ class Embedder:
     ) -> np.ndarray:
         single = isinstance(texts, str)
         items = _as_text_list(texts)
-        out_dim = self._check_dim(dim) if dim is not None else self._dim
-        do_normalize = self._normalize if normalize is None else bool(normalize)
+        out_dim, do_normalize, max_batch = self._call_options(dim, normalize, batch_size)
         policy = self._policy if long_text is None else get_policy(long_text)
-        max_batch = (
-            self._batch_size if batch_size is None else min(_positive_int("batch_size", batch_size), self._batch_size)
-        )
 
         # 1. Tokenize and plan everything first: bad input fails before any decode.
         sequences: list[np.ndarray] = []
@@ -576,6 +574,14 @@ class Embedder:
                 rows = raw[first : first + count]
                 vectors[i] = self._fuse(plan, rows)[0] if plan is not None else policy.combine(rows)
         return self._finish(vectors, out_dim, do_normalize, single)
+
+    def _call_options(self, dim: int | None, normalize: bool | None, batch_size: int | None) -> tuple[int, bool, int]:
+        """A call's ``(output dim, normalize, most texts per decode)``, defaults from the embedder."""
+        out_dim = self._check_dim(dim) if dim is not None else self._dim
+        do_normalize = self._normalize if normalize is None else bool(normalize)
+        if batch_size is None:
+            return out_dim, do_normalize, self._batch_size
+        return out_dim, do_normalize, min(_positive_int("batch_size", batch_size), self._batch_size)
 
     def _finish(self, vectors: np.ndarray, out_dim: int, do_normalize: bool, single: bool) -> np.ndarray:
         vectors = np.ascontiguousarray(vectors[:, :out_dim], dtype=np.float32)
@@ -664,11 +670,7 @@ class Embedder:
             before, after = self._prompt_parts(None, instruction, "query")
         else:
             before, after = self._prompt_parts(task or "document", None, "passage")
-        out_dim = self._check_dim(dim) if dim is not None else self._dim
-        do_normalize = self._normalize if normalize is None else bool(normalize)
-        max_batch = (
-            self._batch_size if batch_size is None else min(_positive_int("batch_size", batch_size), self._batch_size)
-        )
+        out_dim, do_normalize, max_batch = self._call_options(dim, normalize, batch_size)
 
         plan = self._plan_long(text, None, before, after, config, title=title, sections=spans)
         raw = self._embed_sequences(plan.sequences, batch_size=max_batch, show_progress=show_progress)

@@ -73,16 +73,15 @@ def default_torch_dtype(device: str) -> str:
 class _Tokenizer:
     """Qwen2 byte-level BPE from the GGUF's vocabulary, with llama.cpp as the fallback."""
 
-    def __init__(self, info: GGUFInfo, path: Path) -> None:
+    def __init__(self, path: Path) -> None:
         self._fallback: Any = None
         self._fallback_vocab: Any = None
         self._bytes_cache: dict[int, bytes] = {}
-        meta = read_gguf_info(path, full_arrays=("tokenizer.ggml.tokens", "tokenizer.ggml.merges")).metadata
+        arrays = ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type")
+        meta = read_gguf_info(path, full_arrays=arrays).metadata  # one read of the vocabulary
         tokens = list(meta["tokenizer.ggml.tokens"])
         self._tokens = tokens
-        types = meta.get("tokenizer.ggml.token_type")
-        self._types = list(read_gguf_info(path, full_arrays=("tokenizer.ggml.token_type",)).metadata[
-            "tokenizer.ggml.token_type"]) if types is not None else [1] * len(tokens)  # fmt: skip
+        self._types = list(meta.get("tokenizer.ggml.token_type") or [1] * len(tokens))
         self.bpe: Any = None
         if meta.get("tokenizer.ggml.model") == "gpt2" and meta.get("tokenizer.ggml.pre") in ("qwen2", None):
             try:
@@ -119,16 +118,12 @@ class _Tokenizer:
                 raise ModelLoadError(f"llama.cpp could not read the vocabulary of {self.path}")
             self._fallback = model
             self._fallback_vocab = llama_cpp.llama_model_get_vocab(model)
-        import llama_cpp
+        from ._native import tokenize
 
-        raw = text.encode("utf-8")
-        cap = len(raw) + 8
-        while True:
-            buf = (llama_cpp.llama_token * cap)()
-            n = llama_cpp.llama_tokenize(self._fallback_vocab, raw, len(raw), buf, cap, False, special)
-            if n >= 0:
-                return np.ctypeslib.as_array(buf)[:n].astype(np.int32, copy=True)
-            cap = -n
+        try:
+            return tokenize(self._fallback_vocab, text, special=special)
+        except RuntimeError as error:
+            raise EngineError(str(error)) from error
 
     def tokenize(self, text: str, *, special: bool = False) -> np.ndarray:
         text.encode("utf-8")  # a lone surrogate raises UnicodeEncodeError, as with llama.cpp
@@ -267,7 +262,7 @@ class TorchEngine:
                 self._weights = self._load(buf, info)
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"{self._path}: {error}") from error
-        self._tokenizer = _Tokenizer(info, self._path)
+        self._tokenizer = _Tokenizer(self._path)
         self._inv_freq = 1.0 / (
             self._rope_base ** (torch.arange(0, self._head_dim, 2, dtype=torch.float32, device=device) / self._head_dim)
         )

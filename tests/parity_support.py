@@ -89,7 +89,9 @@ def tokenizer_json(vocab: Vocabulary) -> dict[str, Any]:
     }
 
 
-def make_hf_checkpoint(directory: Path, vocab: Vocabulary, *, seed: int = 0) -> Path:
+def make_hf_checkpoint(
+    directory: Path, vocab: Vocabulary, *, seed: int = 0, shape: dict[str, int] | None = None
+) -> Path:
     """Write a random-weight ``Qwen3Model`` checkpoint (config, safetensors, tokenizer) to ``directory``."""
     import torch
     from transformers import Qwen3Config, Qwen3Model
@@ -104,7 +106,7 @@ def make_hf_checkpoint(directory: Path, vocab: Vocabulary, *, seed: int = 0) -> 
         bos_token_id=None,
         eos_token_id=vocab.eos_id,
         torch_dtype="float32",
-        **PARITY_SHAPE,
+        **(shape or PARITY_SHAPE),
     )
     torch.manual_seed(seed)
     model = Qwen3Model(config)
