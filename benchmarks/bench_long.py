@@ -68,7 +68,7 @@ def main() -> int:
 
     import qwen_embed
     from qwen_embed import Embedder
-    from qwen_embed.chunking import chunk_preset
+    from qwen_embed.text.chunking import chunk_preset
 
     config = chunk_preset(args.preset)
     model = build_model(args.shape, args.quant)

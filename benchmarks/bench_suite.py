@@ -117,7 +117,7 @@ class LlamaEmbed(Engine):
     def __init__(self, path: Path, threads: int) -> None:
         import llama_cpp
 
-        from qwen_embed._native import install_log_router
+        from qwen_embed.engines._native import install_log_router
 
         self.llm = llama_cpp.Llama(
             str(path),

@@ -85,7 +85,7 @@ def main() -> int:
 
     import qwen_embed
     from qwen_embed import Embedder
-    from qwen_embed._native import install_log_router
+    from qwen_embed.engines._native import install_log_router
 
     path = build_model(args.shape, args.quant)
     emb = Embedder(path, n_threads=args.threads)

@@ -9,8 +9,8 @@
 import logging as _logging
 
 from ._version import __version__
-from .catalog import CATALOG, CatalogModel, KnownQuant
-from .chunking import CHUNK_PRESETS, Chunk, ChunkConfig, LongEmbedding, SectionEmbedding
+from .hub.catalog import CATALOG, CatalogModel, KnownQuant
+from .text.chunking import CHUNK_PRESETS, Chunk, ChunkConfig, LongEmbedding, SectionEmbedding
 from .embedder import Embedder
 from .errors import (
     AmbiguousFileError,
@@ -40,10 +40,10 @@ from .errors import (
     UnknownPromptError,
     UnsupportedModelError,
 )
-from .fusion import FUSIONS, FusionInput, register_fusion
-from .gguf_info import GGUFInfo, read_gguf_info
-from .hub import ModelResolution, QuantFile, download_model, list_quants, resolve_model
-from .prompts import Prompt, PromptRegistry, get_prompt, list_prompts, load_prompts, register_prompt
+from .text.fusion import FUSIONS, FusionInput, register_fusion
+from .engines.gguf_info import GGUFInfo, read_gguf_info
+from .hub.download import ModelResolution, QuantFile, download_model, list_quants, resolve_model
+from .text.prompts import Prompt, PromptRegistry, get_prompt, list_prompts, load_prompts, register_prompt
 
 # Quiet by default: records reach a handler only if the application configures logging.
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())

@@ -15,9 +15,9 @@ from typing import Any, overload
 import numpy as np
 
 from . import _config
-from .backend import Engine, Pooling
-from .catalog import DEFAULT_MODEL, DEFAULT_QUANT
-from .chunking import (
+from .engines.base import Engine, Pooling, choose_backend
+from .hub.catalog import DEFAULT_MODEL, DEFAULT_QUANT
+from .text.chunking import (
     Chunk,
     ChunkConfig,
     Chunker,
@@ -38,11 +38,11 @@ from .errors import (
     InvalidInputError,
     UnsupportedModelError,
 )
-from .fusion import FusionInput, get_fusion, section_vectors
-from .gguf_info import POOLING_NAMES, GGUFInfo, read_gguf_info
-from .hub import ModelResolution
-from .long_text import ChunkPolicy, InputTokens, get_policy
-from .prompts import DEFAULT_REGISTRY, OFFICIAL_TEMPLATE, Prompt, PromptRegistry, _check_instruction
+from .text.fusion import FusionInput, get_fusion, section_vectors
+from .engines.gguf_info import POOLING_NAMES, GGUFInfo, read_gguf_info
+from .hub.download import ModelResolution
+from .text.long_text import ChunkPolicy, InputTokens, get_policy
+from .text.prompts import DEFAULT_REGISTRY, OFFICIAL_TEMPLATE, Prompt, PromptRegistry, _check_instruction
 
 __all__ = ["Embedder"]
 
@@ -154,7 +154,7 @@ class Embedder:
         self._n_threads = _positive_int("n_threads", n_threads) if n_threads is not None else _config.default_threads()
         self._quantized = any(t.type_name not in _FLOAT_TYPES for t in info.tensors if len(t.shape) >= 2)
 
-        self._backend, self._backend_reason = _choose_backend(backend, device)
+        self._backend, self._backend_reason = choose_backend(backend, device)
         logger.debug("backend %s: %s", self._backend, self._backend_reason)
         self._engine = self._make_engine(n_gpu_layers=n_gpu_layers, dtype=dtype, device=device)
         self._eos = self._find_eos(self._engine, info)
@@ -164,7 +164,7 @@ class Embedder:
 
     def _make_engine(self, *, n_gpu_layers: int, dtype: str | None, device: str | None) -> Engine:
         if self._backend == "torch":
-            from .torch_engine import TorchEngine
+            from .engines.torch import TorchEngine
 
             return TorchEngine(
                 self._path,
@@ -177,7 +177,7 @@ class Embedder:
             )
         if dtype is not None or device is not None:
             raise ConfigurationError("dtype= and device= apply to backend='torch'; llama.cpp runs the file's types")
-        from .backend import LlamaCppEngine  # imports llama_cpp: keep `import qwen_embed` light
+        from .engines.llama import LlamaCppEngine  # imports llama_cpp: keep `import qwen_embed` light
 
         return LlamaCppEngine(
             self._path,
@@ -222,7 +222,7 @@ class Embedder:
             download_progress: Show a progress bar while downloading.
             **options: Keyword options of :class:`Embedder` (``dim``, ``long_text``, ``n_threads``, ...).
         """
-        from .hub import fetch_model
+        from .hub.download import fetch_model
 
         local = Path(os.path.expanduser(str(model)))
         if str(model).lower().endswith(".gguf") and local.is_file():
@@ -1006,30 +1006,3 @@ def _as_chunk_config(chunking: object) -> ChunkConfig:
     if isinstance(chunking, str):
         return chunk_preset(chunking)
     raise ConfigurationError(f"chunking must be a preset name or a ChunkConfig, not {chunking!r}")
-
-
-BACKENDS = ("auto", "llama", "torch")
-
-
-def _choose_backend(backend: str, device: str | None) -> tuple[str, str]:
-    """``(backend, reason)``: ``auto`` picks torch where it is installed and has AMX, AVX512-BF16 or CUDA."""
-    if backend not in BACKENDS:
-        raise ConfigurationError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, not {backend!r}")
-    from .torch_engine import cpu_flags, torch_available
-
-    if backend == "llama":
-        return "llama", "asked for (backend='llama')"
-    if backend == "torch":
-        if not torch_available():
-            raise ConfigurationError('backend="torch" needs PyTorch: pip install "qwen-embed[torch]"')
-        return "torch", "asked for (backend='torch')"
-    if not torch_available():
-        return "llama", "auto: PyTorch is not installed"
-    import torch
-
-    if (device or "").startswith("cuda") or (device is None and torch.cuda.is_available()):
-        return "torch", "auto: CUDA is available"
-    found = sorted(cpu_flags() & {"amx_bf16", "avx512_bf16"})
-    if found:
-        return "torch", f"auto: PyTorch with bfloat16 matmuls on this CPU ({', '.join(found)})"
-    return "llama", "auto: no AMX, AVX512-BF16 or CUDA here, where llama.cpp is the faster engine"

@@ -28,7 +28,7 @@ from typing import Literal
 import numpy as np
 
 from .errors import QwenEmbedError
-from .gguf_info import read_gguf_info
+from .engines.gguf_info import read_gguf_info
 
 __all__ = ["SHAPES", "ModelShape", "Vocabulary", "load_vocabulary", "make_model", "quantize_model", "train_vocabulary"]
 
@@ -312,7 +312,7 @@ def quantize_model(
     src: str | os.PathLike[str], dst: str | os.PathLike[str], quant: str, *, n_threads: int | None = None
 ) -> Path:
     """Quantize a GGUF with llama.cpp's ``llama_model_quantize`` (``"Q8_0"``, ``"Q4_K_M"``, ...)."""
-    from .backend import quantize_gguf
+    from .engines.llama import quantize_gguf
 
     return quantize_gguf(Path(src), Path(dst), quant, n_threads=n_threads)
 

@@ -86,7 +86,7 @@ def hub(hub_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> Iterato
     """A local Hub on 127.0.0.1 serving the official 0.6B repo's layout; the process is online for it."""
     import huggingface_hub.constants
 
-    from qwen_embed import hub as hub_module
+    from qwen_embed.hub import download as hub_module
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hub_module, "_RETRY_DELAYS", (0.01, 0.01))

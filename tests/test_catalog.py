@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from qwen_embed import CATALOG, UnknownModelError
-from qwen_embed.catalog import find_model, lookup_repo, normalize_quant, parse_gguf_filename, quant_rank
+from qwen_embed.hub.catalog import find_model, lookup_repo, normalize_quant, parse_gguf_filename, quant_rank
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from qwen_embed import __version__
-from qwen_embed.cli import main
+from qwen_embed.interfaces.cli import main
 
 from .hub_server import HubServer
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from qwen_embed import ConfigurationError, FusionInput, register_fusion
-from qwen_embed.fusion import FUSIONS, get_fusion
+from qwen_embed.text.fusion import FUSIONS, get_fusion
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ from qwen_embed import (
     list_quants,
     resolve_model,
 )
-from qwen_embed.hub import fetch_model
+from qwen_embed.hub.download import fetch_model
 
 from .conftest import OFFICIAL_06B
 from .hub_server import HubServer

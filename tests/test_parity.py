@@ -20,7 +20,7 @@ import torch  # noqa: F401  (the parity extra: a missing dependency fails here, 
 import transformers  # noqa: F401
 
 from qwen_embed import Embedder
-from qwen_embed.prompts import DEFAULT_QUERY_INSTRUCTION, DEFAULT_REGISTRY, PromptRegistry
+from qwen_embed.text.prompts import DEFAULT_QUERY_INSTRUCTION, DEFAULT_REGISTRY, PromptRegistry
 from qwen_embed.testing import load_vocabulary, quantize_model, train_vocabulary
 
 from .conftest import PARITY_REPORT, real_vocab

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from qwen_embed import Embedder, InvalidPromptError, PromptRegistry, UnknownPromptError, get_prompt, list_prompts
-from qwen_embed.prompts import DEFAULT_REGISTRY, official_query
+from qwen_embed.text.prompts import DEFAULT_REGISTRY, official_query
 
 from .reference import cosine
 from .reference import embed as ref_embed

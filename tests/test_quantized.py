@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from qwen_embed import Embedder, read_gguf_info
-from qwen_embed.backend import LlamaCppEngine, needs_amx_workaround
+from qwen_embed.engines.llama import LlamaCppEngine, needs_amx_workaround
 from qwen_embed.testing import quantize_model
 
 from .conftest import ModelFactory

@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 
 from qwen_embed import Embedder
-from qwen_embed.server import create_app
+from qwen_embed.interfaces.server import create_app
 
 BATCH_ATOL = 5e-4  # vectors decoded in different batches differ by llama.cpp's rounding
 MODEL = "qwen3-embedding-test"

@@ -19,7 +19,7 @@ from qwen_embed import (
     InputTypeError,
     InvalidInputError,
 )
-from qwen_embed import torch_engine as te
+from qwen_embed.engines import torch as te
 from qwen_embed.testing import quantize_model
 
 from .conftest import ModelFactory, real_vocab

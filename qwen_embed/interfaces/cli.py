@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._version import __version__
-from .catalog import CATALOG, DEFAULT_MODEL, DEFAULT_QUANT
-from .errors import ConfigurationError, QwenEmbedError
+from .._version import __version__
+from ..hub.catalog import CATALOG, DEFAULT_MODEL, DEFAULT_QUANT
+from ..errors import ConfigurationError, QwenEmbedError
 
 __all__ = ["main"]
 
@@ -90,7 +90,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_embedder(args: argparse.Namespace, **options: Any) -> Any:
-    from .embedder import Embedder
+    from ..embedder import Embedder
 
     options.update(max_length=args.max_length, n_threads=args.threads, backend=args.backend, dtype=args.dtype)
     if args.batch_size is not None:
@@ -165,7 +165,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _prompts(args: argparse.Namespace) -> int:
-    from .prompts import DEFAULT_REGISTRY
+    from ..text.prompts import DEFAULT_REGISTRY
 
     for name in DEFAULT_REGISTRY.list_prompts():
         prompt = DEFAULT_REGISTRY.get_prompt(name)
@@ -196,7 +196,7 @@ def _bytes(text: str) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from .hub import fetch_model
+    from ..hub.download import fetch_model
 
     path, resolution = fetch_model(
         args.model,
@@ -216,7 +216,7 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _quants(args: argparse.Namespace) -> int:
-    from .hub import _size, list_quants
+    from ..hub.download import _size, list_quants
 
     files = list_quants(
         args.model,

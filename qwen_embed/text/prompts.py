@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InvalidPromptError, UnknownPromptError
+from ..errors import InvalidPromptError, UnknownPromptError
 
 __all__ = [
     "DEFAULT_REGISTRY",

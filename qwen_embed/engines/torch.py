@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigurationError, EngineError, ModelLoadError
+from ..errors import ConfigurationError, EngineError, ModelLoadError
 from .gguf_info import GGUFInfo, read_gguf_info
 
 __all__ = ["TorchEngine", "cpu_flags", "default_torch_dtype", "torch_available"]

@@ -20,7 +20,7 @@ from typing import Any
 
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
-from .errors import InvalidModelFileError, ModelNotFoundError
+from ..errors import InvalidModelFileError, ModelNotFoundError
 
 __all__ = ["POOLING_NAMES", "GGUFInfo", "TensorInfo", "read_gguf_info"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ._config import DEFAULT_MAX_LENGTH
-from .errors import UnknownModelError
+from .._config import DEFAULT_MAX_LENGTH
+from ..errors import UnknownModelError
 
 __all__ = [
     "CATALOG",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ConfigurationError, EngineError
+from ..errors import ConfigurationError, EngineError
 
 __all__ = [
     "CHUNK_PRESETS",

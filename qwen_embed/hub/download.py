@@ -27,7 +27,7 @@ from .catalog import (
     parse_gguf_filename,
     quant_rank,
 )
-from .errors import (
+from ..errors import (
     AmbiguousFileError,
     CacheNotWritableError,
     ChecksumMismatchError,

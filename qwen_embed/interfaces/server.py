@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from .embedder import Embedder
-from .errors import ConfigurationError, DimensionError, InputTooLongError, QwenEmbedError, UnknownPromptError
+from ..embedder import Embedder
+from ..errors import ConfigurationError, DimensionError, InputTooLongError, QwenEmbedError, UnknownPromptError
 
 __all__ = ["create_app", "serve"]
 

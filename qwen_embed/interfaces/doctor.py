@@ -28,7 +28,8 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
 
 def run_checks(out: TextIO) -> list[Check]:
     """Run every check, printing one line each to ``out``; return them."""
-    from . import __version__, _config
+    from .. import __version__
+    from .. import _config
 
     checks: list[Check] = []
 
@@ -47,7 +48,7 @@ def run_checks(out: TextIO) -> list[Check]:
     def engine() -> str:
         import llama_cpp
 
-        from ._native import build_features
+        from ..engines._native import build_features
 
         features = build_features()
         names = ("AVX2", "AVX512", "AVX512_BF16", "AVX512_VNNI", "AMX_INT8", "BLAS", "GPU_OFFLOAD")
@@ -58,9 +59,9 @@ def run_checks(out: TextIO) -> list[Check]:
     check("threads", lambda: f"{_config.default_threads()} (set QWEN_EMBED_NUM_THREADS or n_threads= to change)")
 
     def backend() -> str:
-        from .embedder import _choose_backend
+        from ..engines.base import choose_backend
 
-        chosen, reason = _choose_backend("auto", None)
+        chosen, reason = choose_backend("auto", None)
         engine = "PyTorch" if chosen == "torch" else "llama.cpp"
         return f"backend='auto' would use {engine}: {reason.removeprefix('auto: ')}"
 
@@ -76,8 +77,8 @@ def run_checks(out: TextIO) -> list[Check]:
 
 
 def _path_checks(tmp: Path, check: Callable[[str, Callable[[], str]], None]) -> None:
-    from .embedder import Embedder
-    from .testing import make_model, quantize_model
+    from ..embedder import Embedder
+    from ..testing import make_model, quantize_model
 
     state: dict[str, object] = {}
 

@@ -1,9 +1,4 @@
-"""The engine seam: everything that touches llama.cpp lives in this module.
-
-An engine does three things: tokenize a text, decode a packed batch of token
-sequences, and hand back one pooled (not yet normalized) vector per sequence.
-Batching, prompts, long-text policies, Matryoshka slicing and normalization live
-above it, in :mod:`qwen_embed.embedder`, and are written once for every engine.
+"""The llama.cpp engine: everything that touches llama.cpp lives here and in :mod:`._native`.
 
 How :class:`LlamaCppEngine` gets the hidden states cheaply
 -----------------------------------------------------------
@@ -30,53 +25,22 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Protocol
 
 import numpy as np
 
 from . import _native
 from ._native import build_features, ggml, llama_cpp, recent_native_errors
-from .errors import ConfigurationError, EngineError, ModelLoadError
+from ..errors import ConfigurationError, EngineError, ModelLoadError
+from .base import Pooling
 
-__all__ = ["Engine", "LlamaCppEngine", "Pooling", "needs_amx_workaround", "quantize_gguf"]
+__all__ = ["LlamaCppEngine", "needs_amx_workaround", "quantize_gguf"]
 
 logger = logging.getLogger(__name__)
 
-Pooling = Literal["last", "mean"]
 
 _RESULT_NODE = b"result_norm"
 _LLAMA_MAX_SEQ = 256  # llama.cpp's LLAMA_MAX_SEQ: sequences per context
 _UBATCH = 512  # physical batch: bounds the attention scratch buffer
-
-
-class Engine(Protocol):
-    """What the :class:`~qwen_embed.Embedder` needs from an inference engine."""
-
-    @property
-    def n_embd(self) -> int:
-        """Width of the pooled vectors."""
-        ...
-
-    @property
-    def workarounds(self) -> tuple[str, ...]:
-        """Human-readable notes on the workarounds in force."""
-        ...
-
-    def tokenize(self, text: str, *, special: bool = False) -> np.ndarray:
-        """Token ids of ``text`` (int32), no BOS/EOS added; ``special`` parses control tokens."""
-        ...
-
-    def token_bytes(self, token: int) -> bytes:
-        """The exact bytes a token stands for (control tokens: ``b""``)."""
-        ...
-
-    def embed(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
-        """Pooled, unnormalized float32 vectors, one row per sequence, in order."""
-        ...
-
-    def close(self) -> None:
-        """Release native resources (idempotent)."""
-        ...
 
 
 def needs_amx_workaround(features: dict[str, bool], *, quantized: bool) -> bool:

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .errors import ConfigurationError, InputTooLongError
+from ..errors import ConfigurationError, InputTooLongError
 
 __all__ = ["POLICIES", "ChunkPolicy", "ErrorPolicy", "LongTextPolicy", "TruncatePolicy", "get_policy"]
 
