@@ -28,6 +28,7 @@ from .text.chunking import (
     markdown_sections,
     sections_from_pairs,
 )
+from ._pipeline import as_text_list, plan_batches, positive_int, progress_bar
 from .errors import (
     ConfigurationError,
     DimensionError,
@@ -149,9 +150,9 @@ class Embedder:
         self._normalize = bool(normalize)
         self._policy = get_policy(long_text)
         self._show_progress = show_progress
-        self._batch_size = _positive_int("batch_size", batch_size)
-        self._batch_tokens = _positive_int("batch_tokens", batch_tokens)
-        self._n_threads = _positive_int("n_threads", n_threads) if n_threads is not None else _config.default_threads()
+        self._batch_size = positive_int("batch_size", batch_size)
+        self._batch_tokens = positive_int("batch_tokens", batch_tokens)
+        self._n_threads = positive_int("n_threads", n_threads) if n_threads is not None else _config.default_threads()
         self._quantized = any(t.type_name not in _FLOAT_TYPES for t in info.tensors if len(t.shape) >= 2)
 
         self._backend, self._backend_reason = choose_backend(backend, device)
@@ -543,7 +544,7 @@ class Embedder:
         show_progress: bool | None,
     ) -> np.ndarray:
         single = isinstance(texts, str)
-        items = _as_text_list(texts)
+        items = as_text_list(texts)
         out_dim, do_normalize, max_batch = self._call_options(dim, normalize, batch_size)
         policy = self._policy if long_text is None else get_policy(long_text)
 
@@ -581,7 +582,7 @@ class Embedder:
         do_normalize = self._normalize if normalize is None else bool(normalize)
         if batch_size is None:
             return out_dim, do_normalize, self._batch_size
-        return out_dim, do_normalize, min(_positive_int("batch_size", batch_size), self._batch_size)
+        return out_dim, do_normalize, min(positive_int("batch_size", batch_size), self._batch_size)
 
     def _finish(self, vectors: np.ndarray, out_dim: int, do_normalize: bool, single: bool) -> np.ndarray:
         vectors = np.ascontiguousarray(vectors[:, :out_dim], dtype=np.float32)
@@ -785,7 +786,7 @@ class Embedder:
             return out
         batches = plan_batches([len(s) for s in sequences], max_tokens=self._batch_tokens, max_sequences=batch_size)
         show = self._show_progress if show_progress is None else show_progress
-        bar = _progress(show, total=sum(len(s) for s in sequences), batches=len(batches))
+        bar = progress_bar(show, total=sum(len(s) for s in sequences), batches=len(batches))
         try:
             for batch in batches:
                 out[batch] = engine.embed([sequences[i] for i in batch])
@@ -862,44 +863,6 @@ class Embedder:
 _EMPTY = np.zeros(0, dtype=np.int32)
 
 
-def plan_batches(lengths: Sequence[int], *, max_tokens: int, max_sequences: int) -> list[np.ndarray]:
-    """Pack sequences into decodes: longest first, each decode within both limits.
-
-    A sequence longer than ``max_tokens`` gets a decode of its own. Returns the
-    sequence indices of each decode.
-    """
-    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
-    batches: list[np.ndarray] = []
-    current: list[int] = []
-    used = 0
-    for idx in order.tolist():
-        n = int(lengths[idx])
-        if current and (used + n > max_tokens or len(current) >= max_sequences):
-            batches.append(np.asarray(current, dtype=np.int64))
-            current, used = [], 0
-        current.append(idx)
-        used += n
-    if current:
-        batches.append(np.asarray(current, dtype=np.int64))
-    return batches
-
-
-def _as_text_list(texts: object) -> list[str]:
-    if isinstance(texts, str):
-        return [texts]
-    if texts is None:
-        raise InputTypeError("texts is None; pass a str or a list of str.")
-    if isinstance(texts, (bytes, bytearray)):
-        raise InputTypeError("texts is bytes; decode it to str first (for example data.decode('utf-8')).")
-    if isinstance(texts, dict) or not isinstance(texts, Iterable):
-        raise InputTypeError(f"texts must be a str or a sequence of str, not {type(texts).__name__}.")
-    items = list(texts)
-    for i, item in enumerate(items):
-        if not isinstance(item, str):
-            raise InputTypeError(f"Input #{i} is {type(item).__name__}, not str; every text must be a str.")
-    return items
-
-
 def _as_registry(prompts: PromptRegistry | Mapping[str, str | Prompt] | None) -> PromptRegistry:
     if prompts is None:
         return DEFAULT_REGISTRY
@@ -924,12 +887,6 @@ def _as_registry(prompts: PromptRegistry | Mapping[str, str | Prompt] | None) ->
         else:
             registry.register_prompt(name, value, overwrite=True)
     return registry
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 1:
-        raise ConfigurationError(f"{name} must be a positive int, not {value!r}")
-    return int(value)
 
 
 def _check_supported(info: GGUFInfo) -> None:
@@ -971,33 +928,12 @@ def _resolve_pooling(info: GGUFInfo, pooling: str | None) -> Pooling:
 def _resolve_max_length(max_length: int | None, context_length: int) -> int:
     if max_length is None:
         return min(_config.DEFAULT_MAX_LENGTH, context_length)
-    value = _positive_int("max_length", max_length)
+    value = positive_int("max_length", max_length)
     if value < 2:
         raise ConfigurationError("max_length must be at least 2 (one text token and the EOS)")
     if value > context_length:
         raise ConfigurationError(f"max_length={value} exceeds the model's trained context of {context_length} tokens.")
     return value
-
-
-def _progress(show: bool | None, *, total: int, batches: int) -> Any:
-    if show is None:
-        show = batches > 1 and _in_notebook()
-    if not show:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="tok", desc="Embedding", leave=False)
-
-
-def _in_notebook() -> bool:
-    shell = sys.modules.get("IPython")
-    if shell is None:
-        return False
-    try:
-        ip = shell.get_ipython()  # type: ignore[attr-defined]
-    except Exception:
-        return False
-    return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
 
 
 def _as_chunk_config(chunking: object) -> ChunkConfig:
