@@ -62,14 +62,14 @@ def positive_int(name: str, value: object) -> int:
     return int(value)
 
 
-def progress_bar(show: bool | None, *, total: int, batches: int) -> Any:
+def progress_bar(show: bool | None, *, total: int, batches: int, desc: str = "Embedding") -> Any:
     if show is None:
         show = batches > 1 and in_notebook()
     if not show:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="tok", desc="Embedding", leave=False)
+    return tqdm(total=total, unit="tok", desc=desc, leave=False)
 
 
 def in_notebook() -> bool:
