@@ -16,11 +16,15 @@ from ..errors import UnknownModelError
 __all__ = [
     "CATALOG",
     "DEFAULT_MODEL",
+    "RERANKER_CATALOG",
     "DEFAULT_QUANT",
     "QUANT_QUALITY",
     "CatalogModel",
     "KnownQuant",
+    "RerankerModel",
     "find_model",
+    "find_reranker",
+    "lookup_reranker_repo",
     "normalize_quant",
     "parse_gguf_filename",
     "quant_rank",
@@ -223,4 +227,98 @@ def lookup_repo(name: str) -> tuple[str, CatalogModel | None]:
     raise UnknownModelError(
         f"Unknown model {name!r}. Use a size from the catalog: {sizes}; "
         "or any Hugging Face repo id holding GGUF files ('owner/name'); or the path of a local .gguf file."
+    )
+
+
+# ----------------------------------------------------------------------------- rerankers
+
+
+@dataclass(frozen=True)
+class RerankerModel:
+    """A Qwen3-Reranker GGUF repository (any repo id works too; these are the ones known to exist).
+
+    ``head`` says how the files were converted: ``"cls.output"`` (llama.cpp's converter in
+    reranker mode, after ggml-org/llama.cpp#15824) or ``"lm"`` (a plain causal-LM conversion).
+    :class:`~qwen_embed.Reranker` scores both the official way.
+    """
+
+    size: str
+    repo_id: str
+    layers: int
+    hidden: int
+    context_length: int
+    head: str
+    default_quant: str
+    quants: tuple[KnownQuant, ...]
+    aliases: tuple[str, ...]
+
+
+def _reranker_aliases(size: str, repo_id: str) -> tuple[str, ...]:
+    return (size, f"qwen3-reranker-{size}", f"Qwen/Qwen3-Reranker-{size}", repo_id)
+
+
+# ggml-org's 0.6B is made by llama.cpp's own GGUF-my-repo (reranker mode, Q8_0 only); the 4B and 8B
+# files are community conversions with llama.cpp's converter in reranker mode (Voodisss, as listed in
+# ../shared/RERANKER.md §2a). The live file list decides which quantizations exist.
+RERANKER_CATALOG: tuple[RerankerModel, ...] = (
+    RerankerModel(
+        size="0.6B",
+        repo_id="ggml-org/Qwen3-Reranker-0.6B-Q8_0-GGUF",
+        layers=28,
+        hidden=1024,
+        context_length=32768,
+        head="cls.output",
+        default_quant="Q8_0",
+        quants=_quants(q8_0=639),
+        aliases=_reranker_aliases("0.6B", "ggml-org/Qwen3-Reranker-0.6B-Q8_0-GGUF"),
+    ),
+    RerankerModel(
+        size="4B",
+        repo_id="Voodisss/Qwen3-Reranker-4B-GGUF-llama_cpp",
+        layers=36,
+        hidden=2560,
+        context_length=32768,
+        head="cls.output",
+        default_quant="Q8_0",
+        quants=_quants(f16=8_051),
+        aliases=_reranker_aliases("4B", "Voodisss/Qwen3-Reranker-4B-GGUF-llama_cpp"),
+    ),
+    RerankerModel(
+        size="8B",
+        repo_id="Voodisss/Qwen3-Reranker-8B-GGUF-llama_cpp",
+        layers=36,
+        hidden=4096,
+        context_length=32768,
+        head="cls.output",
+        default_quant="Q8_0",
+        quants=_quants(f16=15_136),
+        aliases=_reranker_aliases("8B", "Voodisss/Qwen3-Reranker-8B-GGUF-llama_cpp"),
+    ),
+)
+
+
+def find_reranker(name: str) -> RerankerModel | None:
+    """The reranker catalog entry for a size, alias or repo id (case-insensitive), or ``None``."""
+    key = name.strip().lower()
+    for model in RERANKER_CATALOG:
+        if key in (alias.lower() for alias in model.aliases):
+            return model
+    return None
+
+
+def lookup_reranker_repo(name: str) -> tuple[str, RerankerModel | None]:
+    """``(repo_id, entry)`` for a reranker size or alias, or any ``owner/name`` repo id.
+
+    Raises:
+        UnknownModelError: ``name`` is neither; the message lists the reranker catalog.
+    """
+    model = find_reranker(name)
+    if model is not None:
+        return model.repo_id, model
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", name.strip()):
+        return name.strip(), None
+    sizes = ", ".join(f"{m.size!r} ({m.repo_id})" for m in RERANKER_CATALOG)
+    raise UnknownModelError(
+        f"Unknown reranker {name!r}. Use a size from the reranker catalog: {sizes}; "
+        "or any Hugging Face repo id holding Qwen3-Reranker GGUF files ('owner/name'); or a local .gguf path."
     )
