@@ -1,0 +1,555 @@
+"""The :class:`Reranker`: (query, document) pairs in, the official Qwen3-Reranker score out."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from . import _config
+from ._pipeline import plan_batches, positive_int, progress_bar
+from .engines.base import Engine, choose_backend
+from .engines.gguf_info import POOLING_NAMES, GGUFInfo, read_gguf_info
+from .engines.heads import RerankHead, read_rerank_head
+from .errors import (
+    ConfigurationError,
+    EmbedderClosedError,
+    EngineError,
+    InputTypeError,
+    InvalidInputError,
+    InvalidPromptError,
+    UnsupportedModelError,
+)
+from .hub.download import ModelResolution
+from .text.rerank_prompt import DEFAULT_RERANK_INSTRUCTION, PREFIX, SUFFIX, head_body, tail_body
+
+__all__ = ["Reranker"]
+
+logger = logging.getLogger(__name__)
+
+_FLOAT_TYPES = {"F32", "F16", "BF16", "F64"}
+_CHAT_MARKERS = ("<|im_start|>", "<|im_end|>")
+_EMBEDDING_POOLING = {"last", "mean", "cls"}
+
+
+@dataclass
+class _Pair:
+    """One pair, tokenized: the shared head (prefix + instruction + query) and its own tail."""
+
+    key: tuple[str, str]  # (instruction, query): pairs with the same key share the head
+    head: np.ndarray  # prefix + body head
+    tail: np.ndarray  # body tail (cut to fit) + suffix
+    shareable: bool  # False when truncation had to cut into the head
+
+
+class Reranker:
+    """Qwen3-Reranker scores from a GGUF file, on llama.cpp (or PyTorch).
+
+    >>> rr = Reranker("Qwen3-Reranker-0.6B-Q8_0.gguf")                       # doctest: +SKIP
+    >>> rr.rank("What is GGUF?", ["A file format for models.", "A city."])  # doctest: +SKIP
+    [{'corpus_id': 0, 'score': 0.93...}, {'corpus_id': 1, 'score': 0.01...}]
+
+    The score is the official one, ``softmax([l_no, l_yes])[yes]`` at the last token of the
+    README's prompt, computed as ``sigmoid(h · (w_yes - w_no))`` from the final-norm hidden
+    state ``h``; the head ``w_yes - w_no`` is read from the file, whichever way it was
+    converted (see :attr:`head`).
+
+    Args:
+        model_path: A Qwen3-Reranker ``.gguf`` file (reranker-mode or plain causal-LM conversion).
+        instruction: Default task instruction (default: the README's
+            ``"Given a web search query, retrieve relevant passages that answer the query"``).
+        max_length: Most tokens per pair, prompt included (default 8192, Qwen's setting, capped
+            at the file's context). A longer pair loses the end of its document; the prompt's
+            fixed parts are never cut.
+        backend: ``"llama"`` (default), ``"torch"`` or ``"auto"``, as for the Embedder.
+        n_threads: CPU threads (default: ``$QWEN_EMBED_NUM_THREADS`` or all this process may use).
+        n_gpu_layers: Layers to offload to a GPU (llama.cpp).
+        batch_size: Most pairs per decode.
+        batch_tokens: Most tokens per decode (a longer pair is decoded alone).
+        show_progress: Progress bar; ``None`` shows one only in a notebook.
+        dtype, device: Torch engine only.
+        share_prefix: Decode a query's head once for all its documents (llama.cpp engine).
+
+    Raises:
+        ModelNotFoundError, InvalidModelFileError: The file is missing or not GGUF.
+        UnsupportedModelError: Not a Qwen3 reranker (an embedding model, another
+            architecture, no head, or "yes"/"no" not single tokens).
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        instruction: str | None = None,
+        max_length: int | None = None,
+        backend: str = "llama",
+        n_threads: int | None = None,
+        n_gpu_layers: int = 0,
+        batch_size: int = _config.DEFAULT_BATCH_SIZE,
+        batch_tokens: int = _config.DEFAULT_BATCH_TOKENS,
+        show_progress: bool | None = None,
+        dtype: str | None = None,
+        device: str | None = None,
+        share_prefix: bool = True,
+    ) -> None:
+        self._engine: Engine | None = None
+        self._resolution: ModelResolution | None = None
+        info = read_gguf_info(model_path)
+        _check_reranker(info)
+        self._info = info
+        self._path = info.path
+        self._instruction = _check_text("instruction", instruction, DEFAULT_RERANK_INSTRUCTION)
+        self._context_length = int(info.context_length or _config.DEFAULT_MAX_LENGTH)
+        self._max_length = _resolve_max_length(max_length, self._context_length)
+        self._batch_size = positive_int("batch_size", batch_size)
+        self._batch_tokens = positive_int("batch_tokens", batch_tokens)
+        self._n_threads = positive_int("n_threads", n_threads) if n_threads is not None else _config.default_threads()
+        self._show_progress = show_progress
+        self._share_prefix = bool(share_prefix)
+        self._head_cache: dict[tuple[str, str], np.ndarray] = {}
+        self._cache_lock = threading.Lock()
+        self._backend, self._backend_reason = choose_backend(backend, device)
+        self._engine = self._make_engine(n_gpu_layers=n_gpu_layers, dtype=dtype, device=device)
+        try:
+            self._prefix = self._engine.tokenize(PREFIX, special=True)
+            self._suffix = self._engine.tokenize(SUFFIX, special=True)
+            self._check_vocabulary(self._engine)
+            self._head: RerankHead = read_rerank_head(info, lambda: self._label_ids(self._engine))
+        except BaseException:
+            self.close()
+            raise
+        self._weight = self._head.weight
+        fixed = len(self._prefix) + len(self._suffix)
+        if self._max_length <= fixed:
+            self.close()
+            raise ConfigurationError(
+                f"max_length={self._max_length} leaves no room for the pair: the prompt's fixed parts take "
+                f"{fixed} tokens. Use at least {fixed + 16}."
+            )
+        logger.debug("ready: %r", self)
+
+    def _make_engine(self, *, n_gpu_layers: int, dtype: str | None, device: str | None) -> Engine:
+        if self._backend == "torch":
+            from .engines.torch import TorchEngine
+
+            return TorchEngine(
+                self._path,
+                pooling="last",
+                n_threads=self._n_threads,
+                dtype=dtype,
+                device=device or ("cuda" if "CUDA" in self._backend_reason else "cpu"),
+                max_sequences=self._batch_size,
+                batch_tokens=self._batch_tokens,
+            )
+        if dtype is not None or device is not None:
+            raise ConfigurationError("dtype= and device= apply to backend='torch'; llama.cpp runs the file's types")
+        from .engines.llama_prefix import SharedPrefixEngine
+
+        quantized = any(t.type_name not in _FLOAT_TYPES for t in self._info.tensors if len(t.shape) >= 2)
+        return SharedPrefixEngine(
+            self._path,
+            pooling="last",
+            n_threads=self._n_threads,
+            n_gpu_layers=n_gpu_layers,
+            max_sequences=self._batch_size + 1,  # sequence 0 holds a shared head
+            batch_tokens=self._batch_tokens,
+            max_context=self._max_length + self._batch_tokens,  # a head and a full batch of tails
+            quantized=quantized,
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str = "0.6B",
+        *,
+        quant: str | None = None,
+        filename: str | None = None,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        token: str | bool | None = None,
+        endpoint: str | None = None,
+        local_files_only: bool = False,
+        memory_budget: int | None = None,
+        download_progress: bool = True,
+        **options: Any,
+    ) -> Reranker:
+        """Fetch (once, into the Hugging Face cache) and load a Qwen3-Reranker GGUF.
+
+        >>> rr = Reranker.from_pretrained("0.6B")     # doctest: +SKIP
+
+        Args:
+            model: A reranker size or alias from :data:`~qwen_embed.hub.catalog.RERANKER_CATALOG`
+                (``"0.6B"``, ``"4B"``, ``"8B"``), any Hub repo id holding reranker GGUF files, or a
+                local ``.gguf`` path.
+            quant: Quantization (``"Q8_0"``, ``"f16"``, ``"auto"``, ...); default: the catalog
+                entry's, else ``"Q8_0"``.
+            filename, revision, cache_dir, token, endpoint, local_files_only, memory_budget:
+                as for :meth:`Embedder.from_pretrained <qwen_embed.Embedder.from_pretrained>`.
+            download_progress: Show a progress bar while downloading.
+            **options: Keyword options of :class:`Reranker`.
+        """
+        from .hub.catalog import lookup_reranker_repo
+        from .hub.download import fetch_model
+
+        local = Path(os.path.expanduser(str(model)))
+        if str(model).lower().endswith(".gguf") and local.is_file():
+            return cls(local, **options)
+        repo_id, entry = lookup_reranker_repo(str(model))
+        path, resolution = fetch_model(
+            repo_id,
+            quant=quant or (entry.default_quant if entry else "Q8_0"),
+            filename=filename,
+            revision=revision,
+            cache_dir=cache_dir,
+            token=token,
+            endpoint=endpoint,
+            local_files_only=local_files_only,
+            memory_budget=memory_budget,
+            progress=download_progress,
+        )
+        logger.info("%s@%s: %s", resolution.repo_id, resolution.revision, resolution.reason)
+        reranker = cls(path, **options)
+        reranker._resolution = resolution
+        return reranker
+
+    # ------------------------------------------------------------------ metadata
+
+    @property
+    def resolution(self) -> ModelResolution | None:
+        """How :meth:`from_pretrained` chose the file; ``None`` otherwise."""
+        return self._resolution
+
+    @property
+    def model_path(self) -> Path:
+        return self._path
+
+    @property
+    def head(self) -> RerankHead:
+        """The scoring head found in the file (tensor, rows, storage type)."""
+        return self._head
+
+    @property
+    def instruction(self) -> str:
+        return self._instruction
+
+    @property
+    def max_length(self) -> int:
+        return self._max_length
+
+    @property
+    def context_length(self) -> int:
+        return self._context_length
+
+    @property
+    def quantization(self) -> str:
+        return self._info.quantization
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @property
+    def n_threads(self) -> int:
+        return self._n_threads
+
+    @property
+    def engine(self) -> str:
+        if self._backend == "torch":
+            return f"torch {getattr(self._engine, 'dtype', '')}".strip()
+        return "llama.cpp, shared prefix" if self._share_prefix else "llama.cpp"
+
+    def __repr__(self) -> str:
+        default = self._instruction == DEFAULT_RERANK_INSTRUCTION
+        instruction = "default" if default else repr(self._instruction)
+        state = "" if self._engine is not None else ", closed"
+        return (
+            f"Reranker(model={self._path.name!r}, quant={self.quantization}, head={self._head.description}, "
+            f"max_length={self._max_length}, context={self._context_length}, instruction={instruction}, "
+            f"threads={self._n_threads}, engine={self.engine}{state})"
+        )
+
+    # ------------------------------------------------------------------ tokens
+
+    def format(self, query: str, document: str, *, instruction: str | None = None) -> str:
+        """The exact string the model reads for a pair (before any truncation)."""
+        chosen = self._instruction if instruction is None else _check_text("instruction", instruction, "")
+        return PREFIX + head_body(chosen, query) + tail_body(document) + SUFFIX
+
+    def tokenize(self, query: str, document: str, *, instruction: str | None = None) -> np.ndarray:
+        """The token ids the model reads for a pair, truncated to ``max_length`` as the official recipe does.
+
+        The prompt's fixed parts are tokenized with special tokens parsed; the query, document and
+        instruction never are (a ``<|im_end|>`` written in a document stays text).
+        """
+        chosen = self._instruction if instruction is None else _check_text("instruction", instruction, "")
+        pair = self._pair(query, document, chosen, 0)
+        return np.concatenate([pair.head, pair.tail]).astype(np.int32)
+
+    # ------------------------------------------------------------------ scoring
+
+    def predict(
+        self,
+        pairs: Iterable[Sequence[str]] | Sequence[str],
+        *,
+        instruction: str | None = None,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+        raw: bool = False,
+    ) -> np.ndarray:
+        """Score (query, document) pairs.
+
+        Args:
+            pairs: A list of ``(query, document)`` pairs (returns shape ``(n,)``), or one pair
+                (returns a 0-d array).
+            instruction: Task instruction for this call (default: the reranker's).
+            batch_size: Most pairs per decode (at most the reranker's ``batch_size``).
+            show_progress: Progress bar; default: the reranker's setting.
+            raw: Return the log-odds ``l_yes - l_no`` instead of ``p(yes)``.
+
+        Returns:
+            float32 ``p(yes)`` in [0, 1] (or log-odds), in input order.
+        """
+        single, items = _as_pairs(pairs)
+        chosen = self._instruction if instruction is None else _check_text("instruction", instruction, "")
+        limit = self._batch_size if batch_size is None else min(positive_int("batch_size", batch_size), self._batch_size)
+        logits = self._log_odds([self._pair(q, d, chosen, i) for i, (q, d) in enumerate(items)], limit, show_progress)
+        scores = logits if raw else _sigmoid(logits)
+        out = scores.astype(np.float32)
+        return out.reshape(()) if single else out
+
+    def rank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_k: int | None = None,
+        instruction: str | None = None,
+        return_documents: bool = False,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+    ) -> list[dict[str, Any]]:
+        """Rank ``documents`` for ``query``, best first (sentence-transformers' ``CrossEncoder.rank`` shape).
+
+        Returns:
+            ``[{"corpus_id": index, "score": p_yes, "text"?: document}, ...]``, sorted by score
+            (ties keep input order), cut to ``top_k``.
+        """
+        if not isinstance(query, str):
+            raise InputTypeError(f"query must be a str, not {type(query).__name__}")
+        if isinstance(documents, (str, bytes)) or not isinstance(documents, Iterable):
+            raise InputTypeError(f"documents must be a list of str, not {type(documents).__name__}")
+        docs = list(documents)
+        if top_k is not None:
+            top_k = positive_int("top_k", top_k)
+        scores = self.predict(
+            [(query, d) for d in docs], instruction=instruction, batch_size=batch_size, show_progress=show_progress
+        )
+        order = np.argsort(-scores, kind="stable")[:top_k]
+        results: list[dict[str, Any]] = []
+        for i in order.tolist():
+            entry: dict[str, Any] = {"corpus_id": int(i), "score": float(scores[i])}
+            if return_documents:
+                entry["text"] = docs[i]
+            results.append(entry)
+        return results
+
+    def _pair(self, query: object, document: object, instruction: str, index: int) -> _Pair:
+        for what, value in (("query", query), ("document", document)):
+            if not isinstance(value, str):
+                raise InputTypeError(f"Pair #{index}: the {what} is {type(value).__name__}, not str.")
+        assert isinstance(query, str) and isinstance(document, str)
+        key = (instruction, query)
+        with self._cache_lock:
+            body_head = self._head_cache.get(key)
+        if body_head is None:
+            body_head = self._tokens(head_body(instruction, query), index, "query")
+            with self._cache_lock:
+                if len(self._head_cache) > 4096:
+                    self._head_cache.clear()
+                self._head_cache[key] = body_head
+        body_tail = self._tokens(tail_body(document), index, "document")
+        budget = self._max_length - len(self._prefix) - len(self._suffix)
+        keep = budget - len(body_head)
+        if keep >= 0:  # the official recipe cuts the body from its right end: the document first
+            return _Pair(key, np.concatenate([self._prefix, body_head]), np.concatenate([body_tail[:keep], self._suffix]), True)
+        logger.debug("pair #%d: the query alone exceeds max_length=%d; it is cut", index, self._max_length)
+        return _Pair(key, np.concatenate([self._prefix, body_head[:budget]]), self._suffix.copy(), False)
+
+    def _tokens(self, text: str, index: int, what: str) -> np.ndarray:
+        engine = self._require_engine()
+        # The official tokenizer applies NFC before BPE; llama.cpp does not, so do it here.
+        nfc = text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+        try:
+            return np.asarray(engine.tokenize(nfc, special=False), dtype=np.int32)  # user text: never control tokens
+        except UnicodeEncodeError as exc:
+            raise InvalidInputError(
+                f"Pair #{index}: the {what} cannot be encoded as UTF-8 ({exc.reason}); a lone surrogate usually "
+                "comes from a bad decode. Clean it with text.encode('utf-8', 'replace').decode()."
+            ) from exc
+
+    def _log_odds(self, pairs: list[_Pair], limit: int, show_progress: bool | None) -> np.ndarray:
+        engine = self._require_engine()
+        hidden = np.empty((len(pairs), engine.n_embd), dtype=np.float32)
+        groups: dict[tuple[str, str], list[int]] = {}
+        alone: list[int] = []
+        shared = self._share_prefix and hasattr(engine, "embed_shared")
+        for i, pair in enumerate(pairs):
+            (groups.setdefault(pair.key, []) if shared and pair.shareable else alone).append(i)
+        for key, members in list(groups.items()):
+            if len(members) < 2:  # one document: sharing would only add a decode
+                alone.extend(groups.pop(key))
+        sequences = {i: np.concatenate([pairs[i].head, pairs[i].tail]) for i in alone}
+        plain = plan_batches([len(sequences[i]) for i in alone], max_tokens=self._batch_tokens, max_sequences=limit)
+        plans = []
+        for members in groups.values():
+            tails = [pairs[i].tail for i in members]
+            max_tails = min(limit, engine.max_tails)  # type: ignore[attr-defined]
+            plans.append((members, tails, plan_batches([len(t) for t in tails], max_tokens=self._batch_tokens, max_sequences=max_tails)))
+        total = sum(len(s) for s in sequences.values()) + sum(
+            len(pairs[m[0]].head) + sum(len(t) for t in tails) for m, tails, _ in plans
+        )
+        n_batches = len(plain) + sum(len(b) for _, _, b in plans)
+        show = self._show_progress if show_progress is None else show_progress
+        bar = progress_bar(show, total=total, batches=n_batches, desc="Reranking")
+        try:
+            for batch in plain:
+                rows = [alone[j] for j in batch.tolist()]
+                hidden[rows] = engine.embed([sequences[i] for i in rows])
+                if bar is not None:
+                    bar.update(sum(len(sequences[i]) for i in rows))
+            for members, tails, batches in plans:
+                head = pairs[members[0]].head
+                on_batch = bar.update if bar is not None else None
+                hidden[members] = engine.embed_shared(head, tails, batches, on_batch=on_batch)  # type: ignore[attr-defined]
+                if bar is not None:
+                    bar.update(len(head))
+        finally:
+            if bar is not None:
+                bar.close()
+        if not np.isfinite(hidden).all():
+            raise EngineError("the engine returned non-finite hidden states (NaN/inf); the model file may be corrupt")
+        return hidden.astype(np.float64) @ self._weight
+
+    # ------------------------------------------------------------------ vocabulary
+
+    def _check_vocabulary(self, engine: Engine) -> None:
+        for marker in _CHAT_MARKERS:
+            if len(engine.tokenize(marker, special=True)) != 1:
+                raise UnsupportedModelError(
+                    f"{self._path.name}: {marker} is not one token in this vocabulary; the Qwen3-Reranker prompt "
+                    "needs the Qwen chat markers."
+                )
+        for marker in ("<think>", "</think>"):
+            if len(engine.tokenize(marker, special=True)) != 1:
+                logger.warning("%s: %s is not one token here; scores will differ from Qwen's", self._path.name, marker)
+
+    def _label_ids(self, engine: Engine | None) -> tuple[int, int]:
+        assert engine is not None
+        ids = []
+        for label in ("yes", "no"):
+            tokens = engine.tokenize(label, special=False)
+            if len(tokens) != 1:
+                raise UnsupportedModelError(
+                    f"{self._path.name}: {label!r} is {len(tokens)} tokens in this vocabulary, not one; the file has "
+                    "no classifier head (cls.output) and its LM head cannot give a yes/no score. Not a Qwen3-Reranker?"
+                )
+            ids.append(int(tokens[0]))
+        return ids[0], ids[1]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _require_engine(self) -> Engine:
+        if self._engine is None:
+            raise EmbedderClosedError(f"{self._path.name}: this Reranker was closed; create a new one.")
+        return self._engine
+
+    def close(self) -> None:
+        """Free the model; further use raises :class:`~qwen_embed.EmbedderClosedError`."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()
+
+    def __enter__(self) -> Reranker:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """Numerically stable ``1 / (1 + exp(-x))`` (= softmax([l_no, l_yes])[yes])."""
+    out = np.empty_like(x, dtype=np.float64)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    e = np.exp(x[~pos])
+    out[~pos] = e / (1.0 + e)
+    return out
+
+
+def _as_pairs(pairs: object) -> tuple[bool, list[tuple[object, object]]]:
+    if pairs is None or isinstance(pairs, (str, bytes, bytearray, dict)) or not isinstance(pairs, Iterable):
+        raise InputTypeError(
+            f"pairs must be a list of (query, document) pairs, not {type(pairs).__name__}; "
+            "for one query and many documents use rank(query, documents)."
+        )
+    items = list(pairs)
+    if len(items) == 2 and all(isinstance(x, str) for x in items):
+        return True, [(items[0], items[1])]
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, (str, bytes)) or not isinstance(item, Sequence) or len(item) != 2:
+            raise InputTypeError(f"Pair #{i} is {item!r:.60}; every pair must be a (query, document) tuple of two str.")
+        out.append((item[0], item[1]))
+    return False, out
+
+
+def _check_text(name: str, value: object, default: str) -> str:
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise InvalidPromptError(f"{name} must be a str, not {type(value).__name__}")
+    if not value.strip():
+        raise InvalidPromptError(f"{name} is empty; pass None for the default ({DEFAULT_RERANK_INSTRUCTION!r}).")
+    return unicodedata.normalize("NFC", value)
+
+
+def _check_reranker(info: GGUFInfo) -> None:
+    name = info.path.name
+    if info.architecture != "qwen3":
+        raise UnsupportedModelError(
+            f"{name} is a {info.architecture or 'unknown'} model; the Reranker runs Qwen3-Reranker GGUF files "
+            "(architecture qwen3), such as Qwen3-Reranker-0.6B-Q8_0.gguf."
+        )
+    if not info.tensors or not info.embedding_length:
+        raise UnsupportedModelError(f"{name} has no weights or no embedding_length (a vocabulary-only GGUF?).")
+    pooling = POOLING_NAMES.get(info.pooling_type) if info.pooling_type is not None else None
+    if pooling in _EMBEDDING_POOLING:
+        raise UnsupportedModelError(
+            f"{name} is an embedding model (pooling_type {pooling.upper()}), not a reranker; load it with "
+            "qwen_embed.Embedder, or give the Reranker a Qwen3-Reranker file."
+        )
+
+
+def _resolve_max_length(max_length: int | None, context_length: int) -> int:
+    if max_length is None:
+        return min(_config.DEFAULT_MAX_LENGTH, context_length)
+    value = positive_int("max_length", max_length)
+    if value > context_length:
+        raise ConfigurationError(f"max_length={value} exceeds the model's trained context of {context_length} tokens.")
+    return value
