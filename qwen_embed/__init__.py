@@ -9,9 +9,10 @@
 import logging as _logging
 
 from ._version import __version__
-from .hub.catalog import CATALOG, CatalogModel, KnownQuant
+from .hub.catalog import CATALOG, RERANKER_CATALOG, CatalogModel, KnownQuant, RerankerModel
 from .text.chunking import CHUNK_PRESETS, Chunk, ChunkConfig, LongEmbedding, SectionEmbedding
 from .embedder import Embedder
+from .reranker import Reranker
 from .errors import (
     AmbiguousFileError,
     CacheNotWritableError,
@@ -52,6 +53,7 @@ __all__ = [
     "CATALOG",
     "CHUNK_PRESETS",
     "FUSIONS",
+    "RERANKER_CATALOG",
     "AmbiguousFileError",
     "CacheNotWritableError",
     "CatalogModel",
@@ -87,6 +89,8 @@ __all__ = [
     "QuantNotFoundError",
     "QwenEmbedError",
     "RepoNotFoundError",
+    "Reranker",
+    "RerankerModel",
     "SectionEmbedding",
     "UnknownModelError",
     "UnknownPromptError",
