@@ -319,7 +319,9 @@ class Reranker:
         """
         single, items = _as_pairs(pairs)
         chosen = self._instruction if instruction is None else _check_text("instruction", instruction, "")
-        limit = self._batch_size if batch_size is None else min(positive_int("batch_size", batch_size), self._batch_size)
+        limit = (
+            self._batch_size if batch_size is None else min(positive_int("batch_size", batch_size), self._batch_size)
+        )
         logits = self._log_odds([self._pair(q, d, chosen, i) for i, (q, d) in enumerate(items)], limit, show_progress)
         scores = logits if raw else _sigmoid(logits)
         out = scores.astype(np.float32)
@@ -379,7 +381,9 @@ class Reranker:
         budget = self._max_length - len(self._prefix) - len(self._suffix)
         keep = budget - len(body_head)
         if keep >= 0:  # the official recipe cuts the body from its right end: the document first
-            return _Pair(key, np.concatenate([self._prefix, body_head]), np.concatenate([body_tail[:keep], self._suffix]), True)
+            return _Pair(
+                key, np.concatenate([self._prefix, body_head]), np.concatenate([body_tail[:keep], self._suffix]), True
+            )
         logger.debug("pair #%d: the query alone exceeds max_length=%d; it is cut", index, self._max_length)
         return _Pair(key, np.concatenate([self._prefix, body_head[:budget]]), self._suffix.copy(), False)
 
@@ -412,7 +416,13 @@ class Reranker:
         for members in groups.values():
             tails = [pairs[i].tail for i in members]
             max_tails = min(limit, engine.max_tails)  # type: ignore[attr-defined]
-            plans.append((members, tails, plan_batches([len(t) for t in tails], max_tokens=self._batch_tokens, max_sequences=max_tails)))
+            plans.append(
+                (
+                    members,
+                    tails,
+                    plan_batches([len(t) for t in tails], max_tokens=self._batch_tokens, max_sequences=max_tails),
+                )
+            )
         total = sum(len(s) for s in sequences.values()) + sum(
             len(pairs[m[0]].head) + sum(len(t) for t in tails) for m, tails, _ in plans
         )

@@ -56,7 +56,7 @@ class RerankHead:
 
     @property
     def description(self) -> str:
-        """The head in words, for ``repr``: ``"cls.output[yes=0,no=1] F32"``, ``"token_embd[9693-2152] (tied) Q8_0"``."""
+        """The head in words for ``repr``: ``"cls.output[yes=0,no=1] F32"``, ``"token_embd[9693-2152] (tied) Q8_0"``."""
         name = self.tensor.removesuffix(".weight")
         if self.tensor == CLS_OUT:
             if len(self.rows) == 1:
