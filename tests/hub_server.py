@@ -4,7 +4,9 @@
 listing API with LFS metadata, ``resolve`` with ``X-Repo-Commit``, ``ETag``,
 ``X-Linked-Etag``/``X-Linked-Size`` and range requests, and the Hub's error codes
 (``X-Error-Code``). Faults are injected per test: error statuses for the next N
-matching requests, a connection cut mid-file, a same-size corrupted body, a slow body.
+matching requests, a connection cut mid-file (clean close or TCP reset), a same-size
+corrupted body, a slow body, a trickling body, and a request that is accepted but never
+answered. :func:`closed_port_url` gives an endpoint where nothing listens.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import socket
+import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -48,6 +52,9 @@ class Fault:
     corrupt: bool = False  # flip one byte of the body (same size)
     error_code: str | None = None
     method: str | None = None  # only requests of this method (default: any)
+    reset_after: int | None = None  # send this many body bytes, then reset the connection (TCP RST)
+    stall: bool = False  # read the request, never answer (until the server stops)
+    trickle: float | None = None  # send the body one byte per this many seconds
 
 
 @dataclass
@@ -60,6 +67,7 @@ class HubServer:
     chunk_delay: float = 0.0
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stopping: threading.Event = field(default_factory=threading.Event)
 
     def add_repo(self, repo_id: str, files: dict[str, bytes | Path], *, gated: bool = False) -> FakeRepo:
         data = {name: (Path(v).read_bytes() if isinstance(v, Path) else v) for name, v in files.items()}
@@ -96,6 +104,7 @@ class HubServer:
 
     def __exit__(self, *exc: object) -> None:
         assert self._server is not None
+        self._stopping.set()  # stalled and trickling handlers end
         self._server.shutdown()
         self._server.server_close()
 
@@ -106,6 +115,14 @@ class HubServer:
                     fault.times -= 1
                     return fault
         return None
+
+
+def closed_port_url() -> str:
+    """An endpoint on 127.0.0.1 where nothing listens (connections are refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
 
 
 def _is_lfs(path: str) -> bool:
@@ -133,6 +150,10 @@ class _Handler(BaseHTTPRequestHandler):
         with hub._lock:
             hub.log.append((self.command, path, self.headers.get("Range")))
         fault = hub._take_fault(self.command, path)
+        if fault is not None and fault.stall:
+            hub._stopping.wait()
+            self.close_connection = True
+            return None
         if fault is not None and fault.status is not None:
             return self._error(fault.status, fault.error_code, "injected fault")
         if match := _TREE.match(path):
@@ -199,6 +220,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if not body:
             return
+        if fault is not None and fault.trickle is not None and body:
+            return self._trickle(payload, fault.trickle)
+        if fault is not None and fault.reset_after is not None and body:
+            return self._reset(payload[: fault.reset_after])
         cut = fault is not None and fault.cut_after is not None and fault.cut_after < len(payload)
         if cut:
             assert fault is not None and fault.cut_after is not None
@@ -211,6 +236,27 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             self.connection.shutdown(2)
+
+    def _trickle(self, payload: bytes, delay: float) -> None:
+        """One byte at a time: every read returns quickly, so no read timeout ever fires."""
+        stopping = self.server_hub._stopping
+        self.close_connection = True
+        try:
+            for i in range(len(payload)):
+                if stopping.wait(delay):
+                    return
+                self.wfile.write(payload[i : i + 1])
+                self.wfile.flush()
+        except OSError:  # the client gave up
+            return
+
+    def _reset(self, head: bytes) -> None:
+        """Send part of the body, then drop the connection with a TCP reset (SO_LINGER 0)."""
+        self.wfile.write(head)
+        self.wfile.flush()
+        self.close_connection = True
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
 
     # ------------------------------------------------------------------ answers
 

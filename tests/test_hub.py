@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +19,7 @@ from qwen_embed import (
     AmbiguousFileError,
     CacheNotWritableError,
     ChecksumMismatchError,
+    ConfigurationError,
     DownloadError,
     Embedder,
     GatedRepoError,
@@ -31,10 +36,18 @@ from qwen_embed import (
 from qwen_embed.hub.download import fetch_model
 
 from .conftest import OFFICIAL_06B
-from .hub_server import HubServer
+from .hub_server import HubServer, closed_port_url
 
 Q8 = "Qwen3-Embedding-0.6B-Q8_0.gguf"
 F16 = "Qwen3-Embedding-0.6B-f16.gguf"
+
+
+@pytest.fixture(autouse=True)
+def _no_telemetry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub 2.x would fetch a registry from huggingface.co while building its User-Agent."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_TELEMETRY", True)
 
 
 def _sha(path: Path) -> str:
@@ -152,10 +165,184 @@ def test_server_error_on_the_body_is_retried(hub: HubServer, tmp_path: Path, hub
 
 def test_persistent_server_error_gives_up_with_download_error(hub: HubServer, tmp_path: Path) -> None:
     hub.inject("/resolve/", method="GET", status=500, times=100)
-    with pytest.raises(DownloadError, match=r"after 3 attempt\(s\)"):
+    with pytest.raises(DownloadError, match=r"after 3 failed attempt\(s\) \(6 request\(s\)"):
         download_model("0.6B", endpoint=hub.url, cache_dir=tmp_path)
-    assert len(hub.requests("GET", "/resolve/")) == 3
+    assert len(hub.requests("GET", "/resolve/")) == 3  # 3 GETs and their 3 HEADs: the 6 requests named
     assert not [name for name in _cache_files(tmp_path) if name.endswith(".gguf")]  # no partial file left
+
+
+# ----------------------------------------------------------------------------- network faults
+
+
+@pytest.fixture
+def short_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Timeouts of 1 s, three failed attempts at most: a fault test ends in seconds."""
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "1")
+    monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "1")
+    monkeypatch.setenv("QWEN_EMBED_HUB_ATTEMPTS", "3")
+    monkeypatch.setenv("QWEN_EMBED_HUB_RETRY_SECONDS", "60")
+
+
+def _finishes(fn: Callable[[], Any], *, within: float = 120.0) -> BaseException | None:
+    """Run ``fn`` in a thread; fail the test if it has not ended after ``within`` s (a hang guard, not a timing)."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            fn()
+            outcome.append(None)
+        except BaseException as error:
+            outcome.append(error)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(within)
+    assert not worker.is_alive(), f"still waiting on the Hub after {within} s"
+    return outcome[0]
+
+
+def _assert_gives_up_clearly(
+    error: BaseException | None, endpoint: str, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> str:
+    assert isinstance(error, DownloadError), repr(error)
+    message = str(error)
+    assert "\n" not in message
+    assert f"from the Hub at {endpoint} after 3 failed attempt(s)" in message
+    assert "HF_HUB_OFFLINE=1" in message and "local .gguf file" in message and "--demo" in message
+    assert "timeouts 1 s connect / 1 s read" in message
+    retries = [r for r in caplog.records if r.name.startswith("qwen_embed") and "retrying" in r.getMessage()]
+    assert len(retries) == 2  # one line per retry, through our logger
+    err = capfd.readouterr().err
+    assert "Retrying in" not in err and "thrown while requesting" not in err and "Trying to resume" not in err
+    return message
+
+
+def test_closed_port_gives_up_with_the_endpoint_and_the_ways_out(
+    tmp_path: Path,
+    short_timeouts: None,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    endpoint = closed_port_url()
+    caplog.set_level(logging.WARNING)
+    error = _finishes(lambda: download_model("0.6B", endpoint=endpoint, cache_dir=tmp_path))
+    message = _assert_gives_up_clearly(error, endpoint, caplog, capfd)
+    assert "list the files of Qwen/Qwen3-Embedding-0.6B-GGUF@main" in message
+    assert "(3 request(s) in" in message and "ConnectError" in message
+
+
+def test_huggingface_hubs_telemetry_request_is_not_counted(
+    tmp_path: Path, short_timeouts: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import huggingface_hub.constants
+    from huggingface_hub.utils import _detect_agent
+
+    endpoint = closed_port_url()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_TELEMETRY", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)  # where the registry fetch goes
+    monkeypatch.setattr(_detect_agent, "_registry", None)  # not fetched yet in this process
+    caplog.set_level(logging.WARNING)
+    with pytest.raises(DownloadError, match=r"after 3 failed attempt\(s\) \(3 request\(s\)") as caught:
+        download_model("0.6B", endpoint=endpoint, cache_dir=tmp_path)
+    assert "agent-harnesses" not in str(caught.value)
+    retries = [r.getMessage() for r in caplog.records if r.name.startswith("qwen_embed")]
+    assert len(retries) == 2 and all("/tree/main" in line for line in retries)  # three listing attempts
+
+
+@pytest.mark.parametrize("where", ["/tree/", "/resolve/"])
+def test_stalled_answer_times_out(
+    hub: HubServer,
+    tmp_path: Path,
+    short_timeouts: None,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    where: str,
+) -> None:
+    hub.inject(where, stall=True, times=100)  # accepts the connection, reads the request, never answers
+    caplog.set_level(logging.WARNING)
+    error = _finishes(lambda: download_model("0.6B", endpoint=hub.url, cache_dir=tmp_path, progress=False))
+    message = _assert_gives_up_clearly(error, hub.url, caplog, capfd)
+    assert "ReadTimeout" in message
+    assert len(hub.requests(contains=where)) == 3
+
+
+def test_reset_mid_body_is_retried_then_resumes(hub: HubServer, tmp_path: Path, hub_models: dict[str, Path]) -> None:
+    size = hub_models["Q8_0"].stat().st_size
+    hub.inject("/resolve/main/" + Q8, method="GET", reset_after=size // 2, times=1)
+    path = download_model("0.6B", endpoint=hub.url, cache_dir=tmp_path, progress=False)
+    assert _sha(path) == _sha(hub_models["Q8_0"])
+    assert len(hub.requests("GET", Q8)) == 2
+
+
+def test_persistent_reset_mid_body_gives_up(
+    hub: HubServer,
+    tmp_path: Path,
+    hub_models: dict[str, Path],
+    short_timeouts: None,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    size = hub_models["Q8_0"].stat().st_size
+    hub.inject("/resolve/main/" + Q8, method="GET", reset_after=size // 2, times=100)
+    caplog.set_level(logging.WARNING)
+    error = _finishes(lambda: download_model("0.6B", endpoint=hub.url, cache_dir=tmp_path, progress=False))
+    message = _assert_gives_up_clearly(error, hub.url, caplog, capfd)
+    assert f"download {Q8}" in message and ("ReadError" in message or "RemoteProtocolError" in message)
+    assert len(hub.requests("GET", Q8)) == 3
+    assert not [name for name in _cache_files(tmp_path) if name.endswith(".gguf")]
+
+
+def test_trickling_body_counts_as_stalled(
+    hub: HubServer,
+    tmp_path: Path,
+    short_timeouts: None,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # One byte every 50 ms: each read returns well within the 1 s read timeout, the file never ends.
+    hub.inject("/resolve/main/" + Q8, method="GET", trickle=0.05, times=100)
+    caplog.set_level(logging.WARNING)
+    error = _finishes(lambda: download_model("0.6B", endpoint=hub.url, cache_dir=tmp_path, progress=False))
+    message = _assert_gives_up_clearly(error, hub.url, caplog, capfd)
+    assert "trickled in" in message and "below 1000 B/s" in message
+    assert len(hub.requests("GET", Q8)) == 3
+
+
+def test_the_budget_spans_huggingface_hubs_own_retries(
+    hub: HubServer, tmp_path: Path, short_timeouts: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """huggingface_hub alone would try the listing 6 times; the budget stops it at the configured count."""
+    monkeypatch.setenv("QWEN_EMBED_HUB_ATTEMPTS", "2")
+    hub.inject("/tree/", status=503, times=100)
+    with pytest.raises(DownloadError, match=r"after 2 failed attempt\(s\) \(2 request\(s\).*HTTP 503"):
+        list_quants("0.6B", endpoint=hub.url, cache_dir=tmp_path)
+    assert len(hub.requests(contains="/tree/")) == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("HF_HUB_DOWNLOAD_TIMEOUT", "soon"), ("HF_HUB_ETAG_TIMEOUT", "-1"), ("QWEN_EMBED_HUB_ATTEMPTS", "2.5")],
+)
+def test_bad_network_settings_are_named(
+    hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError, match=rf"{name}='{value}' is not a positive"):
+        download_model("0.6B", endpoint=hub.url, cache_dir=tmp_path)
+
+
+def test_the_client_factory_is_restored(hub: HubServer, tmp_path: Path) -> None:
+    from huggingface_hub.utils import _http
+
+    before = _http._GLOBAL_CLIENT_FACTORY
+    download_model("0.6B", endpoint=hub.url, cache_dir=tmp_path, progress=False)
+    assert _http._GLOBAL_CLIENT_FACTORY is before
+    assert not logging.getLogger("huggingface_hub.utils._http").filters
 
 
 def test_connection_cut_mid_file_resumes(hub: HubServer, tmp_path: Path, hub_models: dict[str, Path]) -> None:
@@ -236,6 +423,7 @@ def test_unwritable_cache_dir(hub: HubServer, tmp_path: Path) -> None:
 def test_two_processes_download_the_same_file_once(hub: HubServer, tmp_path: Path, hub_models: dict[str, Path]) -> None:
     hub.chunk_delay = 0.3  # a slow body (about 1 s), so the two downloads overlap
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env["HF_HUB_DISABLE_TELEMETRY"] = "1"
     command = [sys.executable, "-m", "qwen_embed", "download", "0.6B", "--quant", "Q8_0", "--no-progress"]
     command += ["--endpoint", hub.url, "--cache-dir", str(tmp_path)]
     procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import itertools
 import logging
 import os
 import time
@@ -19,14 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .catalog import (
-    DEFAULT_QUANT,
-    CatalogModel,
-    lookup_repo,
-    normalize_quant,
-    parse_gguf_filename,
-    quant_rank,
-)
 from ..errors import (
     AmbiguousFileError,
     CacheNotWritableError,
@@ -39,6 +32,15 @@ from ..errors import (
     NotCachedError,
     QuantNotFoundError,
     RepoNotFoundError,
+)
+from ._network import OFFLINE_WAYS, RETRY_STATUS, BudgetSpent, NetworkSettings, RetryBudget, hub_session
+from .catalog import (
+    DEFAULT_QUANT,
+    CatalogModel,
+    lookup_repo,
+    normalize_quant,
+    parse_gguf_filename,
+    quant_rank,
 )
 
 __all__ = [
@@ -53,8 +55,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-_RETRY_STATUS = {408, 429, 500, 502, 503, 504}
-_RETRY_DELAYS = (0.5, 1.5)  # three attempts in all
+_RETRY_DELAYS = (0.5, 1.5)  # pauses before our own retries (huggingface_hub pauses before its own)
 _HASH_CHUNK = 8 * 1024 * 1024
 # Working memory beyond the file: llama.cpp's compute buffers, our batch arrays, the interpreter.
 _OVERHEAD_BYTES = 512 * 1024 * 1024
@@ -133,8 +134,7 @@ def _remote_files(
             found[path] = (int(entry.size), sha)
         return found
 
-    # huggingface_hub's listing already retries 429/5xx with backoff (about 23 s): no second layer here.
-    return _hub_call(listing, repo_id=repo_id, what=f"list the files of {repo_id}@{revision}", retry=False)
+    return _hub_call(listing, repo_id=repo_id, what=f"list the files of {repo_id}@{revision}", endpoint=endpoint)
 
 
 def _cached_files(repo_id: str, revision: str, cache: Path) -> dict[str, tuple[int, str | None]]:
@@ -221,7 +221,7 @@ def resolve_model(
                 f"{repo_id}@{revision} is not in the cache at {cache} and the Hub is off limits "
                 f"({'local_files_only=True' if local_files_only else 'HF_HUB_OFFLINE is set'}). "
                 f"Download it once with a connection (qwen-embed download {model} --quant {quant}), "
-                "or point cache_dir= at a cache that holds it."
+                f"or point cache_dir= at a cache that holds it. {OFFLINE_WAYS}"
             )
         source = "cache"
     else:
@@ -450,7 +450,8 @@ def _download_one(
             )
         )
 
-    path = Path(_hub_call(download, repo_id=repo_id, what=f"download {filename} from {repo_id}@{revision}"))
+    what = f"download {filename} from {repo_id}@{revision}"
+    path = Path(_hub_call(download, repo_id=repo_id, what=what, endpoint=endpoint))
     if sha256:
         _verify(path, sha256, what=f"{repo_id}/{filename}@{revision}")
     return path
@@ -491,60 +492,83 @@ def _silent_tqdm() -> type:
 # ----------------------------------------------------------------------------- errors and retries
 
 
-def _hub_call(fn: Callable[[], _T], *, repo_id: str, what: str, retry: bool = True) -> _T:
-    """Run a Hub call, retrying transient failures, and turn huggingface_hub's errors into ours.
+def _hub_call(fn: Callable[[], _T], *, repo_id: str, what: str, endpoint: str | None) -> _T:
+    """Run one Hub operation under one retry budget, and turn huggingface_hub's errors into ours.
 
-    ``hf_hub_download`` retries its metadata call and resumes a cut body, but gives up on a
-    5xx answer to the body's GET; the retries here cover that.
+    Every request the operation makes goes through the guard of :mod:`._network` (timeouts, the
+    budget, one log line per retry). ``hf_hub_download`` retries its metadata call and resumes a cut
+    body but gives up on a 5xx answer to the body's GET or a reset connection; the loop here retries
+    those, against the same budget.
     """
     from huggingface_hub import errors as hf
 
-    delays = (*_RETRY_DELAYS, None) if retry else (None,)
-    for attempt, delay in enumerate(delays):
-        try:
-            return fn()
-        except hf.GatedRepoError as error:
-            raise GatedRepoError(
-                f"{repo_id} is gated: accept its terms at https://huggingface.co/{repo_id} with your account, "
-                "then pass token= (or set HF_TOKEN, or run `hf auth login`)."
-            ) from error
-        except hf.RevisionNotFoundError as error:
-            raise RepoNotFoundError(
-                f"{repo_id} has no revision (branch, tag or commit) by that name: {what}."
-            ) from error
-        except hf.RepositoryNotFoundError as error:
-            raise RepoNotFoundError(
-                f"Repository {repo_id} not found on the Hub. Check the name; if it is private, pass token= "
-                "(or set HF_TOKEN)."
-            ) from error
-        except hf.EntryNotFoundError as error:
-            raise QuantNotFoundError(f"Could not {what}: the Hub has no such file at that revision.") from error
-        except hf.OfflineModeIsEnabled as error:
-            raise NotCachedError(f"Could not {what}: HF_HUB_OFFLINE is set and the file is not cached.") from error
-        except OSError as error:
-            if not _transient(error) and not isinstance(error, (ConnectionError, TimeoutError)):
-                if isinstance(error, PermissionError) or getattr(error, "errno", None) in {13, 30}:
-                    raise CacheNotWritableError(f"Could not {what}: {error}") from error
-                raise DownloadError(f"Could not {what}: {error}") from error
-            last: Exception = error
-        except Exception as error:
-            if not _transient(error):
-                raise DownloadError(f"Could not {what}: {error}") from error
-            last = error
-        if delay is None:
-            break
-        logger.info("Could not %s (%s); retrying in %.1f s (attempt %d)", what, last, delay, attempt + 2)
-        time.sleep(delay)
-    raise DownloadError(f"Could not {what} after {len(delays)} attempt(s): {last}") from last
+    budget = RetryBudget(NetworkSettings.from_env(), endpoint=_endpoint_name(endpoint), what=what)
+    with hub_session(budget):
+        for attempt in itertools.count():
+            failures = budget.failures
+            try:
+                return fn()
+            except BudgetSpent as error:
+                raise DownloadError(error.budget.message()) from error.__cause__
+            except hf.GatedRepoError as error:
+                raise GatedRepoError(
+                    f"{repo_id} is gated: accept its terms at https://huggingface.co/{repo_id} with your account, "
+                    "then pass token= (or set HF_TOKEN, or run `hf auth login`)."
+                ) from error
+            except hf.RevisionNotFoundError as error:
+                raise RepoNotFoundError(
+                    f"{repo_id} has no revision (branch, tag or commit) by that name: {what}."
+                ) from error
+            except hf.RepositoryNotFoundError as error:
+                raise RepoNotFoundError(
+                    f"Repository {repo_id} not found on the Hub. Check the name; if it is private, pass token= "
+                    "(or set HF_TOKEN)."
+                ) from error
+            except hf.OfflineModeIsEnabled as error:
+                raise NotCachedError(
+                    f"Could not {what}: HF_HUB_OFFLINE is set and the file is not cached. {OFFLINE_WAYS}"
+                ) from error
+            except Exception as error:
+                cause = _root_cause(error)
+                if isinstance(error, hf.EntryNotFoundError) and not isinstance(error, hf.LocalEntryNotFoundError):
+                    raise QuantNotFoundError(f"Could not {what}: the Hub has no such file at that revision.") from error
+                if not _transient(cause):
+                    if isinstance(cause, PermissionError) or getattr(cause, "errno", None) in {13, 30}:
+                        raise CacheNotWritableError(f"Could not {what}: {cause}") from error
+                    raise DownloadError(f"Could not {what} from {budget.endpoint}: {cause}") from error
+                if budget.failures == failures:  # a failure the guard did not see (hf_xet, huggingface_hub < 1.0)
+                    budget.record_failure("", f"{type(cause).__name__}: {cause}")
+                if budget.spent:
+                    raise DownloadError(budget.message()) from error
+            delay = min(_RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)], max(budget.retry_seconds_left(), 0.0))
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The network error under huggingface_hub's wrappers (``LocalEntryNotFoundError`` hides the HEAD's failure)."""
+    from huggingface_hub import errors as hf
+
+    while isinstance(error, hf.LocalEntryNotFoundError) and error.__cause__ is not None:
+        error = error.__cause__
+    return error
 
 
 def _transient(error: BaseException) -> bool:
     response = getattr(error, "response", None)
     status = getattr(response, "status_code", None)
     if status is not None:
-        return int(status) in _RETRY_STATUS
+        return int(status) in RETRY_STATUS
     names = {cls.__name__ for cls in type(error).__mro__}
     return bool(names & {"TransportError", "ConnectionError", "Timeout", "TimeoutException", "TimeoutError"})
+
+
+def _endpoint_name(endpoint: str | None) -> str:
+    if endpoint:
+        return endpoint.rstrip("/")
+    from huggingface_hub import constants
+
+    return str(constants.ENDPOINT)
 
 
 # ----------------------------------------------------------------------------- cache
