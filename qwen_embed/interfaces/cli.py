@@ -66,10 +66,23 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("prompts", help="list the prompt names")
 
     serve = commands.add_parser("serve", help="an OpenAI-compatible embedding server (needs qwen-embed[server])")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=_port_number, default=8000, help="port to bind, 0-65535 (default: 8000)")
     serve.add_argument("--served-model-name", default=None, help="model name clients send (default: from the file)")
-    serve.add_argument("--max-inputs", type=int, default=2048, help="most inputs per request")
+    serve.add_argument("--max-inputs", type=_positive_count, default=2048, help="most inputs per request (2048)")
+    serve.add_argument(
+        "--max-request-tokens", type=_positive_count, default=1_000_000, help="most tokens per request (1000000)"
+    )
+    serve.add_argument("--max-body-bytes", type=_bytes, default=32 * 2**20, help="largest request body (32MiB)")
+    serve.add_argument("--body-timeout", type=_seconds, default=60.0, help="seconds to send a body (60)")
+    serve.add_argument("--header-timeout", type=_seconds, default=10.0, help="seconds to send the headers (10)")
+    serve.add_argument("--shutdown-timeout", type=_seconds, default=30.0, help="seconds to drain on stop (30)")
+    serve.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' ($QWEN_EMBED_API_KEY)")
+    serve.add_argument("--cors-origin", action="append", default=[], help="allow browser calls from this origin")
+    serve.add_argument("--allowed-host", action="append", default=[], help="another name clients may use in Host")
+    serve.add_argument("--no-host-check", action="store_true", help="accept any Host header (no DNS-rebinding guard)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error", "critical"])
+    serve.add_argument("--no-access-log", action="store_true", help="no log line per request")
     serve.add_argument("--long-text", default="error", choices=["error", "truncate", "chunk"])
     _model_options(serve)
     return parser
@@ -174,14 +187,74 @@ def _prompts(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .server import serve
+    import os
 
+    from .server import ENV_API_KEY, ServerOptions, default_model_name, serve
+
+    api_key = args.api_key if args.api_key is not None else os.environ.get(ENV_API_KEY) or None
+    options = ServerOptions(  # checked before the model loads
+        model_name=args.served_model_name,
+        host=args.host,
+        max_inputs=args.max_inputs,
+        max_request_tokens=args.max_request_tokens,
+        max_body_bytes=args.max_body_bytes,
+        body_timeout=args.body_timeout,
+        api_key=api_key,
+        cors_origins=tuple(args.cors_origin),
+        allowed_hosts=tuple(args.allowed_host),
+        check_host=not args.no_host_check,
+        **({"batch_texts": args.batch_size} if args.batch_size else {}),
+    )
     emb = _load_embedder(args, long_text=args.long_text)
+    name = args.served_model_name or default_model_name(emb)
+
+    def ready(url: str) -> None:
+        print(f"qwen-embed: serving {name} on {url}/v1", file=sys.stderr, flush=True)
+
     try:
-        serve(emb, host=args.host, port=args.port, model_name=args.served_model_name, max_inputs=args.max_inputs)
+        serve(
+            emb,
+            options,
+            port=args.port,
+            log_level=args.log_level,
+            access_log=not args.no_access_log,
+            header_timeout=args.header_timeout,
+            shutdown_timeout=args.shutdown_timeout,
+            on_ready=ready,
+        )
     finally:
         emb.close()
     return 0
+
+
+def _port_number(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port: {text!r} (0 to 65535; 0 picks a free one)")
+    return port
+
+
+def _positive_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"not a number of seconds above 0: {text!r}")
+    return value
 
 
 def _bytes(text: str) -> int:

@@ -4,9 +4,14 @@
 ``encoding_format`` (``float`` or ``base64``), ``dimensions`` (Matryoshka), and two
 optional fields of ours: ``prompt_name`` (``"query"``, ``"document"``, any registered
 prompt) and ``instruction`` (a task in the official query format). Without them the
-inputs are embedded as given, as a document would be. ``GET /v1/models`` and
-``GET /health`` answer too. Requests from concurrent clients are batched together
-on the one engine; errors come back in OpenAI's shape, a 500 without any traceback.
+inputs are embedded as given, as a document would be. ``GET /v1/models``, ``GET /health``
+and ``GET /metrics`` (Prometheus) answer too. Errors come back in OpenAI's shape.
+
+The event loop only moves bytes: parsing, token counting and JSON rendering run on worker
+threads, and the engine runs on a thread of its own, fed fairly by the scheduler
+(:mod:`._server_scheduler`): large requests are cut into sub-batches that take turns with
+other requests, concurrent small requests share decodes, and the remaining work of a
+client that disconnects is dropped.
 
     from openai import OpenAI
     client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="EMPTY")
@@ -16,116 +21,97 @@ on the one engine; errors come back in OpenAI's shape, a 500 without any traceba
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
+import functools
 import logging
+import math
 import socket
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
+from .. import _config
 from ..embedder import Embedder
-from ..errors import ConfigurationError, DimensionError, InputTooLongError, QwenEmbedError, UnknownPromptError
+from ..errors import ConfigurationError, EmbedderClosedError, InputTooLongError, QwenEmbedError
+from ._server_guard import Observe, RequireKey, allowed_host_names, is_loopback
+from ._server_http import ClientGone, Parsed, RequestError, error_body, parse_request, read_body, render_embeddings
+from ._server_metrics import Metrics
+from ._server_run import build_server, logging_config
+from ._server_scheduler import Key, Scheduler
 
-__all__ = ["create_app", "serve"]
+__all__ = ["ENV_API_KEY", "ServerOptions", "create_app", "default_model_name", "serve"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("qwen_embed.server")
 
-_Key = tuple[str | None, str | None, int | None]  # (prompt_name, instruction, dimensions)
+T = TypeVar("T")
+
+#: The environment variable ``qwen-embed serve`` reads the API key from when ``--api-key`` is not given.
+ENV_API_KEY = "QWEN_EMBED_API_KEY"
+
+#: Paths answered without the API key.
+OPEN_PATHS = frozenset({"/health"})
 
 
-class _RequestError(Exception):
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
+@dataclass(frozen=True, kw_only=True)
+class ServerOptions:
+    """How the server answers; ``qwen-embed serve`` sets these from its flags.
+
+    Args:
+        model_name: Name clients send as ``model`` (default: the file name without the quant).
+        host: The address served; with ``allowed_hosts`` it makes the names the Host check accepts.
+        max_inputs: Most inputs in one request.
+        max_request_tokens: Most tokens (prompt and EOS included) in one request, all inputs together.
+        max_body_bytes: Largest request body (413 above it).
+        body_timeout: Seconds a client has to send the whole body (408 after).
+        api_key: Required as ``Authorization: Bearer KEY`` on every path but ``/health``; ``None``: open.
+        cors_origins: Origins browsers may call from (``"*"`` for any); empty: no CORS headers at all.
+        allowed_hosts: More names accepted in the ``Host`` header (``"*"`` accepts any).
+        check_host: Refuse requests whose ``Host`` is not a name of this server (DNS rebinding guard).
+        batch_texts: Most texts in one engine call (requests are cut into sub-batches of this size).
+        batch_tokens: Most tokens in one engine call (a longer single text runs alone).
+        batch_wait: Seconds the idle engine waits for concurrent requests to share its first call.
+        workers: Threads that parse requests, count tokens and render answers.
+    """
+
+    model_name: str | None = None
+    host: str = "127.0.0.1"
+    max_inputs: int = 2048
+    max_request_tokens: int = 1_000_000
+    max_body_bytes: int = 32 * 2**20
+    body_timeout: float = 60.0
+    api_key: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    check_host: bool = True
+    batch_texts: int = _config.DEFAULT_BATCH_SIZE
+    batch_tokens: int = _config.DEFAULT_BATCH_TOKENS
+    batch_wait: float = 0.005
+    workers: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("max_inputs", "max_request_tokens", "max_body_bytes", "batch_texts", "batch_tokens", "workers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"ServerOptions.{name} must be a positive int, not {value!r}")
+        for name in ("body_timeout", "batch_wait"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise ConfigurationError(f"ServerOptions.{name} must be a number of seconds >= 0, not {value!r}")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ConfigurationError("the API key is empty; pass a non-empty key or none at all")
+        for name in ("cors_origins", "allowed_hosts"):
+            if isinstance(getattr(self, name), str):
+                raise ConfigurationError(f"ServerOptions.{name} is a tuple of strings, not one string")
 
 
 @dataclass
-class _Job:
-    texts: list[str]
-    key: _Key
-    future: asyncio.Future[np.ndarray]
-
-
-@dataclass
-class ServerStats:
+class _Counts:
     requests: int = 0
-    batches: int = 0
     texts: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-
-class _Batcher:
-    """Gathers the jobs waiting at one moment and runs them as one ``encode`` per (prompt, dim)."""
-
-    def __init__(self, embedder: Embedder, *, max_texts: int, wait: float, stats: ServerStats) -> None:
-        self._embedder = embedder
-        self._max_texts = max_texts
-        self._wait = wait
-        self._stats = stats
-        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qwen-embed-engine")
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._executor.shutdown(wait=True)
-
-    async def submit(self, texts: list[str], key: _Key) -> np.ndarray:
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Job(texts, key, future))
-        return await future
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            jobs = [await self._queue.get()]
-            await asyncio.sleep(self._wait)  # let concurrent requests arrive
-            count = len(jobs[0].texts)
-            while count < self._max_texts and not self._queue.empty():
-                job = self._queue.get_nowait()
-                jobs.append(job)
-                count += len(job.texts)
-            groups: dict[_Key, list[_Job]] = {}
-            for job in jobs:
-                groups.setdefault(job.key, []).append(job)
-            for key, members in groups.items():
-                texts = [t for job in members for t in job.texts]
-                try:
-                    vectors = await loop.run_in_executor(self._executor, self._encode, texts, key)
-                except Exception as error:
-                    for job in members:
-                        if not job.future.done():
-                            job.future.set_exception(error)
-                    continue
-                with self._stats.lock:
-                    self._stats.batches += 1
-                    self._stats.texts += len(texts)
-                offset = 0
-                for job in members:
-                    if not job.future.done():
-                        job.future.set_result(vectors[offset : offset + len(job.texts)])
-                    offset += len(job.texts)
-
-    def _encode(self, texts: list[str], key: _Key) -> np.ndarray:
-        prompt_name, instruction, dim = key
-        if instruction is not None:
-            return self._embedder.encode(texts, instruction=instruction, dim=dim)
-        if prompt_name == "query":
-            return self._embedder.encode_queries(texts, dim=dim)
-        if prompt_name in ("document", "passage"):
-            return self._embedder.encode_documents(texts, dim=dim)
-        return self._embedder.encode(texts, prompt_name=prompt_name, dim=dim)
 
 
 def default_model_name(embedder: Embedder) -> str:
@@ -138,89 +124,154 @@ def default_model_name(embedder: Embedder) -> str:
     return stem
 
 
-def create_app(
-    embedder: Embedder,
-    *,
-    model_name: str | None = None,
-    max_inputs: int = 2048,
-    max_batch_texts: int = 256,
-    batch_wait: float = 0.005,
-) -> Any:
-    """The ASGI app (Starlette) serving ``embedder``; ``app.state.stats`` counts requests and batches."""
+def create_app(embedder: Embedder, options: ServerOptions | None = None) -> Any:
+    """The ASGI app (Starlette) serving ``embedder``.
+
+    ``app.state.metrics`` holds its Prometheus metrics and ``app.state.scheduler`` its
+    engine scheduler. The app owns two thread pools, started and stopped by its lifespan.
+    """
     try:
         from starlette.applications import Starlette
+        from starlette.middleware import Middleware
+        from starlette.middleware.cors import CORSMiddleware
         from starlette.requests import Request
-        from starlette.responses import JSONResponse
+        from starlette.responses import JSONResponse, Response
         from starlette.routing import Route
     except ImportError as error:
         raise ConfigurationError('The server needs its extra: pip install "qwen-embed[server]"') from error
 
-    name = model_name or default_model_name(embedder)
+    opts = options or ServerOptions()
+    name = opts.model_name or default_model_name(embedder)
     aliases = {name, embedder.model_path.name, embedder.model_path.name.removesuffix(".gguf")}
-    stats = ServerStats()
-    batcher = _Batcher(embedder, max_texts=max_batch_texts, wait=batch_wait, stats=stats)
+    metrics = Metrics()
+    counts = _Counts()
+    scheduler = Scheduler(
+        functools.partial(_encode, embedder),
+        max_texts=opts.batch_texts,
+        max_tokens=opts.batch_tokens,
+        wait=opts.batch_wait,
+        observer=metrics,
+    )
+    pool = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="qwen-embed-http")
 
-    def failure(status: int, message: str, *, param: str | None = None, code: str | None = None) -> JSONResponse:
-        kind = "invalid_request_error" if status < 500 else "server_error"
-        body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-        return JSONResponse(body, status_code=status)
+    async def offload(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args, **kwargs))
 
-    async def embeddings(request: Request) -> JSONResponse:
-        with stats.lock:
-            stats.requests += 1
+    def prepare(raw: bytes, stop: threading.Event) -> tuple[Parsed, list[int]]:
+        parsed = parse_request(raw, aliases=aliases, name=name, max_inputs=opts.max_inputs)
+        return parsed, _costs(embedder, parsed, stop=stop, budget=opts.max_request_tokens)
+
+    def failure(bad: RequestError) -> Response:
+        body = error_body(bad.status, bad.message, param=bad.param, code=bad.code)
+        return Response(body, status_code=bad.status, media_type="application/json", headers=bad.headers)
+
+    async def embeddings(request: Request) -> Response:
+        state = request.scope["state"]
+        counts.requests += 1
         try:
+            _check_content_type(request.headers.get("content-type"))
+            raw = await read_body(
+                request.receive,
+                content_length=request.headers.get("content-length"),
+                limit=opts.max_body_bytes,
+                timeout=opts.body_timeout,
+            )
+            stop = threading.Event()
+            watcher = asyncio.ensure_future(_wait_disconnect(request.receive))
             try:
-                body = await request.json()
-            except ValueError:
-                raise _RequestError(400, "The request body is not valid JSON.") from None
-            texts, key, encoding = _parse(body, aliases=aliases, name=name, max_inputs=max_inputs)
-            n_tokens = _count_tokens(embedder, texts, key)
-            vectors = await batcher.submit(texts, key)
-        except _RequestError as bad:
-            return failure(bad.status, bad.message, param=bad.param, code=bad.code)
-        except (InputTooLongError, DimensionError, UnknownPromptError, ConfigurationError) as bad:
-            return failure(400, str(bad), param="input" if isinstance(bad, InputTooLongError) else None)
+                parsed, costs = await _race(offload(prepare, raw, stop), watcher)
+                del raw
+                vectors = await _race(scheduler.submit(parsed.texts, costs, parsed.key), watcher)
+                tokens = sum(costs)
+                payload = await _race(
+                    offload(render_embeddings, vectors, encoding=parsed.encoding, model=name, tokens=tokens), watcher
+                )
+            finally:
+                stop.set()
+                watcher.cancel()
+        except ClientGone:
+            logger.info("client of request %s went away; its remaining work was dropped", state.get("request_id"))
+            return Response(status_code=499)
+        except RequestError as bad:
+            return failure(bad)
+        except EmbedderClosedError:
+            return failure(RequestError(503, "The server is shutting down.", code="shutting_down"))
         except QwenEmbedError as bad:
             if isinstance(bad, ValueError | TypeError):
-                return failure(400, str(bad))
-            logger.exception("embedding failed")
-            return failure(500, "The server could not embed this request; see its log.")
-        except Exception:
-            logger.exception("embedding failed")
-            return failure(500, "The server could not embed this request; see its log.")
-        data = [
-            {"object": "embedding", "index": i, "embedding": _encode_vector(vector, encoding)}
-            for i, vector in enumerate(vectors)
-        ]
-        usage = {"prompt_tokens": n_tokens, "total_tokens": n_tokens}
-        return JSONResponse({"object": "list", "data": data, "model": name, "usage": usage})
+                param = "input" if isinstance(bad, InputTooLongError) else None
+                return failure(RequestError(400, str(bad), param=param))
+            logger.exception("request %s: the engine failed", state.get("request_id"))
+            return failure(
+                RequestError(
+                    500,
+                    f"The server could not embed this request (request "
+                    f"{state.get('request_id')}); its log has the details.",
+                )
+            )
+        counts.texts += len(parsed.texts)
+        metrics.embedded(len(parsed.texts), tokens)
+        state["inputs"], state["tokens"] = len(parsed.texts), tokens
+        return Response(payload, media_type="application/json")
 
     async def models(request: Request) -> JSONResponse:
         card = {"id": name, "object": "model", "created": 0, "owned_by": "qwen_embed"}
         return JSONResponse({"object": "list", "data": [card]})
 
     async def health(request: Request) -> JSONResponse:
-        with stats.lock:
-            counts = {"requests": stats.requests, "batches": stats.batches, "texts": stats.texts}
-        return JSONResponse({"status": "ok", "model": name, "dim": embedder.dim, **counts})
+        answer = {
+            "status": "ok",
+            "model": name,
+            "dim": embedder.dim,
+            "requests": counts.requests,
+            "batches": scheduler.batches,
+            "texts": counts.texts,
+        }
+        return JSONResponse(answer)
 
-    async def not_found(request: Request, exc: Exception) -> JSONResponse:
-        return failure(404, f"No route {request.method} {request.url.path}.")
+    async def prometheus(request: Request) -> Response:
+        body, content_type = await offload(metrics.render)
+        return Response(body, headers={"Content-Type": content_type})
 
-    async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
-        return failure(405, f"{request.method} is not allowed on {request.url.path}.")
-
-    async def crash(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error", exc_info=exc)
-        return failure(500, "Internal server error; see the server's log.")
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = int(getattr(exc, "status_code", 500))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if status == 404:
+            message = f"No route {request.method} {request.url.path}; this server has POST /v1/embeddings."
+        elif status == 405:
+            allowed = headers.get("Allow", "")
+            message = f"{request.method} is not allowed on {request.url.path}; use {allowed}."
+        else:
+            message = str(getattr(exc, "detail", "")) or "Bad request."
+        return failure(RequestError(status, message, headers=headers))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        batcher.start()
+        scheduler.start()
         try:
             yield
         finally:
-            await batcher.stop()
+            await scheduler.stop()
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    middleware = [
+        Middleware(
+            Observe,
+            metrics=metrics,  # type: ignore[arg-type]
+            allowed_hosts=allowed_host_names(opts.host, opts.allowed_hosts) if opts.check_host else None,
+        ),
+    ]
+    if opts.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(opts.cors_origins),
+                allow_methods=["GET", "POST"],  # type: ignore[arg-type]
+                allow_headers=["Authorization", "Content-Type"],
+            )
+        )
+    if opts.api_key is not None:
+        middleware.append(Middleware(RequireKey, key=opts.api_key, open_paths=OPEN_PATHS))  # type: ignore[arg-type]
+    from starlette.exceptions import HTTPException
 
     app = Starlette(
         routes=[
@@ -228,92 +279,152 @@ def create_app(
             Route("/embeddings", embeddings, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
+            Route("/metrics", prometheus, methods=["GET"]),
         ],
-        exception_handlers={404: not_found, 405: method_not_allowed, 500: crash},
+        middleware=middleware,
+        exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )
-    app.state.stats = stats
+    app.state.metrics = metrics
+    app.state.scheduler = scheduler
     app.state.model_name = name
+    app.state.options = opts
     return app
 
 
-def _parse(body: object, *, aliases: set[str], name: str, max_inputs: int) -> tuple[list[str], _Key, str]:
-    if not isinstance(body, dict):
-        raise _RequestError(400, "The request body must be a JSON object.")
-    model = body.get("model")
-    if model is not None and model not in aliases:
-        raise _RequestError(404, f"The model {model!r} does not exist here; this server has {name!r}.",
-                            param="model", code="model_not_found")  # fmt: skip
-    raw = body.get("input")
-    if raw is None:
-        raise _RequestError(400, "'input' is required: a string or a list of strings.", param="input")
-    texts = [raw] if isinstance(raw, str) else raw
-    if not isinstance(texts, list) or not texts:
-        raise _RequestError(400, "'input' must be a non-empty string or a non-empty list of strings.", param="input")
-    if len(texts) > max_inputs:
-        raise _RequestError(400, f"Too many inputs: {len(texts)} (at most {max_inputs}).", param="input")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            what = "token ids are not supported, send text" if isinstance(text, int | list) else "not a string"
-            raise _RequestError(400, f"input[{i}]: {what}.", param="input")
-        if not text:
-            raise _RequestError(400, f"input[{i}] is empty.", param="input")
-    encoding = body.get("encoding_format") or "float"
-    if encoding not in ("float", "base64"):
-        raise _RequestError(400, "'encoding_format' must be 'float' or 'base64'.", param="encoding_format")
-    dim = body.get("dimensions")
-    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int)):
-        raise _RequestError(400, "'dimensions' must be an integer.", param="dimensions")
-    prompt_name, instruction = body.get("prompt_name"), body.get("instruction")
-    for field_name, value in (("prompt_name", prompt_name), ("instruction", instruction)):
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise _RequestError(400, f"'{field_name}' must be a non-empty string.", param=field_name)
-    return texts, (prompt_name, instruction, dim), encoding
+def _check_content_type(value: str | None) -> None:
+    media = (value or "").split(";")[0].strip().lower()
+    if media != "application/json":
+        shown = repr(value) if value else "none"
+        raise RequestError(
+            415,
+            f"Content-Type must be application/json (got {shown}); send the body as JSON "
+            "with that header, as the openai client does.",
+            code="unsupported_media_type",
+        )
 
 
-def _count_tokens(embedder: Embedder, texts: list[str], key: _Key) -> int:
-    """Tokens the model reads (prompt and EOS included); raises InputTooLongError under ``long_text="error"``."""
-    prompt_name, instruction, _ = key
+async def _wait_disconnect(receive: Callable[[], Awaitable[Any]]) -> None:
+    """Returns when the client closes the connection (the body has been read already)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _race(work: Awaitable[T], watcher: asyncio.Future[None]) -> T:
+    """``await work``, unless the client disconnects first (then cancel it and raise :class:`ClientGone`)."""
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    if task in done:
+        return task.result()
+    task.cancel()
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # nobody awaits it any more
+    raise ClientGone
+
+
+def _costs(embedder: Embedder, parsed: Parsed, *, stop: threading.Event, budget: int) -> list[int]:
+    """Tokens each input costs the engine (prompt and EOS included); checks the per-text and per-request limits."""
+    prompt_name, instruction, dim = parsed.key
+    if dim is not None:
+        low = min(_config.MIN_DIM, embedder.native_dim)
+        if not low <= dim <= embedder.native_dim:
+            raise RequestError(
+                400, f"'dimensions' is {dim}; this model gives {low} to {embedder.native_dim}.", param="dimensions"
+            )
     if prompt_name in ("document", "passage"):
         prompt_name = None  # retrieval documents carry no instruction
+    limit, policy = embedder.max_length, embedder.long_text
+    costs: list[int] = []
     total = 0
-    for i, text in enumerate(texts):
+    for i, text in enumerate(parsed.texts):
+        if stop.is_set():
+            raise ClientGone
         n = embedder.count_tokens(text, prompt_name=prompt_name, instruction=instruction)
-        if n > embedder.max_length and embedder.long_text == "error":
+        if n > limit and policy == "error":
             raise InputTooLongError(
-                f"input[{i}] is {n:,} tokens (prompt and EOS included); the limit is {embedder.max_length:,}.",
+                f"input[{i}] is {n:,} tokens (prompt and EOS included); the limit is {limit:,}. Shorten it, or "
+                "start the server with --long-text truncate or --long-text chunk.",
                 index=i,
                 n_tokens=n,
-                limit=embedder.max_length,
+                limit=limit,
             )
-        total += n
-    return total
+        cost = min(n, limit) if policy == "truncate" else n
+        total += cost
+        if total > budget:
+            raise RequestError(
+                400,
+                f"The request has more than {budget:,} tokens (--max-request-tokens; "
+                f"reached at input[{i}]); split it over several requests.",
+                param="input",
+                code="request_too_large",
+            )
+        costs.append(cost)
+    return costs
 
 
-def _encode_vector(vector: np.ndarray, encoding: str) -> list[float] | str:
-    if encoding == "base64":
-        return base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").tobytes()).decode("ascii")
-    return vector.astype(float).tolist()
+def _encode(embedder: Embedder, texts: list[str], key: Key) -> np.ndarray:
+    """One engine call (on the scheduler's engine thread)."""
+    prompt_name, instruction, dim = key
+    if instruction is not None:
+        return embedder.encode(texts, instruction=instruction, dim=dim)
+    if prompt_name == "query":
+        return embedder.encode_queries(texts, dim=dim)
+    if prompt_name in ("document", "passage"):
+        return embedder.encode_documents(texts, dim=dim)
+    return embedder.encode(texts, prompt_name=prompt_name, dim=dim)
 
 
 def serve(
     embedder: Embedder,
+    options: ServerOptions | None = None,
     *,
-    host: str = "127.0.0.1",
     port: int = 8000,
-    model_name: str | None = None,
-    max_inputs: int = 2048,
     sock: socket.socket | None = None,
-    log_level: str = "warning",
+    log_level: str = "info",
+    access_log: bool = True,
+    keep_alive_timeout: float = 5.0,
+    header_timeout: float = 10.0,
+    shutdown_timeout: float = 30.0,
+    configure_logging: bool = True,
+    on_ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Run the server until interrupted (uvicorn)."""
-    try:
-        import uvicorn
-    except ImportError as error:
-        raise ConfigurationError('The server needs its extra: pip install "qwen-embed[server]"') from error
-    app = create_app(embedder, model_name=model_name, max_inputs=max_inputs)
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on")
-    server = uvicorn.Server(config)
-    if sock is None:
-        print(f"qwen-embed: serving {app.state.model_name} on http://{host}:{port}/v1", flush=True)
+    """Run the server until interrupted (uvicorn; SIGINT/SIGTERM drain for up to ``shutdown_timeout`` s).
+
+    Args:
+        embedder: The model to serve (used from several threads).
+        options: What the app answers and how (``ServerOptions.host`` is the address bound).
+        port: Port to bind (0: a free one; ``on_ready`` gets the URL).
+        sock: A bound socket to serve on instead of ``host``/``port``.
+        log_level: ``debug``, ``info``, ``warning``, ``error`` or ``critical``.
+        access_log: One log line per request (status, time, inputs, tokens).
+        keep_alive_timeout: Seconds an idle keep-alive connection stays open.
+        header_timeout: Seconds a client has to send a request's line and headers (408 after).
+        shutdown_timeout: Seconds a shutdown waits for requests in flight before cancelling them.
+        configure_logging: Send the server's logs to stderr (off: leave logging as the caller set it).
+        on_ready: Called with the served URL once the port is bound.
+    """
+    opts = options or ServerOptions()
+    config = logging_config(log_level, access_log=access_log) if configure_logging else None
+    app = create_app(embedder, opts)
+    server = build_server(
+        app,
+        host=opts.host,
+        port=port,
+        keep_alive_timeout=keep_alive_timeout,
+        header_timeout=header_timeout,
+        shutdown_timeout=shutdown_timeout,
+        log_config=config,
+        on_ready=on_ready,
+    )
+    if not is_loopback(opts.host) and opts.api_key is None:
+        logger.warning(
+            "serving on %s without an API key: anyone who can reach this port can use the server. "
+            "Pass --api-key (or set QWEN_EMBED_API_KEY) to require one.",
+            opts.host,
+        )
     server.run(sockets=[sock] if sock is not None else None)

@@ -1,0 +1,239 @@
+"""Fair scheduling of the server's embedding work onto the one engine thread.
+
+Every request becomes a :class:`Job` whose texts are cut into sub-batches of at most
+``max_texts`` texts and ``max_tokens`` tokens (one engine decode's worth by default). The
+scheduler runs one engine call at a time and builds each call from the sub-batches of
+several jobs:
+
+* a job that has not been served yet ("fresh", usually a small request) leads the next call,
+  unless a fresh job led the previous one while older jobs waited: a new request waits for
+  at most one sub-batch of the large requests before it;
+* jobs already served take turns (round-robin), and never wait two calls in a row for fresh
+  ones, so a large request advances at least every second call however many small requests
+  arrive;
+* sub-batches of other jobs with the same options ride along while the call has room
+  (concurrent clients share decodes);
+* a job whose future is done (its client went away, or its handler was cancelled) is
+  dropped before the next call: its remaining sub-batches never run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+__all__ = ["Job", "Key", "Scheduler", "split_batches"]
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[str | None, str | None, int | None]  # (prompt_name, instruction, dimensions)
+
+
+class SchedulerObserver(Protocol):
+    """What the scheduler reports (the server's metrics implement it)."""
+
+    def batch_done(self, *, texts: int, tokens: int, seconds: float) -> None: ...
+
+    def queue_changed(self, *, jobs: int, inputs: int) -> None: ...
+
+    def inputs_dropped(self, count: int) -> None: ...
+
+
+def split_batches(costs: Sequence[int], *, max_texts: int, max_tokens: int) -> list[tuple[int, int]]:
+    """Cut texts (in order) into ``(start, end)`` runs within both limits; a text over ``max_tokens`` runs alone."""
+    runs: list[tuple[int, int]] = []
+    start, used = 0, 0
+    for i, cost in enumerate(costs):
+        if i > start and (i - start >= max_texts or used + cost > max_tokens):
+            runs.append((start, i))
+            start, used = i, 0
+        used += cost
+    if len(costs) > start:
+        runs.append((start, len(costs)))
+    return runs
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's texts, their budget costs, and where its vectors go."""
+
+    texts: list[str]
+    costs: list[int]
+    key: Key
+    future: asyncio.Future[np.ndarray]
+    runs: deque[tuple[int, int]] = field(default_factory=deque)
+    out: np.ndarray | None = None
+    missing: int = 0
+
+    @property
+    def dropped(self) -> bool:
+        return self.future.done()
+
+    def remaining_inputs(self) -> int:
+        return sum(end - start for start, end in self.runs)
+
+
+class Scheduler:
+    """Runs :class:`Job` sub-batches on one engine thread, fairly (see the module docstring).
+
+    Args:
+        encode: ``encode(texts, key) -> (n, dim) float32``, called on the engine thread.
+        max_texts: Most texts in one engine call.
+        max_tokens: Most tokens in one engine call (a longer single text runs alone).
+        wait: Seconds to wait, when idle, for concurrent requests to arrive before the first call.
+        observer: Receives batch timings, queue depth and dropped inputs.
+    """
+
+    def __init__(
+        self,
+        encode: Callable[[list[str], Key], np.ndarray],
+        *,
+        max_texts: int,
+        max_tokens: int,
+        wait: float,
+        observer: SchedulerObserver | None = None,
+    ) -> None:
+        self._encode = encode
+        self._max_texts = max_texts
+        self._max_tokens = max_tokens
+        self._wait = wait
+        self._observer = observer
+        self._fresh: deque[Job] = deque()
+        self._rotation: deque[Job] = deque()
+        self._rotation_skipped = False
+        self._wake: asyncio.Event | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qwen-embed-engine")
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+
+    def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="qwen-embed-scheduler")
+
+    async def stop(self) -> None:
+        """Cancel the waiting jobs, then wait for the engine call in progress (at most one sub-batch)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for job in (*self._fresh, *self._rotation):
+            job.future.cancel()
+        self._fresh.clear()
+        self._rotation.clear()
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+
+    async def submit(self, texts: list[str], costs: list[int], key: Key) -> np.ndarray:
+        """Queue ``texts`` and wait for their vectors; cancelling the caller drops the job."""
+        loop = asyncio.get_running_loop()
+        job = Job(texts, costs, key, loop.create_future())
+        job.runs.extend(split_batches(costs, max_texts=self._max_texts, max_tokens=self._max_tokens))
+        job.missing = len(texts)
+        self._fresh.append(job)
+        self._report_queue()
+        assert self._wake is not None, "Scheduler.start() was not called"
+        self._wake.set()
+        try:
+            return await job.future
+        finally:
+            if not job.future.done():
+                job.future.cancel()
+
+    # ------------------------------------------------------------------ internals
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._wake is not None
+        while True:
+            if not self._fresh and not self._rotation:
+                self._wake.clear()
+                await self._wake.wait()
+                if self._wait > 0:
+                    await asyncio.sleep(self._wait)  # let concurrent requests arrive and share the call
+            batch = self._next_batch()
+            if not batch:
+                continue
+            key = batch[0][0].key
+            texts = [text for job, start, end in batch for text in job.texts[start:end]]
+            tokens = sum(sum(job.costs[start:end]) for job, start, end in batch)
+            began = time.perf_counter()
+            try:
+                vectors = await loop.run_in_executor(self._executor, self._encode, texts, key)
+            except Exception as error:
+                for job, _, _ in batch:
+                    if not job.future.done():
+                        job.future.set_exception(error)
+                self._report_queue()
+                continue
+            self.batches += 1
+            if self._observer is not None:
+                self._observer.batch_done(texts=len(texts), tokens=tokens, seconds=time.perf_counter() - began)
+            self._deliver(batch, vectors)
+            self._report_queue()
+
+    def _next_batch(self) -> list[tuple[Job, int, int]]:
+        self._prune()
+        if not self._fresh and not self._rotation:
+            return []
+        # A fresh job leads, unless a fresh job led last time while the rotation waited.
+        lead_fresh = bool(self._fresh) and (not self._rotation or not self._rotation_skipped)
+        self._rotation_skipped = lead_fresh and bool(self._rotation)
+        lead = self._fresh[0] if lead_fresh else self._rotation[0]
+        chosen: list[tuple[Job, int, int]] = []
+        n_texts = n_tokens = 0
+        for job in (lead, *self._fresh, *self._rotation):
+            if job.key != lead.key or any(job is seen for seen, _, _ in chosen):
+                continue
+            start, end = job.runs[0]
+            cost = sum(job.costs[start:end])
+            if chosen and (n_texts + end - start > self._max_texts or n_tokens + cost > self._max_tokens):
+                continue
+            chosen.append((job, start, end))
+            n_texts += end - start
+            n_tokens += cost
+        for job, _, _ in chosen:
+            job.runs.popleft()
+            queue = self._fresh if any(job is f for f in self._fresh) else self._rotation
+            queue.remove(job)
+            if job.runs:
+                self._rotation.append(job)
+        return chosen
+
+    def _prune(self) -> None:
+        """Forget jobs whose client is gone: their remaining sub-batches never reach the engine."""
+        for queue in (self._fresh, self._rotation):
+            gone = [job for job in queue if job.dropped]
+            for job in gone:
+                queue.remove(job)
+                count = job.remaining_inputs()
+                logger.debug("dropped %d inputs of a request whose client went away", count)
+                if self._observer is not None and count:
+                    self._observer.inputs_dropped(count)
+
+    def _deliver(self, batch: list[tuple[Job, int, int]], vectors: np.ndarray) -> None:
+        offset = 0
+        for job, start, end in batch:
+            rows = vectors[offset : offset + end - start]
+            offset += end - start
+            if job.future.done():
+                continue
+            if job.out is None:
+                job.out = np.empty((len(job.texts), vectors.shape[1]), dtype=np.float32)
+            job.out[start:end] = rows
+            job.missing -= end - start
+            if job.missing == 0:
+                job.future.set_result(job.out)
+
+    def _report_queue(self) -> None:
+        if self._observer is None:
+            return
+        jobs = [job for job in (*self._fresh, *self._rotation) if not job.dropped]
+        self._observer.queue_changed(jobs=len(jobs), inputs=sum(job.remaining_inputs() for job in jobs))

@@ -1,0 +1,122 @@
+"""Helpers for the server tests: a real uvicorn on 127.0.0.1 in a thread, raw HTTP, an engine gate."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from qwen_embed import Embedder
+from qwen_embed.interfaces._server_run import build_server
+from qwen_embed.interfaces.server import ServerOptions, create_app
+
+MODEL = "qwen3-embedding-test"
+HANG = 60.0  # seconds after which a wait counts as a hang (a failure detector, not a performance threshold)
+
+
+class Running:
+    """``create_app`` + ``build_server`` (the same protocol and timeouts as ``qwen-embed serve``) on 127.0.0.1."""
+
+    def __init__(self, emb: Embedder, *, header_timeout: float = 10.0, shutdown_timeout: float = 30.0,
+                 **options: Any) -> None:  # fmt: skip
+        options.setdefault("model_name", MODEL)
+        self.app = create_app(emb, ServerOptions(**options))
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.ready = threading.Event()
+        self.server = build_server(self.app, host="127.0.0.1", port=0, header_timeout=header_timeout,
+                                   shutdown_timeout=shutdown_timeout, on_ready=lambda url: self.ready.set())  # fmt: skip
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics(self) -> Any:
+        return self.app.state.metrics
+
+    def __enter__(self) -> Running:
+        self.thread.start()
+        if not self.ready.wait(HANG):
+            raise RuntimeError("server did not start")
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=HANG)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.sock.close()
+
+    def post(self, body: bytes | dict[str, Any], path: str = "/v1/embeddings", **kwargs: Any) -> httpx.Response:
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", **kwargs.pop("headers", {})}
+        return httpx.post(self.url + path, content=content, headers=headers, timeout=HANG, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=HANG, **kwargs)
+
+    def raw(self, data: bytes) -> socket.socket:
+        """A socket that has sent ``data`` (maybe half a request) and stays open."""
+        conn = socket.create_connection(("127.0.0.1", self.port), timeout=HANG)
+        conn.sendall(data)
+        return conn
+
+
+def read_all(conn: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    chunks = []
+    while chunk := conn.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Poll ``condition`` until it holds; failing only after :data:`HANG` seconds (a hang)."""
+    done = threading.Event()
+    for _ in range(int(HANG / 0.01)):
+        if condition():
+            return
+        done.wait(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+class EngineGate:
+    """Wraps ``emb.encode`` so the test decides when each engine call may run, and records them.
+
+    ``calls`` lists the texts of each call in the order the engine thread started them.
+    """
+
+    def __init__(self, emb: Embedder, monkeypatch: Any) -> None:
+        self.calls: list[list[str]] = []
+        self.entered = threading.Semaphore(0)
+        self._permits = threading.Semaphore(0)
+        self._open = threading.Event()
+        real = emb.encode
+
+        def gated(texts: Any, **kwargs: Any) -> Any:
+            self.calls.append(list(texts))
+            self.entered.release()
+            while not self._open.is_set() and not self._permits.acquire(timeout=0.05):
+                pass
+            return real(texts, **kwargs)
+
+        monkeypatch.setattr(emb, "encode", gated)
+
+    def wait_entered(self) -> None:
+        if not self.entered.acquire(timeout=HANG):
+            raise AssertionError("no engine call started")
+
+    def allow(self, n: int = 1) -> None:
+        for _ in range(n):
+            self._permits.release()
+
+    def open(self) -> None:
+        self._open.set()
