@@ -6,14 +6,15 @@
     python examples/quickstart.py --demo               # no download: a small random-weight model
 
 The download goes into the Hugging Face cache (HF_HOME / HF_HUB_CACHE) and is reused
-offline afterwards. ``--demo`` shows the mechanics only, not retrieval quality.
+offline afterwards. ``--demo`` shows the mechanics only, not retrieval quality. Without a
+network (or with HF_HUB_OFFLINE=1 and nothing cached) it stops with one line saying what to do.
 """
 
 from __future__ import annotations
 
 import sys
 
-from qwen_embed import Embedder
+from qwen_embed import Embedder, QwenEmbedError
 from qwen_embed.testing import demo_model
 
 
@@ -25,8 +26,7 @@ def load(args: list[str]) -> Embedder:
     return Embedder.from_pretrained(model, quant=quant)  # a local .gguf path works too
 
 
-def main(argv: list[str]) -> None:
-
+def main(argv: list[str]) -> int:
     queries = ["What is GGUF?", "How do I make embeddings faster on a CPU?"]
     documents = [
         "GGUF is the single-file model format of llama.cpp, holding weights and metadata.",
@@ -34,7 +34,12 @@ def main(argv: list[str]) -> None:
         "The Great Wall of China is visible from many places.",
     ]
 
-    with load(argv[1:]) as emb:
+    try:
+        emb = load(argv[1:])
+    except QwenEmbedError as error:  # no network, nothing cached, an unknown name: the message says what to do
+        print(f"quickstart: {error}", file=sys.stderr)
+        return 1
+    with emb:
         print(emb)
         q = emb.encode_queries(queries)  # "Instruct: {task}\nQuery:{text}", the official format
         d = emb.encode_documents(documents)  # documents: no instruction
@@ -44,7 +49,8 @@ def main(argv: list[str]) -> None:
             best = int(row.argmax())
             print(f"{query!r} -> {documents[best]!r} (score {row[best]:.3f})")
         print("256-dim Matryoshka vectors:", emb.encode(documents, dim=256).shape if emb.native_dim >= 256 else "n/a")
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    sys.exit(main(sys.argv))

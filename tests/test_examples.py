@@ -10,14 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from .hub_server import HubServer
+from .hub_server import HubServer, closed_port_url
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _run_quickstart() -> None:
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(ROOT / "examples" / "quickstart.py"), run_name="__main__")
+    assert done.value.code == 0
+
+
 def test_quickstart_runs(tiny_model: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "argv", ["quickstart.py", str(tiny_model)])
-    runpy.run_path(str(ROOT / "examples" / "quickstart.py"), run_name="__main__")
+    _run_quickstart()
     out = capsys.readouterr().out
     assert "queries (2, 64), documents (3, 64), dtype float32" in out
     assert "What is GGUF?" in out
@@ -27,7 +33,7 @@ def test_quickstart_demo_builds_its_own_model(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sys, "argv", ["quickstart.py", "--demo"])
-    runpy.run_path(str(ROOT / "examples" / "quickstart.py"), run_name="__main__")
+    _run_quickstart()
     out = capsys.readouterr().out
     assert "built a random-weight model" in out and "(3, 256)" in out
 
@@ -45,6 +51,7 @@ def test_task_retrieval_example(
 def test_readme_main_command_downloads_the_default_model(hub: HubServer, tmp_path: Path) -> None:
     """`python examples/quickstart.py` as the README runs it, with the Hub at 127.0.0.1."""
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env["HF_HUB_DISABLE_TELEMETRY"] = "1"  # huggingface_hub 2.x would ask huggingface.co for a registry
     env.update(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "home"), HF_HUB_CACHE=str(tmp_path / "hub"))
     done = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "quickstart.py")], env=env, capture_output=True, text=True
@@ -59,6 +66,43 @@ def test_readme_main_command_downloads_the_default_model(hub: HubServer, tmp_pat
         text=True,
     )
     assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.parametrize("network", ["unreachable", "stalled", "offline"])
+def test_readme_main_command_without_the_hub_ends_with_one_line(hub: HubServer, tmp_path: Path, network: str) -> None:
+    """No Hub (a closed port, a Hub that never answers, HF_HUB_OFFLINE=1) and an empty cache: one line, no traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "QWEN_EMBED_"))}
+    env.update(
+        HF_HOME=str(tmp_path / "home"),
+        HF_HUB_CACHE=str(tmp_path / "hub"),
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HUB_ETAG_TIMEOUT="1",
+        HF_HUB_DOWNLOAD_TIMEOUT="1",
+    )
+    if network == "unreachable":
+        env["HF_ENDPOINT"] = closed_port_url()
+    elif network == "stalled":
+        hub.inject("", stall=True, times=100)  # accepts every connection, never answers
+        env["HF_ENDPOINT"] = hub.url
+    else:
+        env.update(HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="1")
+    done = subprocess.run(  # the timeout only guards against a hang; the run ends long before
+        [sys.executable, str(ROOT / "examples" / "quickstart.py")], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr  # no traceback, no retry chatter
+    line = lines[0]
+    assert line.startswith("quickstart: ") and "Qwen/Qwen3-Embedding-0.6B-GGUF" in line
+    assert "local .gguf file" in line and "python examples/quickstart.py --demo" in line
+    if network == "offline":
+        assert "HF_HUB_OFFLINE is set" in line and "not in the cache" in line
+    else:
+        assert f"the Hub at {env['HF_ENDPOINT']} after 3 failed attempt(s)" in line and "HF_HUB_OFFLINE=1" in line
+        assert ("ConnectError" if network == "unreachable" else "ReadTimeout") in line
+    if network != "unreachable":
+        assert not hub.requests("GET", "/resolve/")  # nothing was downloaded
 
 
 def test_long_documents_example(
