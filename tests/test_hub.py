@@ -336,6 +336,25 @@ def test_bad_network_settings_are_named(
         download_model("0.6B", endpoint=hub.url, cache_dir=tmp_path)
 
 
+@pytest.mark.parametrize("command", ["download", "quants"])
+def test_cli_without_the_hub_prints_one_line(tmp_path: Path, command: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "QWEN_EMBED_"))}
+    env.update(HF_HOME=str(tmp_path / "home"), HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_ETAG_TIMEOUT="1")
+    endpoint = closed_port_url()
+    done = subprocess.run(
+        [sys.executable, "-m", "qwen_embed", command, "0.6B", "--endpoint", endpoint, "--cache-dir", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,  # a hang guard only
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"qwen-embed {command}: DownloadError: Could not list the files")
+    assert f"the Hub at {endpoint} after 3 failed attempt(s)" in lines[0] and "HF_HUB_OFFLINE=1" in lines[0]
+
+
 def test_the_client_factory_is_restored(hub: HubServer, tmp_path: Path) -> None:
     from huggingface_hub.utils import _http
 
