@@ -11,8 +11,8 @@ qwen-embed serve --model 0.6B --port 8000
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,10 +51,32 @@ def build_parser() -> argparse.ArgumentParser:
     quants.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"{sizes}, or a repo id (default: 0.6B)")
     _hub_options(quants)
 
-    embed = commands.add_parser("embed", help="embed texts (arguments, a file with one text per line, or stdin)")
+    embed = commands.add_parser(
+        "embed",
+        help="embed texts (arguments, a file, or stdin); with -o FOLDER, a streaming, resumable corpus job",
+    )
     embed.add_argument("texts", nargs="*", help="texts to embed")
-    embed.add_argument("-f", "--file", default=None, help="a file with one text per line; '-' for stdin")
-    embed.add_argument("-o", "--output", default=None, help="out.npy or out.jsonl (default: JSON Lines on stdout)")
+    embed.add_argument(
+        "-f", "--file", default=None, help="one text per line (.txt), .jsonl, .csv, .tsv or .parquet; '-' for stdin"
+    )
+    embed.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="out.npy or out.jsonl, or a folder (vectors/) for a Parquet corpus job (default: JSON Lines on stdout)",
+    )
+    embed.add_argument("--text-field", default="text", help="JSON key or column with the text (default: text)")
+    embed.add_argument("--id-field", default=None, help="corpus job: JSON key or column with each row's id")
+    embed.add_argument("--format", default=None, choices=["txt", "jsonl", "csv", "tsv", "parquet"], help="-f's format")
+    embed.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="corpus job: keep the shards a run with the same settings finished (default: on)",
+    )
+    embed.add_argument("--shard-rows", type=int, default=10_000, help="corpus job: rows per Parquet file")
+    embed.add_argument("--npy", default=None, help="corpus job: also write the vectors as one .npy matrix")
+    embed.add_argument("--side", default=None, choices=["query", "document"], help="which side --prompt NAME applies")
     embed.add_argument("--prompt", default=None, help="query, document, or a prompt name (qwen-embed prompts)")
     embed.add_argument("--instruction", default=None, help="a task instruction, in the official query format")
     embed.add_argument("--dim", type=int, default=None, help="Matryoshka output dimension")
@@ -123,50 +145,189 @@ def _load_embedder(args: argparse.Namespace, **options: Any) -> Any:
 
 
 def _read_texts(args: argparse.Namespace) -> list[str]:
+    """The texts of a small-input run: arguments, then ``-f FILE`` (any corpus format) or stdin lines."""
+    from ..corpus.sources import open_source, text_lines
+
     texts = list(args.texts)
-    if args.file is not None:
-        handle = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
-        with handle if handle is not sys.stdin else contextlib.nullcontext():
-            texts.extend(line.rstrip("\r\n") for line in handle)
-    elif not texts and not sys.stdin.isatty():
-        texts.extend(line.rstrip("\r\n") for line in sys.stdin)
+    if args.file is not None and args.file != "-":
+        source = open_source(args.file, text_field=args.text_field, format=args.format)
+        texts.extend(text for _, text in source.rows())
+    elif args.file == "-" or (not texts and not sys.stdin.isatty()):
+        texts.extend(text_lines(sys.stdin.buffer, name="<stdin>"))
     if not texts:
         raise ConfigurationError("nothing to embed: pass texts, -f FILE, or pipe one text per line on stdin")
     return texts
 
 
-def _embed(args: argparse.Namespace) -> int:
-    import numpy as np
+def _call_side(args: argparse.Namespace) -> tuple[str, str | None, str | None]:
+    """``(side, task, instruction)`` from ``--prompt``, ``--side`` and ``--instruction``."""
+    if args.prompt in (None, "none"):
+        return args.side or "document", None, args.instruction
+    if args.prompt == "query":
+        return "query", None, args.instruction
+    if args.prompt in ("document", "passage"):
+        return "document", None, args.instruction
+    return args.side or "query", args.prompt, args.instruction
 
-    output = Path(args.output) if args.output else None
-    if output is not None and output.suffix.lower() not in (".npy", ".jsonl"):
-        raise ConfigurationError(f"--output must end in .npy or .jsonl, not {output.name!r}")
+
+def _is_folder(output: str) -> bool:
+    path = Path(output)
+    return output.endswith(("/", os.sep)) or path.is_dir() or not path.suffix
+
+
+def _embed(args: argparse.Namespace) -> int:
+    if args.output is not None and _is_folder(args.output):
+        return _embed_corpus(args)
+    if args.id_field is not None or args.npy is not None:
+        raise ConfigurationError("--id-field and --npy apply to a corpus job: give -o a folder, such as -o vectors/")
+    output = _checked_output(Path(args.output)) if args.output else None
     texts = _read_texts(args)
+    tmp = _temp_beside(output) if output is not None else None  # proves the folder writable before the model loads
+    try:
+        vectors = _vectors(args, texts)
+        if output is None:
+            return _print_jsonl(vectors)
+        assert tmp is not None
+        with open(tmp, "wb") as handle:
+            if output.suffix.lower() == ".npy":
+                _np().save(handle, vectors)
+            else:
+                for i, vector in enumerate(vectors):
+                    handle.write(_jsonl_row(i, vector).encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, output)
+    except KeyboardInterrupt:
+        where = f"; {output} was not written (an earlier file there is unchanged)" if output is not None else ""
+        print(f"qwen-embed embed: interrupted{where}", file=sys.stderr)
+        return 130
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+    print(f"{len(texts)} vectors of {vectors.shape[1]} dims -> {output}", file=sys.stderr)
+    return 0
+
+
+def _vectors(args: argparse.Namespace, texts: list[str]) -> Any:
+    side, task, instruction = _call_side(args)
     progress = None if args.no_progress else sys.stderr.isatty()
     with _load_embedder(args, long_text=args.long_text, show_progress=progress) as emb:
-        common: dict[str, Any] = {"dim": args.dim}
-        if args.instruction is not None:
-            vectors = emb.encode(texts, instruction=args.instruction, **common)
-        elif args.prompt in (None, "none"):
-            vectors = emb.encode(texts, **common)
-        elif args.prompt == "query":
-            vectors = emb.encode_queries(texts, **common)
-        elif args.prompt in ("document", "passage"):
-            vectors = emb.encode_documents(texts, **common)
-        else:
-            vectors = emb.encode(texts, prompt_name=args.prompt, **common)
-    if output is not None and output.suffix.lower() == ".npy":
-        np.save(output, vectors)
+        if instruction is not None:
+            return emb.encode(texts, instruction=instruction, dim=args.dim)
+        if side == "query":
+            return emb.encode_queries(texts, task=task, dim=args.dim)
+        return emb.encode_documents(texts, task=task, dim=args.dim)
+
+
+def _np() -> Any:
+    import numpy as np
+
+    return np
+
+
+def _jsonl_row(index: int, vector: Any) -> str:
+    return json.dumps({"index": index, "embedding": [round(float(x), 7) for x in vector]}) + "\n"
+
+
+def _print_jsonl(vectors: Any) -> int:
+    try:
+        for i, vector in enumerate(vectors):
+            sys.stdout.write(_jsonl_row(i, vector))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `| head`: the reader has gone; stop quietly, as cat does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+        return 141
+    return 0
+
+
+def _checked_output(output: Path) -> Path:
+    if output.suffix.lower() not in (".npy", ".jsonl"):
+        raise ConfigurationError(
+            f"--output must end in .npy or .jsonl (any case), or name a folder for a corpus job, not {output.name!r}"
+        )
+    if output.is_dir():
+        raise ConfigurationError(f"--output {output} is a folder; name a file such as {output / 'vectors.npy'}")
+    parent = output.parent
+    if not parent.is_dir():
+        raise ConfigurationError(f"cannot write {output}: the folder {parent} does not exist")
+    return output
+
+
+def _temp_beside(output: Path) -> Path:
+    import tempfile
+
+    try:
+        fd, name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+    except OSError as error:
+        raise ConfigurationError(f"cannot write {output}: {error.strerror} ({output.parent})") from error
+    mask = os.umask(0)
+    os.umask(mask)
+    os.fchmod(fd, 0o666 & ~mask)  # the final file gets the usual mode, not mkstemp's 0600
+    os.close(fd)
+    return Path(name)
+
+
+def _embed_corpus(args: argparse.Namespace) -> int:
+    """``-o FOLDER``: a streaming, resumable corpus job (Parquet shards and a manifest)."""
+    import logging
+
+    from ..corpus import embed_corpus, open_source
+    from ..corpus.job import _npy_path, _output_folder
+
+    if args.file is not None:
+        open_source(args.file, text_field=args.text_field, id_field=args.id_field, format=args.format)  # checks now
+        source: Any = args.file
+    elif args.texts:
+        source = list(args.texts)
+    elif not sys.stdin.isatty():
+        source = "-"
     else:
-        stream = open(output, "w", encoding="utf-8") if output is not None else sys.stdout
-        try:
-            for i, vector in enumerate(vectors):
-                stream.write(json.dumps({"index": i, "embedding": [round(float(x), 7) for x in vector]}) + "\n")
-        finally:
-            if stream is not sys.stdout:
-                stream.close()
-    if output is not None:
-        print(f"{len(texts)} vectors of {vectors.shape[1]} dims -> {output}", file=sys.stderr)
+        raise ConfigurationError("nothing to embed: pass -f FILE (or texts, or pipe one text per line on stdin)")
+    folder = _output_folder(args.output)
+    if args.npy is not None:
+        _npy_path(args.npy)
+    side, task, instruction = _call_side(args)
+    progress = not args.no_progress and sys.stderr.isatty()
+    handler = None
+    if not progress:  # a log line per shard instead of a bar (batch jobs, log files)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("qwen-embed embed: %(message)s"))
+        logging.getLogger("qwen_embed.corpus").addHandler(handler)
+        logging.getLogger("qwen_embed.corpus").setLevel(logging.INFO)
+    try:
+        with _load_embedder(args, long_text=args.long_text) as emb:
+            result = embed_corpus(
+                source,
+                folder,
+                embedder=emb,
+                text_field=args.text_field,
+                id_field=args.id_field,
+                source_format=args.format,
+                side=side,
+                task=task,
+                instruction=instruction,
+                dim=args.dim,
+                resume=args.resume,
+                shard_rows=args.shard_rows,
+                npy=args.npy,
+                show_progress=progress,
+            )
+    except KeyboardInterrupt:
+        print(
+            f"qwen-embed embed: interrupted; the finished shards in {folder} are kept: run the same command "
+            "again to resume",
+            file=sys.stderr,
+        )
+        return 130
+    finally:
+        if handler is not None:
+            logging.getLogger("qwen_embed.corpus").removeHandler(handler)
+    print(
+        f"{result.rows} rows of {result.dim} dims in {result.shards} shards -> {folder} "
+        f"({result.embedded_rows} embedded now, {result.reused_rows} kept)",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -1,0 +1,486 @@
+"""``embed_corpus``: embed a corpus of any size into a Parquet dataset, resumably.
+
+The source is streamed a window of ``chunk_size`` rows at a time; each window is embedded
+(sorted by length into packed decodes, as :meth:`~qwen_embed.Embedder.encode` does) and
+appended to the current shard of ``shard_rows`` rows. A finished shard is renamed into place
+and recorded in the manifest, so a killed run loses at most the shard in flight, and running
+the same call again embeds exactly the rows that are missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._pipeline import in_notebook, positive_int
+from .._version import __version__
+from ..errors import ConfigurationError, InputTooLongError
+from ..hub.catalog import DEFAULT_MODEL, DEFAULT_QUANT
+from ..text.long_text import get_policy
+from . import store
+from .errors import CorpusSourceError, ResumeMismatchError
+from .sources import Row, Source, open_source
+
+if TYPE_CHECKING:
+    from ..embedder import Embedder
+
+__all__ = ["CorpusResult", "embed_corpus"]
+
+logger = logging.getLogger(__name__)
+
+#: Settings that change the vectors: a resumed run must match the manifest on each of them.
+_COMPARED = (
+    "quant", "engine", "pooling", "max_length", "dim", "normalize", "side", "task", "instruction",
+    "prompt", "long_text", "chunking", "text_field", "id_field", "shard_rows",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CorpusResult:
+    """What :func:`embed_corpus` did.
+
+    Attributes:
+        output: The output folder (a Parquet dataset plus ``_manifest.json``).
+        rows: Rows in the dataset.
+        shards: Parquet files in the dataset.
+        embedded_rows: Rows embedded by this run.
+        reused_rows: Rows kept from an earlier run (resume).
+        n_tokens: Tokens embedded by this run (prompt and EOS included).
+        seconds: Wall time of this run.
+        dim: Length of each vector.
+        npy: The ``.npy`` matrix written, if one was asked for.
+    """
+
+    output: Path
+    rows: int
+    shards: int
+    embedded_rows: int
+    reused_rows: int
+    n_tokens: int
+    seconds: float
+    dim: int
+    npy: Path | None = None
+
+
+def embed_corpus(
+    source: str | os.PathLike[str] | Iterable[str | Mapping[str, Any]],
+    output: str | os.PathLike[str],
+    *,
+    embedder: Embedder | None = None,
+    model: str | os.PathLike[str] | None = None,
+    quant: str = DEFAULT_QUANT,
+    embedder_options: Mapping[str, Any] | None = None,
+    text_field: str = "text",
+    id_field: str | None = None,
+    source_format: str | None = None,
+    side: str = "document",
+    task: str | None = None,
+    instruction: str | None = None,
+    dim: int | None = None,
+    normalize: bool | None = None,
+    long_text: str | None = None,
+    resume: bool = True,
+    shard_rows: int = 10_000,
+    chunk_size: int = 1_024,
+    npy: str | os.PathLike[str] | None = None,
+    show_progress: bool | None = None,
+) -> CorpusResult:
+    """Embed every text of a corpus into a Parquet dataset; a second call resumes where the first stopped.
+
+    >>> embed_corpus("passages.jsonl", "vectors/", model="0.6B", id_field="doc_id")   # doctest: +SKIP
+    >>> pyarrow.parquet.read_table("vectors/")                                         # doctest: +SKIP
+
+    Each shard ``part-NNNNNN.parquet`` holds ``id`` (the ``id_field`` as a string, else the
+    0-based row number), ``embedding`` (fixed-size list of float32), ``n_tokens`` (tokens the
+    model sees for the row, prompt and EOS included, before any truncation or chunking) and,
+    with ``long_text="chunk"``, ``chunks`` (the character spans of a chunked text; null for a
+    text embedded whole). Rows keep the source's order. ``_manifest.json`` records the
+    settings, the model file's SHA-256 and every shard's row range, size and SHA-256.
+
+    Args:
+        source: A ``.txt`` (one text per line), ``.jsonl``, ``.csv``/``.tsv`` or ``.parquet``
+            file (or a folder of Parquet files), ``"-"`` for stdin, or an iterable of ``str``
+            or dicts.
+        output: The output folder (created if needed).
+        embedder: An open :class:`~qwen_embed.Embedder` to use (not closed here); or:
+        model, quant, embedder_options: What to load instead (a ``.gguf`` path, catalog
+            name or repo id; options of :class:`~qwen_embed.Embedder` and of
+            ``from_pretrained``). Default: the catalog's default model.
+        text_field: Field with the text (JSON key, CSV or Parquet column, dict key).
+        id_field: Field with each row's id; ``None`` numbers the rows.
+        source_format: ``"txt"``, ``"jsonl"``, ``"csv"``, ``"tsv"`` or ``"parquet"``; default: by suffix.
+        side: ``"document"`` (as :meth:`~qwen_embed.Embedder.encode_documents`) or ``"query"``.
+        task: A prompt name for that side (default: ``"document"`` or ``"query"``).
+        instruction: An instruction in the official query format instead of the task.
+        dim, normalize, long_text: As in :meth:`~qwen_embed.Embedder.encode`
+            (default: the embedder's). ``long_text="chunk"`` embeds long texts with
+            :meth:`~qwen_embed.Embedder.encode_long` and records their chunk spans.
+        resume: Keep the shards an earlier run with the same settings finished (each is
+            checked: size, SHA-256, row count, and the source rows it came from). ``False``
+            starts over, deleting this job's files in ``output``.
+        shard_rows: Rows per Parquet file (a crash loses at most one shard's work).
+        chunk_size: Rows embedded together (memory: one window of texts and vectors).
+        npy: Also write the vectors as one float32 ``.npy`` matrix here, in row order.
+        show_progress: A progress bar (rows/s, tokens/s, ETA); default: only in a notebook.
+
+    Raises:
+        ResumeMismatchError: ``output`` holds a job with other settings or another model.
+        CorpusSourceError: The source cannot be read (the message names the line or row).
+        InputTooLongError: A text is over ``max_length`` under ``long_text="error"``.
+    """
+    store.require_pyarrow("embed_corpus")
+    if side not in ("document", "query"):
+        raise ConfigurationError(f"side={side!r} is not one of 'document', 'query'.")
+    shard_rows = positive_int("shard_rows", shard_rows)
+    chunk_size = positive_int("chunk_size", chunk_size)
+    corpus = open_source(source, text_field=text_field, id_field=id_field, format=source_format)
+    folder = _output_folder(output)
+    npy_path = _npy_path(npy) if npy is not None else None
+    if embedder is not None and (model is not None or embedder_options):
+        raise ConfigurationError("give either embedder= or model=/embedder_options=, not both")
+    owned = embedder is None
+    emb = embedder if embedder is not None else _load(model, quant, embedder_options)
+    try:
+        job = _Job(emb, corpus, folder, side=side, task=task, instruction=instruction, dim=dim,
+                   normalize=normalize, long_text=long_text, shard_rows=shard_rows, chunk_size=chunk_size)  # fmt: skip
+        result = job.run(resume=resume, show_progress=show_progress)
+        if npy_path is not None:
+            _export_npy(folder, npy_path, job.shards, result.dim)
+            result = dataclasses.replace(result, npy=npy_path)
+        return result
+    finally:
+        if owned:
+            emb.close()
+
+
+class _Job:
+    def __init__(
+        self,
+        emb: Embedder,
+        corpus: Source,
+        folder: Path,
+        *,
+        side: str,
+        task: str | None,
+        instruction: str | None,
+        dim: int | None,
+        normalize: bool | None,
+        long_text: str | None,
+        shard_rows: int,
+        chunk_size: int,
+    ) -> None:
+        self.emb, self.corpus, self.folder = emb, corpus, folder
+        self.shard_rows, self.chunk_size = shard_rows, chunk_size
+        self.policy = get_policy(long_text if long_text is not None else emb.long_text).name
+        self.dim = int(emb.encode([], dim=dim).shape[1])  # checks dim against the model
+        self.normalize = emb.normalize if normalize is None else bool(normalize)
+        self.call = {"side": side, "prompt_name": task, "instruction": instruction}
+        # The exact text before and after each row: recorded, and used to count tokens.
+        self.before, self.after = emb._prompt_parts(
+            task or side, instruction, "passage" if side == "document" else "query"
+        )
+        self.long_call = _long_call(emb, side, task, instruction) if self.policy == "chunk" else {}
+        chunking = getattr(emb, "_chunking", None)
+        self.settings: dict[str, Any] = {
+            "quant": emb.quantization, "engine": emb.backend, "pooling": emb.pooling,
+            "max_length": emb.max_length, "dim": self.dim, "normalize": self.normalize, "side": side,
+            "task": task, "instruction": instruction, "prompt": [self.before, self.after],
+            "long_text": self.policy,
+            "chunking": dataclasses.asdict(chunking) if self.policy == "chunk" and chunking is not None else None,
+            "text_field": corpus.text_field, "id_field": corpus.id_field, "shard_rows": shard_rows,
+        }  # fmt: skip
+        self.schema = store.schema(self.dim, spans=self.policy == "chunk", string_ids=corpus.id_field is not None)
+        self.shards: list[store.ShardRecord] = []
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self, *, resume: bool, show_progress: bool | None) -> CorpusResult:
+        started = time.perf_counter()
+        reuse, header = self._prepare(resume)
+        kept: dict[int, store.ShardRecord] = {}
+        embedded = tokens = 0
+        show = in_notebook() if show_progress is None else show_progress
+        bar = _bar(self.corpus, initial=sum(r.rows for r in reuse.values())) if show else None
+        rows = self.corpus.rows()
+        try:
+            for index in itertools.count():
+                start = index * self.shard_rows
+                windows = self._windows_to_embed(rows, index, start, reuse.get(index))
+                if windows is None:  # an intact shard from an earlier run, for the same source rows
+                    kept[index] = reuse[index]
+                    continue
+                first = next(windows, None)
+                if first is None:
+                    break
+                record = self._write_shard(index, start, itertools.chain([first], windows), bar, started, tokens)
+                kept[index] = record
+                embedded += record.rows
+                tokens += record.n_tokens
+                store.write_manifest(self.folder, header, list(kept.values()) + _after(reuse, index))
+                seconds = time.perf_counter() - started
+                logger.info(
+                    "%s: rows %d-%d, %d tokens; this run: %d rows, %.0f rows/s, %.0f tokens/s",
+                    record.file, record.start, record.stop - 1, record.n_tokens, embedded,
+                    embedded / seconds, tokens / seconds,
+                )  # fmt: skip
+        finally:
+            if bar is not None:
+                bar.close()
+        self.shards = [kept[i] for i in sorted(kept)]
+        store.write_manifest(self.folder, {**header, "complete": True}, self.shards)
+        store.remove_stale_shards(self.folder, {s.file for s in self.shards})
+        total = sum(s.rows for s in self.shards)
+        logger.info("%s: %d rows in %d shards (%d embedded now, %d kept)", self.folder, total, len(self.shards),
+                    embedded, total - embedded)  # fmt: skip
+        return CorpusResult(self.folder, total, len(self.shards), embedded, total - embedded, tokens,
+                            time.perf_counter() - started, self.dim)  # fmt: skip
+
+    def _prepare(self, resume: bool) -> tuple[dict[int, store.ShardRecord], dict[str, Any]]:
+        """Check the folder against the manifest; returns the reusable shards and the new manifest header."""
+        manifest = store.read_manifest(self.folder)
+        known = manifest.get("model") if manifest and resume else None
+        model = store.model_fingerprint(self.emb.model_path, known)
+        reuse: dict[int, store.ShardRecord] = {}
+        if manifest is None:
+            if any(p.suffix == ".parquet" for p in store.our_files(self.folder)):
+                raise ConfigurationError(
+                    f"{self.folder} holds part-*.parquet files but no {store.MANIFEST}, so they were not written by "
+                    "a run this folder can resume; choose an empty folder, or delete those files."
+                )
+        elif resume:
+            _check_same(self.folder, manifest, self.settings, model)
+            if manifest.get("library_version") != __version__:
+                logger.warning("%s was started by qwen-embed %s; this is %s", self.folder,
+                               manifest.get("library_version"), __version__)  # fmt: skip
+            for record in store.shard_records(manifest):
+                problem = record.problem(self.folder)
+                if problem is None:
+                    reuse[record.index] = record
+                else:
+                    logger.warning("%s: %s; embedding its rows %d-%d again", record.file, problem,
+                                   record.start, record.stop - 1)  # fmt: skip
+        else:
+            logger.info("resume=False: starting %s over", self.folder)
+        header = {
+            "format": store.FORMAT, "format_version": store.FORMAT_VERSION, "library_version": __version__,
+            "source": self.corpus.name, "settings": self.settings, "model": model, "complete": False,
+        }  # fmt: skip
+        store.remove_temporary(self.folder)
+        store.write_manifest(self.folder, header, list(reuse.values()))
+        if manifest is not None and not resume:
+            store.remove_stale_shards(self.folder, set())
+        return reuse, header
+
+    def _windows_to_embed(
+        self, rows: Iterator[Row], index: int, start: int, candidate: store.ShardRecord | None
+    ) -> Iterator[list[Row]] | None:
+        """The windows of shard ``index`` to embed, or ``None`` when ``candidate`` holds exactly these rows."""
+        if candidate is None:
+            return _windows(rows, self.shard_rows, self.chunk_size)
+        block = list(itertools.islice(rows, self.shard_rows))  # hashed before deciding: held for one shard
+        if candidate.stop == start + len(block) and candidate.source_sha256 == _digest(block, hashlib.sha256()):
+            return None
+        if block:
+            logger.info("%s: the source rows %d-%d changed since it was written; embedding them again",
+                        candidate.file, start, start + len(block) - 1)  # fmt: skip
+        return _windows(iter(block), self.shard_rows, self.chunk_size)
+
+    def _write_shard(
+        self, index: int, start: int, windows: Iterable[list[Row]], bar: Any, started: float, tokens_before: int
+    ) -> store.ShardRecord:
+        writer = store.ShardWriter(self.folder, index, self.schema)
+        digest = hashlib.sha256()
+        row = start
+        try:
+            for window in windows:
+                _digest(window, digest)
+                vectors, n_tokens, spans = self._embed(window, row)
+                ids: list[Any] = [i for i, _ in window] if self.corpus.id_field else list(range(row, row + len(window)))
+                writer.write(ids, vectors, n_tokens, spans)
+                row += len(window)
+                if bar is not None:
+                    bar.update(len(window))
+                    rate = (tokens_before + writer.n_tokens) / max(time.perf_counter() - started, 1e-9)
+                    bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.commit(start=start, stop=row, source_sha256=digest.hexdigest())
+
+    def _embed(self, window: list[Row], first_row: int) -> tuple[np.ndarray, list[int], list[Any] | None]:
+        """Vectors, token counts and (with chunking) chunk spans of one window of rows."""
+        emb, limit = self.emb, self.emb.max_length
+        texts = [text for _, text in window]
+        n_tokens = [emb._input_tokens(t, first_row + i, self.before, self.after).n_tokens for i, t in enumerate(texts)]
+        if self.policy == "error":
+            for i, n in enumerate(n_tokens):
+                if n > limit:
+                    raise InputTooLongError(
+                        f"{self.corpus.name}: row {first_row + i}{_id_note(window[i][0])} is {n:,} tokens (prompt and "
+                        f"EOS included), over max_length={limit:,}; pass long_text='truncate' or 'chunk' "
+                        "(--long-text), or raise max_length.",
+                        index=first_row + i,
+                        n_tokens=n,
+                        limit=limit,
+                    )
+        long_rows = [i for i, n in enumerate(n_tokens) if n > limit] if self.policy == "chunk" else []
+        vectors = np.empty((len(texts), self.dim), dtype=np.float32)
+        whole = [i for i in range(len(texts)) if n_tokens[i] <= limit] if long_rows else range(len(texts))
+        if len(whole):
+            block = [texts[i] for i in whole]
+            options = {"dim": self.dim, "normalize": self.normalize, "long_text": self.policy}
+            vectors[list(whole)] = next(iter(emb.encode_iter(block, chunk_size=len(block), **self.call, **options)))
+        spans: list[Any] | None = [None] * len(texts) if self.policy == "chunk" else None
+        for i in long_rows:
+            doc = emb.encode_long(
+                texts[i], dim=self.dim, normalize=self.normalize, return_chunks=False, **self.long_call
+            )
+            vectors[i] = doc.vector
+            spans[i] = [(c.start, c.end) for c in doc.chunks]  # type: ignore[index]
+        return vectors, n_tokens, spans
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _windows(rows: Iterator[Row], limit: int, size: int) -> Iterator[list[Row]]:
+    taken = 0
+    while taken < limit:
+        window = list(itertools.islice(rows, min(size, limit - taken)))
+        if not window:
+            return
+        taken += len(window)
+        yield window
+
+
+def _digest(rows: list[Row], digest: Any) -> str:
+    for record_id, text in rows:
+        digest.update(f"{record_id}\x1f{text}\x1e".encode("utf-8", "surrogatepass"))
+    return str(digest.hexdigest())
+
+
+def _after(reuse: dict[int, store.ShardRecord], index: int) -> list[store.ShardRecord]:
+    """Reusable shards past ``index``: still recorded, so a crash now does not forget them."""
+    return [r for i, r in reuse.items() if i > index]
+
+
+def _id_note(record_id: str | None) -> str:
+    return "" if record_id is None else f" (id {record_id!r})"
+
+
+def _check_same(
+    folder: Path, manifest: Mapping[str, Any], settings: Mapping[str, Any], model: Mapping[str, Any]
+) -> None:
+    old_model = manifest.get("model") or {}
+    problems = []
+    if old_model.get("sha256") != model["sha256"]:
+        problems.append(
+            f"model: {old_model.get('file')} (sha256 {str(old_model.get('sha256'))[:12]}...) then, "
+            f"{model['file']} (sha256 {model['sha256'][:12]}...) now"
+        )
+    old = manifest.get("settings") or {}
+    for key in _COMPARED:
+        if _jsonish(old.get(key)) != _jsonish(settings.get(key)):
+            problems.append(f"{key}: {old.get(key)!r} then, {settings.get(key)!r} now")
+    if problems:
+        raise ResumeMismatchError(
+            f"{folder} was written with other settings, so resuming would mix two kinds of vectors: "
+            + "; ".join(problems)
+            + ". Use the same settings, another output folder, or resume=False (--no-resume) to start over."
+        )
+
+
+def _jsonish(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value))
+
+
+def _long_call(emb: Embedder, side: str, task: str | None, instruction: str | None) -> dict[str, Any]:
+    """``encode_long`` options giving the same prompt as the window's ``encode`` call."""
+    if instruction is not None:
+        return {"instruction": instruction}
+    if side == "document":
+        return {"task": task}
+    from ..text.prompts import OFFICIAL_TEMPLATE
+
+    prompt = emb.prompts.get_prompt(task or "query")
+    if prompt.query is not None and prompt.template == OFFICIAL_TEMPLATE:
+        return {"instruction": prompt.query}
+    raise ConfigurationError(
+        f"long_text='chunk' with side='query' needs a query prompt in the official format; {prompt.name!r} "
+        "has none. Pass instruction= instead, or long_text='truncate'."
+    )
+
+
+def _load(model: str | os.PathLike[str] | None, quant: str, options: Mapping[str, Any] | None) -> Embedder:
+    from ..embedder import Embedder
+
+    if options is not None and not isinstance(options, Mapping):
+        raise ConfigurationError(f"embedder_options must be a dict, not {type(options).__name__}")
+    return Embedder.from_pretrained(os.fspath(model) if model is not None else DEFAULT_MODEL, quant=quant,
+                                    **dict(options or {}))  # fmt: skip
+
+
+def _output_folder(output: str | os.PathLike[str]) -> Path:
+    folder = Path(os.path.expanduser(os.fspath(output)))
+    if folder.exists() and not folder.is_dir():
+        raise ConfigurationError(f"output {folder} is a file; embed_corpus writes a folder of Parquet files.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigurationError(f"cannot create the output folder {folder}: {error.strerror}") from error
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigurationError(f"the output folder {folder} is not writable.")
+    return folder
+
+
+def _npy_path(npy: str | os.PathLike[str]) -> Path:
+    path = Path(os.path.expanduser(os.fspath(npy)))
+    if path.suffix.lower() != ".npy":
+        raise ConfigurationError(f"npy= must name a .npy file, not {path.name!r}")
+    parent = path.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigurationError(f"cannot write {path}: {parent} is not a writable folder.")
+    return path
+
+
+def _export_npy(folder: Path, path: Path, shards: list[store.ShardRecord], dim: int) -> None:
+    """Copy the embeddings into one ``(rows, dim)`` float32 matrix, shard by shard (bounded memory)."""
+    import pyarrow.parquet as pq
+
+    rows = sum(s.rows for s in shards)
+    tmp = path.with_name(f".{path.name}.tmp")
+    matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(rows, dim))
+    try:
+        at = 0
+        for shard in shards:
+            for batch in pq.ParquetFile(folder / shard.file).iter_batches(columns=["embedding"]):
+                values = batch.column(0).values.to_numpy(zero_copy_only=False).reshape(-1, dim)
+                matrix[at : at + len(values)] = values
+                at += len(values)
+        if at != rows:
+            raise CorpusSourceError(f"{folder}: the shards hold {at} rows, the manifest says {rows}")
+        matrix.flush()
+        del matrix
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    logger.info("wrote %s: %d x %d float32", path, rows, dim)
+
+
+def _bar(corpus: Source, *, initial: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=corpus.count(), initial=initial, unit="row", desc="Embedding corpus", dynamic_ncols=True)
