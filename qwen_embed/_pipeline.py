@@ -15,7 +15,19 @@ import numpy as np
 
 from .errors import ConfigurationError, InputTypeError
 
-__all__ = ["as_text_list", "in_notebook", "plan_batches", "positive_int", "progress_bar"]
+__all__ = [
+    "as_text_list",
+    "check_bool",
+    "check_gpu_layers",
+    "check_threads",
+    "in_notebook",
+    "plan_batches",
+    "positive_int",
+    "progress_bar",
+    "unwrap_scalar",
+]
+
+MAX_THREADS = 512  # ggml's GGML_MAX_N_THREADS; far more threads than cores only slows a decode
 
 
 def plan_batches(lengths: Sequence[int], *, max_tokens: int, max_sequences: int) -> list[np.ndarray]:
@@ -40,13 +52,28 @@ def plan_batches(lengths: Sequence[int], *, max_tokens: int, max_sequences: int)
     return batches
 
 
+def unwrap_scalar(texts: object) -> object:
+    """A 0-d numpy array (``np.array("text")``) stands for the one text it holds."""
+    if isinstance(texts, np.ndarray) and texts.ndim == 0:
+        return texts.item()
+    return texts
+
+
 def as_text_list(texts: object) -> list[str]:
+    """The texts of one call as a list, in order; a clear InputTypeError for anything else."""
     if isinstance(texts, str):
         return [texts]
     if texts is None:
         raise InputTypeError("texts is None; pass a str or a list of str.")
     if isinstance(texts, (bytes, bytearray)):
         raise InputTypeError("texts is bytes; decode it to str first (for example data.decode('utf-8')).")
+    if isinstance(texts, (set, frozenset)):
+        raise InputTypeError(
+            "texts is a set, which has no order, so the vectors could not be matched to the texts; "
+            "pass a list (for example sorted(texts))."
+        )
+    if isinstance(texts, np.ndarray) and texts.ndim > 1:
+        raise InputTypeError(f"texts is a {texts.ndim}-d array; pass a 1-d sequence of str.")
     if isinstance(texts, dict) or not isinstance(texts, Iterable):
         raise InputTypeError(f"texts must be a str or a sequence of str, not {type(texts).__name__}.")
     items = list(texts)
@@ -81,3 +108,35 @@ def in_notebook() -> bool:
     except Exception:
         return False
     return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
+
+
+def check_bool(name: str, value: object, *, optional: bool = False) -> Any:
+    """``value`` if it is a bool (``None`` too when ``optional``); else a ConfigurationError."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if value is None and optional:
+        return None
+    allowed = "True, False or None" if optional else "True or False"
+    raise ConfigurationError(f"{name} must be {allowed}, not {value!r}")
+
+
+def check_threads(n_threads: object) -> int:
+    """A thread count from 1 to :data:`MAX_THREADS`; ``None``: the default (all usable CPUs)."""
+    from . import _config
+
+    if n_threads is None:
+        return _config.default_threads()
+    value = positive_int("n_threads", n_threads)
+    if value > MAX_THREADS:
+        raise ConfigurationError(
+            f"n_threads={value} is more than llama.cpp supports ({MAX_THREADS}); this machine has "
+            f"{_config.default_threads()} usable CPUs, which is the default."
+        )
+    return value
+
+
+def check_gpu_layers(n_gpu_layers: object) -> int:
+    """Layers to offload: an int, ``-1`` for all of them."""
+    if isinstance(n_gpu_layers, bool) or not isinstance(n_gpu_layers, (int, np.integer)) or int(n_gpu_layers) < -1:
+        raise ConfigurationError(f"n_gpu_layers must be an int (0: CPU only, -1: all layers), not {n_gpu_layers!r}")
+    return int(n_gpu_layers)

@@ -28,7 +28,16 @@ from .text.chunking import (
     markdown_sections,
     sections_from_pairs,
 )
-from ._pipeline import as_text_list, plan_batches, positive_int, progress_bar
+from ._pipeline import (
+    as_text_list,
+    check_bool,
+    check_gpu_layers,
+    check_threads,
+    plan_batches,
+    positive_int,
+    progress_bar,
+    unwrap_scalar,
+)
 from .errors import (
     ConfigurationError,
     DimensionError,
@@ -131,7 +140,16 @@ class Embedder:
         dtype: str | None = None,
         device: str | None = None,
     ) -> None:
+        # The recipe this Embedder pickles as (see __reduce__): its file and its options.
+        self._options: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("self", "model_path")}
+        if self._options["prompts"] is DEFAULT_REGISTRY:
+            self._options["prompts"] = None
+        self._hub_recipe: dict[str, Any] | None = None
         self._engine: Engine | None = None
+        if isinstance(model_path, bool) or not isinstance(model_path, (str, os.PathLike)):
+            raise ConfigurationError(
+                f"model_path must be a path (str or os.PathLike) to a .gguf file, not {type(model_path).__name__}"
+            )
         self._chunking = _as_chunk_config(chunking)
         self._prompts = _as_registry(prompts)
         if default_prompt_name is not None:
@@ -147,17 +165,20 @@ class Embedder:
         self._pooling: Pooling = _resolve_pooling(info, pooling)
         self._max_length = _resolve_max_length(max_length, self._context_length)
         self._dim = self._check_dim(dim)
-        self._normalize = bool(normalize)
+        self._normalize = check_bool("normalize", normalize)
         self._policy = get_policy(long_text)
-        self._show_progress = show_progress
+        self._show_progress = check_bool("show_progress", show_progress, optional=True)
         self._batch_size = positive_int("batch_size", batch_size)
         self._batch_tokens = positive_int("batch_tokens", batch_tokens)
-        self._n_threads = positive_int("n_threads", n_threads) if n_threads is not None else _config.default_threads()
+        self._n_threads = check_threads(n_threads)
+        n_gpu_layers = check_gpu_layers(n_gpu_layers)
         self._quantized = any(t.type_name not in _FLOAT_TYPES for t in info.tensors if len(t.shape) >= 2)
 
         self._backend, self._backend_reason = choose_backend(backend, device)
         logger.debug("backend %s: %s", self._backend, self._backend_reason)
         self._engine = self._make_engine(n_gpu_layers=n_gpu_layers, dtype=dtype, device=device)
+        # llama.cpp holds at most 256 sequences per context: the planner never asks for more.
+        self._batch_size = min(self._batch_size, self._engine.max_sequences)
         self._eos = self._find_eos(self._engine, info)
         self._chunker = Chunker(self._engine.tokenize, self._engine.token_bytes)
         self._resolution: ModelResolution | None = None
@@ -228,6 +249,17 @@ class Embedder:
         local = Path(os.path.expanduser(str(model)))
         if str(model).lower().endswith(".gguf") and local.is_file():
             return cls(local, **options)
+        hub_recipe = dict(
+            model=model,
+            quant=quant,
+            filename=filename,
+            revision=revision,
+            cache_dir=cache_dir,
+            endpoint=endpoint,
+            local_files_only=local_files_only,
+            memory_budget=memory_budget,
+            download_progress=download_progress,
+        )  # the token stays out: a pickle must not carry secrets (the receiver uses HF_TOKEN)
         path, resolution = fetch_model(
             model,
             quant=quant,
@@ -243,7 +275,18 @@ class Embedder:
         logger.info("%s@%s: %s", resolution.repo_id, resolution.revision, resolution.reason)
         embedder = cls(path, **options)
         embedder._resolution = resolution
+        embedder._hub_recipe = hub_recipe
         return embedder
+
+    def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]:
+        """Pickle as a recipe: the file (or the Hub resolution) and the options, never native state.
+
+        Unpickling loads the model in the receiving process (a spawn pool worker, a Ray task, a
+        Spark executor): from the same path when that file exists there, else through
+        :meth:`from_pretrained` with the same repo, quant and revision (token from ``HF_TOKEN``).
+        """
+        state = {"path": str(self._path), "options": self._options, "hub": self._hub_recipe}
+        return (_restore_embedder, (state,))
 
     @property
     def resolution(self) -> ModelResolution | None:
@@ -424,15 +467,7 @@ class Embedder:
         try:
             return engine.tokenize(nfc)
         except UnicodeEncodeError:
-            try:  # report the position in the caller's text, not in its NFC form
-                text.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                where = "The text" if index is None else f"Text #{index}"
-                raise InvalidInputError(
-                    f"{where} cannot be encoded as UTF-8 at character {exc.start - text_offset} ({exc.reason}: "
-                    f"{text[exc.start : exc.end]!r}); a lone surrogate usually comes from a bad decode. "
-                    "Clean it with text.encode('utf-8', 'replace').decode()."
-                ) from exc
+            _check_utf8(text, index, text_offset=text_offset)  # names the position in the caller's text
             raise
 
     # ------------------------------------------------------------------ encode
@@ -627,6 +662,7 @@ class Embedder:
         batch_size: int | None,
         show_progress: bool | None,
     ) -> np.ndarray:
+        texts = unwrap_scalar(texts)
         single = isinstance(texts, str)
         items = as_text_list(texts)
         out_dim, do_normalize, max_batch = self._call_options(dim, normalize, batch_size)
@@ -663,7 +699,7 @@ class Embedder:
     def _call_options(self, dim: int | None, normalize: bool | None, batch_size: int | None) -> tuple[int, bool, int]:
         """A call's ``(output dim, normalize, most texts per decode)``, defaults from the embedder."""
         out_dim = self._check_dim(dim) if dim is not None else self._dim
-        do_normalize = self._normalize if normalize is None else bool(normalize)
+        do_normalize = self._normalize if normalize is None else check_bool("normalize", normalize)
         if batch_size is None:
             return out_dim, do_normalize, self._batch_size
         return out_dim, do_normalize, min(positive_int("batch_size", batch_size), self._batch_size)
@@ -751,6 +787,7 @@ class Embedder:
             raise InputTypeError(f"The input is {type(text).__name__}, not str; encode_long takes one str.")
         else:
             spans = None
+        _check_utf8(text, None)  # before the chunker hands it to the engine
         if instruction is not None:
             before, after = self._prompt_parts(None, instruction, "query")
         else:
@@ -884,7 +921,12 @@ class Embedder:
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        """Free the model and its context; further use raises :class:`EmbedderClosedError`."""
+        """Free the model and its context; further use raises :class:`EmbedderClosedError`.
+
+        Returns at once, from any thread: calls running in other threads stop at their next
+        engine step (a llama.cpp decode stops between graph nodes) and raise
+        :class:`EmbedderClosedError`; the native memory is freed when the last of them ends.
+        """
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.close()
@@ -1026,3 +1068,29 @@ def _as_chunk_config(chunking: object) -> ChunkConfig:
     if isinstance(chunking, str):
         return chunk_preset(chunking)
     raise ConfigurationError(f"chunking must be a preset name or a ChunkConfig, not {chunking!r}")
+
+
+def _restore_embedder(state: dict[str, Any]) -> Embedder:
+    """Unpickle an :class:`Embedder`: load its file here, or fetch it as it was fetched."""
+    options, hub = dict(state["options"]), state.get("hub")
+    path = Path(state["path"])
+    if path.is_file() or hub is None:
+        embedder = Embedder(path, **options)
+    else:
+        hub = dict(hub)
+        embedder = Embedder.from_pretrained(hub.pop("model"), **hub, **options)
+    embedder._hub_recipe = hub
+    return embedder
+
+
+def _check_utf8(text: str, index: int | None, *, text_offset: int = 0) -> None:
+    """InvalidInputError naming the character when ``text`` cannot be UTF-8 (a lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        where = "The text" if index is None else f"Text #{index}"
+        raise InvalidInputError(
+            f"{where} cannot be encoded as UTF-8 at character {exc.start - text_offset} ({exc.reason}: "
+            f"{text[exc.start : exc.end]!r}); a lone surrogate usually comes from a bad decode. "
+            "Clean it with text.encode('utf-8', 'replace').decode()."
+        ) from exc

@@ -33,6 +33,7 @@ __all__ = [
     "RepoNotFoundError",
     "UnknownModelError",
     "UnknownPromptError",
+    "UnsafeForkError",
     "UnsupportedModelError",
 ]
 
@@ -80,6 +81,13 @@ class InputTooLongError(QwenEmbedError, ValueError):
         self.n_tokens = n_tokens
         self.limit = limit
 
+    def __reduce__(self) -> tuple[object, ...]:  # picklable: process pools send errors back
+        return (_input_too_long, (str(self), self.index, self.n_tokens, self.limit))
+
+
+def _input_too_long(message: str, index: int | None, n_tokens: int, limit: int) -> InputTooLongError:
+    return InputTooLongError(message, index=index, n_tokens=n_tokens, limit=limit)
+
 
 class DimensionError(QwenEmbedError, ValueError):
     """An output dimension (Matryoshka ``dim``) outside what the model supports."""
@@ -102,7 +110,14 @@ class EngineError(QwenEmbedError, RuntimeError):
 
 
 class EmbedderClosedError(QwenEmbedError, RuntimeError):
-    """The embedder was used after :meth:`Embedder.close`."""
+    """The model was used after ``close()``, or closed while the call was running."""
+
+
+class UnsafeForkError(QwenEmbedError, RuntimeError):
+    """A model is used in a child forked after its parent ran llama.cpp or PyTorch (it would hang).
+
+    Use a ``spawn`` or ``forkserver`` process pool; an Embedder pickles as its recipe.
+    """
 
 
 class UnknownModelError(QwenEmbedError, ValueError):

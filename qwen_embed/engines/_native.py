@@ -154,9 +154,9 @@ def cpu_has_amx() -> bool:
     return build_features().get("AMX_INT8", False)
 
 
-def tokenize(vocab: object, text: str, *, special: bool) -> np.ndarray:
-    """``llama_tokenize`` into an int32 array (no BOS/EOS added), growing the buffer as asked."""
-    raw = text.encode("utf-8")
+def tokenize(vocab: object, text: str | bytes, *, special: bool) -> np.ndarray:
+    """``llama_tokenize`` of a text (or its UTF-8) into int32 ids (no BOS/EOS added), growing the buffer as asked."""
+    raw = text.encode("utf-8") if isinstance(text, str) else text
     cap = len(raw) + 8
     while True:
         buf = (llama_cpp.llama_token * cap)()

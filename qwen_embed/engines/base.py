@@ -30,6 +30,16 @@ class Engine(Protocol):
         ...
 
     @property
+    def max_sequences(self) -> int:
+        """Most sequences one :meth:`embed` call takes."""
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        ...
+
+    @property
     def workarounds(self) -> tuple[str, ...]:
         """Human-readable notes on the workarounds in force."""
         ...

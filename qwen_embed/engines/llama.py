@@ -19,10 +19,14 @@ Each decode checks that exactly one row per marked token arrived; anything else 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import ctypes.util
 import logging
 import os
+import signal
 import threading
+from collections.abc import Iterator
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,6 +35,7 @@ import numpy as np
 from . import _native
 from ._native import build_features, ggml, llama_cpp, recent_native_errors
 from ..errors import ConfigurationError, EngineError, ModelLoadError
+from ._guard import NativeGuard, check_fork_safe, mark_threads_started
 from .base import Pooling
 
 __all__ = ["LlamaCppEngine", "needs_amx_workaround", "quantize_gguf"]
@@ -41,6 +46,26 @@ logger = logging.getLogger(__name__)
 _RESULT_NODE = b"result_norm"
 _LLAMA_MAX_SEQ = 256  # llama.cpp's LLAMA_MAX_SEQ: sequences per context
 _UBATCH = 512  # physical batch: bounds the attention scratch buffer
+_ABORTED = 2  # llama_decode's return code when the abort callback said stop
+
+
+def _flag_reader() -> ctypes._CFuncPtr | None:
+    """A native ``bool (*)(void *)`` that reads a flag byte without Python or the GIL.
+
+    ggml calls the abort callback after every graph node from the decoding thread. A Python
+    callback there needs the GIL hundreds of times per decode, and waits for it whenever
+    another thread runs Python (a server's event loop); so off the main thread the callback
+    is libc's ``strlen`` on a 2-byte buffer ``[flag, 0]``: it returns exactly 0 or 1.
+    """
+    name = ctypes.util.find_library("c") if os.name != "nt" else "msvcrt"
+    try:
+        strlen = ctypes.CDLL(name).strlen
+    except (OSError, AttributeError, TypeError):
+        return None
+    return llama_cpp.ggml_abort_callback(ctypes.cast(strlen, ctypes.c_void_p).value)
+
+
+_FLAG_READER = _flag_reader()
 
 
 def needs_amx_workaround(features: dict[str, bool], *, quantized: bool) -> bool:
@@ -75,8 +100,14 @@ class LlamaCppEngine:
         use_extra_bufts: bool | None = None,
         flash_attn: bool | None = None,
     ) -> None:
+        check_fork_safe(f"Loading {Path(path).name}")
         self._model = None
         self._lock = threading.RLock()
+        self._guard = NativeGuard(Path(path).name, free=self._free_native, abort=self._request_abort)
+        # Abort flag [flag, 0]: close() and Ctrl-C set it; ggml polls it between graph nodes.
+        self._abort_flag = (ctypes.c_uint8 * 2)()
+        self._interrupted = False
+        self._py_abort = llama_cpp.ggml_abort_callback(self._should_abort)
         self._pooling: Pooling = pooling
         self._n_threads = n_threads
         self._max_sequences = max(1, min(max_sequences, _LLAMA_MAX_SEQ))
@@ -148,24 +179,26 @@ class LlamaCppEngine:
     # ------------------------------------------------------------------ tokenize
 
     def token_bytes(self, token: int) -> bytes:
-        self._check_open()
-        cap = 64
-        while True:
-            buf = ctypes.create_string_buffer(cap)
-            n = llama_cpp.llama_token_to_piece(self._vocab, int(token), buf, cap, 0, False)
-            if n >= 0:
-                return buf.raw[:n]
-            cap = -n
+        with self._guard.use():
+            cap = 64
+            while True:
+                buf = ctypes.create_string_buffer(cap)
+                n = llama_cpp.llama_token_to_piece(self._vocab, int(token), buf, cap, 0, False)
+                if n >= 0:
+                    return buf.raw[:n]
+                cap = -n
 
     def tokenize(self, text: str, *, special: bool = False) -> np.ndarray:
-        self._check_open()
-        try:
-            return _native.tokenize(self._vocab, text, special=special)
-        except RuntimeError as error:
-            raise EngineError(str(error)) from error
+        raw = text.encode("utf-8")  # a lone surrogate raises UnicodeEncodeError before any native call
+        with self._guard.use():
+            try:
+                return _native.tokenize(self._vocab, raw, special=special)
+            except RuntimeError as error:
+                raise EngineError(str(error)) from error
 
     def token_text(self, token: int) -> str:
-        raw = llama_cpp.llama_vocab_get_text(self._vocab, token)
+        with self._guard.use():
+            raw = llama_cpp.llama_vocab_get_text(self._vocab, token)
         return raw.decode("utf-8", errors="replace") if raw else ""
 
     # ------------------------------------------------------------------ embed
@@ -186,8 +219,7 @@ class LlamaCppEngine:
         starts = ends - lengths
         n_out = n if self._pooling == "last" else total
 
-        with self._lock:
-            self._check_open()
+        with self._guard.use(), self._lock:
             self._ensure_context(total)
             arrays = self._batch_arrays
             arrays["token"][:total] = np.concatenate(sequences)
@@ -208,10 +240,14 @@ class LlamaCppEngine:
             self._captured = 0
             self._capture_error = None
             try:
-                rc = llama_cpp.llama_decode(self._ctx, self._batch)
+                rc = self._decode()
                 captured, out, error = self._captured, self._capture, self._capture_error
             finally:
                 self._capture = None
+            if self._interrupted:
+                raise KeyboardInterrupt
+            if rc == _ABORTED and self._guard.closed:
+                raise EngineError("decode stopped: the model is being closed")  # the guard reports it
             if rc != 0:
                 raise EngineError(f"llama_decode failed with code {rc} ({n} sequences, {total} tokens)")
             if error is not None or captured != n_out:
@@ -225,6 +261,50 @@ class LlamaCppEngine:
             return out
         sums = np.add.reduceat(out, starts, axis=0)
         return (sums / lengths[:, None]).astype(np.float32, copy=False)
+
+    def _decode(self) -> int:
+        """One ``llama_decode`` that close() can stop, and Ctrl-C too on the main thread."""
+        flag = self._abort_flag
+        flag[0] = 0
+        if self._guard.closed:  # close() may have come just before the reset
+            flag[0] = 1
+        self._interrupted = False
+        main = threading.current_thread() is threading.main_thread()
+        callback = self._py_abort if main or _FLAG_READER is None else _FLAG_READER
+        llama_cpp.llama_set_abort_callback(self._ctx, callback, ctypes.cast(flag, ctypes.c_void_p))
+        mark_threads_started()
+        with self._sigint_stops_decode(main):
+            return int(llama_cpp.llama_decode(self._ctx, self._batch))
+
+    @contextlib.contextmanager
+    def _sigint_stops_decode(self, main: bool) -> Iterator[None]:
+        """On the main thread, Ctrl-C sets the abort flag instead of raising inside a ctypes callback.
+
+        A KeyboardInterrupt raised in a callback is swallowed by ctypes (and the decode ends as if
+        the graph were wrong); here the handler only records it, the decode stops at the next node,
+        and :meth:`embed` raises KeyboardInterrupt with the engine intact. A custom SIGINT handler
+        is left alone.
+        """
+        if not main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            yield
+            return
+
+        def on_sigint(_signum: int, _frame: object) -> None:
+            self._interrupted = True
+            self._abort_flag[0] = 1
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _should_abort(self, _data: int) -> bool:
+        """Abort callback on the main thread (Python, so that the SIGINT handler gets to run)."""
+        return self._abort_flag[0] != 0
+
+    def _request_abort(self) -> None:
+        self._abort_flag[0] = 1
 
     def _on_eval(self, tensor: int, ask: bool, _user_data: int) -> bool:
         """Scheduler callback: read ``result_norm``, then stop before the vocab projection."""
@@ -323,16 +403,25 @@ class LlamaCppEngine:
 
     # ------------------------------------------------------------------ lifecycle
 
+    @property
+    def closed(self) -> bool:
+        return self._guard.closed
+
     def _check_open(self) -> None:
-        if self._model is None:
-            raise EngineError("the engine is closed")
+        """Raise if closed (or a fork child). Subclasses wrap native calls in ``with self._guard.use():``."""
+        self._guard.check()
 
     def close(self) -> None:
-        with self._lock:
-            self._free_context()
-            if getattr(self, "_model", None) is not None:
-                llama_cpp.llama_model_free(self._model)
-                self._model = None
+        """Free the model and context once no call uses them; running decodes stop early. Returns at once."""
+        guard = getattr(self, "_guard", None)
+        if guard is not None:
+            guard.close()
+
+    def _free_native(self) -> None:
+        self._free_context()
+        if self._model is not None:
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
 
     def __del__(self) -> None:
         try:

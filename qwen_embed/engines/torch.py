@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigurationError, EngineError, ModelLoadError
+from ._guard import NativeGuard, check_fork_safe, mark_threads_started
 from .gguf_info import GGUFInfo, read_gguf_info
 
 __all__ = ["TorchEngine", "cpu_flags", "default_torch_dtype", "torch_available"]
@@ -232,7 +233,11 @@ class TorchEngine:
             raise ConfigurationError('backend="torch" needs PyTorch: pip install "qwen-embed[torch]"') from error
         self._torch = torch
         self._path = Path(path)
+        check_fork_safe(f"Loading {self._path.name}")
+        device = _check_device(torch, device)
         self._lock = threading.Lock()
+        self._guard = NativeGuard(self._path.name, free=self._free, abort=self._request_abort)
+        self._stop = False
         self._pooling = pooling
         self._device = device
         dtype = dtype or default_torch_dtype(device)
@@ -257,16 +262,12 @@ class TorchEngine:
         self._head_dim = int(q_shape[1]) // self._n_head
         if arch != "qwen3" or not self._n_layer:
             raise ModelLoadError(f"{self._path}: the torch engine runs qwen3 models, not {arch!r}")
-        try:
-            with open(self._path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                self._weights = self._load(buf, info)
-        except (OSError, ValueError) as error:
-            raise ModelLoadError(f"{self._path}: {error}") from error
+        mark_threads_started()  # torch's intra-op pool runs from the first tensor op on
+        self._weights = self._read_weights(info)
         self._tokenizer = _Tokenizer(self._path)
         self._inv_freq = 1.0 / (
             self._rope_base ** (torch.arange(0, self._head_dim, 2, dtype=torch.float32, device=device) / self._head_dim)
         )
-        self._closed = False
         logger.debug(
             "torch engine: %s, dtype=%s, device=%s, threads=%d, tokenizer=%s",
             self._path.name,
@@ -275,6 +276,16 @@ class TorchEngine:
             torch.get_num_threads(),
             self._tokenizer.source,
         )
+
+    def _read_weights(self, info: GGUFInfo) -> dict[str, Any]:
+        # Not ``with mmap``: if loading fails, the traceback still holds numpy views of the map,
+        # and closing it then raises BufferError over the real error. The map closes when freed.
+        try:
+            with open(self._path, "rb") as handle:
+                buf = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            return self._load(buf, info)
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(f"{self._path}: {error}") from error
 
     def _load(self, buf: mmap.mmap, info: GGUFInfo) -> dict[str, Any]:
         """Weights tensor by tensor; q/k/v and gate/up are fused into one matrix each (fewer, larger GEMMs)."""
@@ -309,20 +320,24 @@ class TorchEngine:
     def tokenizer_source(self) -> str:
         return self._tokenizer.source
 
+    @property
+    def max_sequences(self) -> int:
+        return self._max_sequences
+
     def tokenize(self, text: str, *, special: bool = False) -> np.ndarray:
-        self._check_open()
-        return self._tokenizer.tokenize(text, special=special)
+        with self._guard.use():
+            return self._tokenizer.tokenize(text, special=special)
 
     def token_bytes(self, token: int) -> bytes:
-        self._check_open()
-        return self._tokenizer.token_bytes(int(token))
+        with self._guard.use():
+            return self._tokenizer.token_bytes(int(token))
 
     def embed(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
-        self._check_open()
         if not sequences:
+            self._guard.check()
             return np.empty((0, self._n_embd), dtype=np.float32)
         torch = self._torch
-        with self._lock, torch.inference_mode():
+        with self._guard.use(), self._lock, torch.inference_mode():
             lengths = [len(s) for s in sequences]
             if min(lengths) < 1:
                 raise EngineError("cannot embed an empty token sequence")
@@ -336,15 +351,24 @@ class TorchEngine:
             raise EngineError("the torch engine returned non-finite values (NaN/inf)")
         return result
 
-    def close(self) -> None:
-        if not getattr(self, "_closed", True):
-            self._closed = True
-            self._weights = {}
-            self._tokenizer.close()
+    @property
+    def closed(self) -> bool:
+        return self._guard.closed
 
-    def _check_open(self) -> None:
-        if getattr(self, "_closed", True):
-            raise EngineError("the torch engine is closed")
+    def close(self) -> None:
+        """Free the weights once no call uses them; a running forward stops at its next layer."""
+        guard = getattr(self, "_guard", None)
+        if guard is not None:
+            guard.close()
+
+    def _request_abort(self) -> None:
+        self._stop = True
+
+    def _free(self) -> None:
+        self._weights = {}
+        tokenizer = getattr(self, "_tokenizer", None)
+        if tokenizer is not None:
+            tokenizer.close()
 
     # ------------------------------------------------------------------ the forward pass
 
@@ -378,6 +402,8 @@ class TorchEngine:
         rows = torch.arange(batch, device=ids.device)
         x = F.embedding(ids, w["token_embd"])
         for i in range(self._n_layer):
+            if self._stop:  # close() was called: the guard turns this into EmbedderClosedError
+                raise EngineError("forward stopped: the model is being closed")
             p = f"blk.{i}."
             final = i == self._n_layer - 1 and self._pooling == "last"
             hn = self._rms(x, w[p + "attn_norm"])
@@ -408,3 +434,23 @@ class TorchEngine:
             return x[:, -1] if x.shape[1] == 1 else x[rows, last]
         m = valid[:, :, None].to(x.dtype)
         return (x * m).sum(1) / m.sum(1)
+
+
+def _check_device(torch: Any, device: object) -> str:
+    """``device`` as a string torch accepts and can use here, else a ConfigurationError saying why."""
+    if not isinstance(device, str):
+        raise ConfigurationError(f"device must be a string such as 'cpu' or 'cuda', not {device!r}")
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as error:
+        raise ConfigurationError(f"device={device!r} is not a device PyTorch knows ({error}); use 'cpu' or 'cuda'") from error
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        built = torch.version.cuda
+        raise ConfigurationError(
+            f"device={device!r}, but PyTorch sees no CUDA GPU here (this PyTorch is "
+            f"{'built for CUDA ' + built if built else 'a CPU-only build'}); use device='cpu', or "
+            "backend='llama' with n_gpu_layers for llama.cpp's GPU offload."
+        )
+    if parsed.type not in ("cpu", "cuda"):
+        raise ConfigurationError(f"device={device!r}: the torch engine runs on 'cpu' or 'cuda'")
+    return device

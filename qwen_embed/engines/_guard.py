@@ -1,0 +1,118 @@
+"""Native handles that survive any thread interleaving, and a clear error after ``fork``.
+
+:class:`NativeGuard` counts the calls using an engine's native state. ``close()`` returns at
+once: it refuses new calls, asks the running ones to stop (the engine's ``abort`` hook),
+and the native state is freed by whichever of ``close()`` or the last running call finishes
+last, so no thread ever touches freed memory. A call that was running when ``close()`` came
+raises :class:`~qwen_embed.EmbedderClosedError`.
+
+Fork: llama.cpp's OpenMP pool and PyTorch's intra-op pool do not survive ``fork()``. Once a
+process has run either, any compute in a forked child hangs forever (in libgomp), with the
+parent's engine or a fresh one. :func:`mark_threads_started` records that moment;
+:func:`check_fork_safe` turns the hang into an :class:`~qwen_embed.UnsafeForkError`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from ..errors import EmbedderClosedError, UnsafeForkError
+
+__all__ = ["NativeGuard", "check_fork_safe", "mark_threads_started"]
+
+_threads_started_in: int | None = None  # the pid whose native thread pools have run
+
+
+def mark_threads_started() -> None:
+    """Record that this process runs native thread pools (first decode / torch load)."""
+    global _threads_started_in
+    _threads_started_in = os.getpid()
+
+
+def check_fork_safe(what: str) -> None:
+    """Raise :class:`UnsafeForkError` in a child forked after its parent ran native thread pools."""
+    parent = _threads_started_in
+    if parent is not None and parent != os.getpid():
+        raise UnsafeForkError(
+            f"{what} in process {os.getpid()}, a fork of process {parent} after that process ran "
+            "llama.cpp or PyTorch: their thread pools do not survive fork(), and the call would hang. "
+            "Use a 'spawn' or 'forkserver' pool (multiprocessing.get_context('spawn'), "
+            "ProcessPoolExecutor(mp_context=...)) and pass the Embedder to the workers (it pickles as "
+            "its file and options and loads again there), or build one in each worker's initializer."
+        )
+
+
+class NativeGuard:
+    """Reference-counted access to native state; see the module docstring.
+
+    Args:
+        name: What the errors call the owner (``"Qwen3-Embedding-0.6B-Q8_0.gguf"``).
+        free: Frees the native state; called exactly once, with no call running.
+        abort: Asks running calls to stop early (called by :meth:`close`); may be ``None``.
+    """
+
+    def __init__(self, name: str, *, free: Callable[[], None], abort: Callable[[], None] | None = None) -> None:
+        self._name = name
+        self._free = free
+        self._abort = abort
+        self._lock = threading.Lock()
+        self._users = 0
+        self._closed = False
+        self._freed = False
+        self._pid = os.getpid()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def check(self) -> None:
+        """Raise if the state may not be used now (closed, or a fork child that would hang)."""
+        if self._closed:
+            raise EmbedderClosedError(f"{self._name}: this model was closed; create a new one.")
+        check_fork_safe(f"{self._name} was used")
+
+    @contextmanager
+    def use(self) -> Iterator[None]:
+        """Hold the native state for one call; the call raises EmbedderClosedError if closed meanwhile."""
+        with self._lock:
+            self.check()
+            self._users += 1
+        try:
+            yield
+        except BaseException as error:
+            if self._closed and not isinstance(error, EmbedderClosedError):
+                raise EmbedderClosedError(f"{self._name}: closed while this call was running.") from error
+            raise
+        finally:
+            self._release()
+        if self._closed:
+            raise EmbedderClosedError(f"{self._name}: closed while this call was running.")
+
+    def _release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            free_now = self._closed and self._users == 0 and not self._freed
+            if free_now:
+                self._freed = True
+        if free_now:
+            self._free()
+
+    def close(self) -> None:
+        """Refuse new calls, stop running ones, free once nothing uses the state. Returns at once."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if os.getpid() != self._pid and _threads_started_in not in (None, os.getpid()):
+                self._freed = True  # a fork child: never touch the parent's native state
+            free_now = self._users == 0 and not self._freed
+            if free_now:
+                self._freed = True
+            running = self._users > 0
+        if running and self._abort is not None:
+            self._abort()
+        if free_now:
+            self._free()
