@@ -1,0 +1,200 @@
+"""One process-wide cache of loaded models, shared by every framework adapter.
+
+A LangChain query adapter, a Haystack document embedder and a Chroma embedding function
+that name the same model with the same load options get the same loaded
+:class:`~qwen_embed.Embedder`: the model is read once per process. The key is the
+resolved file path plus the load options; per-call choices (task, instruction, ``dim``)
+are not part of it, so adapters that differ only in those share one model too.
+
+Loading is thread-safe: two threads asking for the same model wait for one load;
+different models load in parallel.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import threading
+from collections.abc import Callable, Hashable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..errors import ConfigurationError, ModelNotFoundError
+from ..hub.catalog import DEFAULT_MODEL, DEFAULT_QUANT
+
+__all__ = ["HUB_OPTIONS", "cached_models", "clear_cache", "is_closed", "shared_embedder", "shared_model"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Options that choose and fetch the file (``Embedder.from_pretrained``'s), not load it.
+HUB_OPTIONS = frozenset(
+    {"filename", "revision", "cache_dir", "token", "endpoint", "local_files_only", "memory_budget", "download_progress"}
+)
+
+_lock = threading.Lock()
+_models: dict[Hashable, Any] = {}
+_loading: dict[Hashable, threading.Lock] = {}
+
+
+def shared_embedder(
+    model: str | os.PathLike[str] | None = None,
+    *,
+    quant: str = DEFAULT_QUANT,
+    options: Mapping[str, Any] | None = None,
+) -> Any:
+    """The process-wide :class:`~qwen_embed.Embedder` for ``model`` and these options (loaded once).
+
+    Args:
+        model: A local ``.gguf`` path, a catalog size or alias (``"0.6B"``) or a Hub repo id;
+            default: the catalog's default model.
+        quant: Quantization for a catalog or Hub model (ignored for a local file).
+        options: Keyword options of :class:`~qwen_embed.Embedder` (``n_threads``, ``max_length``,
+            ``long_text``, ...) and of :meth:`~qwen_embed.Embedder.from_pretrained` (``revision``,
+            ``cache_dir``, ``local_files_only``, ...).
+
+    Raises:
+        ConfigurationError: An option that neither accepts (the message lists the choices).
+    """
+    from ..embedder import Embedder
+
+    return shared_model(Embedder, model, quant=quant, options=options)
+
+
+def shared_model(
+    cls: Callable[..., T],
+    model: str | os.PathLike[str] | None = None,
+    *,
+    quant: str | None = DEFAULT_QUANT,
+    options: Mapping[str, Any] | None = None,
+) -> T:
+    """The cached instance of ``cls(path, **load_options)`` (an Embedder, a Reranker, ...).
+
+    ``quant=None`` means the catalog entry's default (``Q8_0`` for embedders).
+    """
+    hub, load = split_options(cls, options)
+    path = resolve_path(model, quant=quant, hub_options=hub, reranker=getattr(cls, "__name__", "") == "Reranker")
+    key = (getattr(cls, "__qualname__", repr(cls)), str(path), freeze(load))
+    with _lock:
+        found = _models.get(key)
+        if found is not None and not is_closed(found):
+            return found  # type: ignore[no-any-return]
+        key_lock = _loading.setdefault(key, threading.Lock())
+    with key_lock:
+        with _lock:
+            found = _models.get(key)
+        if found is not None and not is_closed(found):
+            return found  # type: ignore[no-any-return]
+        logger.debug("loading %s for the shared cache: %s %s", getattr(cls, "__name__", cls), path, load)
+        loaded = cls(path, **load)
+        with _lock:
+            _models[key] = loaded
+        return loaded
+
+
+def clear_cache() -> None:
+    """Forget every cached model.
+
+    Models are not closed here: adapters that hold one keep working, and a model is freed
+    when its last user goes away. The next adapter built from options loads afresh.
+    """
+    with _lock:
+        _models.clear()
+        _loading.clear()
+
+
+def cached_models() -> list[Any]:
+    """The models the cache holds now (open ones only)."""
+    with _lock:
+        return [m for m in _models.values() if not is_closed(m)]
+
+
+def is_closed(model: object) -> bool:
+    """Whether an Embedder (or Reranker) was closed."""
+    closed = getattr(model, "closed", None)
+    if isinstance(closed, bool):
+        return closed
+    return getattr(model, "_engine", True) is None
+
+
+def split_options(cls: Callable[..., Any], options: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``options`` split into hub options and ``cls``'s load options; unknown names raise."""
+    if options is None:
+        return {}, {}
+    if not isinstance(options, Mapping):
+        raise ConfigurationError(
+            f"embedder_options must be a dict of option names to values, not {type(options).__name__}"
+        )
+    accepted = _load_options(cls)
+    hub: dict[str, Any] = {}
+    load: dict[str, Any] = {}
+    for name, value in options.items():
+        if name in HUB_OPTIONS:
+            hub[name] = value
+        elif name in accepted:
+            load[name] = value
+        else:
+            choices = ", ".join(sorted(accepted | HUB_OPTIONS))
+            raise ConfigurationError(
+                f"Unknown option {name!r} for {getattr(cls, '__name__', cls)}. Accepted: {choices}."
+            )
+    return hub, load
+
+
+def _load_options(cls: Callable[..., Any]) -> set[str]:
+    params = inspect.signature(cls).parameters.values()
+    return {p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def resolve_path(
+    model: str | os.PathLike[str] | None,
+    *,
+    quant: str | None,
+    hub_options: Mapping[str, Any] | None = None,
+    reranker: bool = False,
+) -> Path:
+    """The absolute, symlink-free path of the model file (downloading it once if it comes from the Hub).
+
+    Names are looked up in the embedding catalog, or in the reranker catalog when ``reranker``.
+    """
+    hub = dict(hub_options or {})
+    if model is None:
+        model = DEFAULT_MODEL
+    if not isinstance(model, (str, os.PathLike)):
+        raise ConfigurationError(
+            f"model must be a .gguf path, a catalog name such as '0.6B' or a Hub repo id, not {type(model).__name__}"
+        )
+    text = os.fspath(model)
+    local = Path(os.path.expanduser(text))
+    if isinstance(model, os.PathLike) or text.lower().endswith(".gguf") or local.is_file():
+        if not local.is_file():
+            raise ModelNotFoundError(f"Model file not found: {local}. Pass an existing .gguf file or a catalog name.")
+        return local.resolve()
+    from ..hub.download import download_model
+
+    progress = hub.pop("download_progress", True)
+    if reranker:
+        from ..hub.catalog import lookup_reranker_repo
+
+        text, entry = lookup_reranker_repo(text)
+        quant = quant or (entry.default_quant if entry else DEFAULT_QUANT)
+    return download_model(text, quant=quant or DEFAULT_QUANT, progress=progress, **hub).resolve()
+
+
+def freeze(value: Any) -> Hashable:
+    """A hashable, order-independent stand-in for an options value."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    if isinstance(value, (set, frozenset)):
+        return frozenset(freeze(v) for v in value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    try:
+        hash(value)
+    except TypeError:
+        return ("repr", type(value).__qualname__, repr(value))
+    return value  # type: ignore[no-any-return]

@@ -1,0 +1,205 @@
+"""What every adapter shares: the missing-extra error, the model source and the two sides.
+
+An adapter holds a :class:`ModelSource` (an existing Embedder, or the options to get one
+from the shared cache on first use) and a :class:`Sides` (which prompt each side gets).
+``Sides.queries`` and ``Sides.documents`` make exactly one ``encode`` call per batch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigurationError, EmbedderClosedError, InputTypeError, QwenEmbedError
+from ..hub.catalog import DEFAULT_QUANT
+from ..text.prompts import _check_instruction
+from ._cache import freeze, is_closed, shared_model
+
+__all__ = ["MissingExtraError", "ModelSource", "Sides", "require", "text_list", "to_floats"]
+
+
+class MissingExtraError(QwenEmbedError, ImportError):
+    """A framework adapter was imported but its framework is not installed (the message has the pip command)."""
+
+
+def require(module: str, *, extra: str, what: str) -> ModuleType:
+    """Import ``module`` or raise :class:`MissingExtraError` with the install hint for ``extra``."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise MissingExtraError(
+            f"{what} needs the {module.split('.')[0]!r} package, which is not installed ({error}). "
+            f'Install it with: pip install "qwen-embed[{extra}]"'
+        ) from error
+
+
+def text_list(texts: object, *, method: str, single: str) -> list[str]:
+    """``texts`` as a list of str; a lone str or a non-str item raises :class:`InputTypeError`."""
+    if isinstance(texts, str):
+        raise InputTypeError(f"{method} takes a list of str, not a single str; for one text use {single}.")
+    if isinstance(texts, (bytes, bytearray, Mapping)) or not isinstance(texts, Sequence):
+        raise InputTypeError(f"{method} takes a list of str, not {type(texts).__name__}.")
+    for i, item in enumerate(texts):
+        if not isinstance(item, str):
+            raise InputTypeError(f"{method}: text #{i} is {type(item).__name__}, not str; every text must be a str.")
+    return list(texts)
+
+
+def one_text(text: object, *, method: str, many: str) -> str:
+    """``text`` if it is a str; else :class:`InputTypeError` naming the method for many texts."""
+    if not isinstance(text, str):
+        hint = f"; for several texts use {many}" if isinstance(text, (list, tuple)) else ""
+        raise InputTypeError(f"{method} takes one str, not {type(text).__name__}{hint}.")
+    return text
+
+
+def to_floats(vectors: np.ndarray) -> list[Any]:
+    """Python floats (``list[float]`` or ``list[list[float]]``), what most frameworks assert."""
+    return vectors.astype(np.float64, copy=False).tolist()  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class Sides:
+    """Which prompt queries and documents get.
+
+    Attributes:
+        task: A prompt name of the embedder's registry (``"qa"``, ``"code_search"``, ``"sts"``, ...)
+            used for both sides: queries get its query instruction, documents its passage
+            instruction (none for retrieval tasks). ``None``: web-search queries, bare documents.
+        query_instruction: An instruction for queries that replaces the task's.
+        document_instruction: An instruction for documents (symmetric use); default: the task's.
+        dim: Output dimension (Matryoshka), or ``None`` for the embedder's.
+    """
+
+    task: str | None = None
+    query_instruction: str | None = None
+    document_instruction: str | None = None
+    dim: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.task is not None and (not isinstance(self.task, str) or not self.task):
+            raise ConfigurationError(f"task must be a prompt name such as 'qa' or 'sts', not {self.task!r}")
+        _check_instruction(self.query_instruction, "query_instruction")
+        _check_instruction(self.document_instruction, "document_instruction")
+        if self.dim is not None and (isinstance(self.dim, bool) or not isinstance(self.dim, int) or self.dim < 1):
+            raise ConfigurationError(f"dim must be a positive int (Matryoshka size) or None, not {self.dim!r}")
+
+    def check(self, embedder: Any) -> None:
+        """Fail early on a task name or dim the embedder does not know."""
+        if self.task is not None:
+            embedder.prompts.get_prompt(self.task)
+        if self.dim is not None:
+            embedder.encode([], dim=self.dim)  # DimensionError names the valid range
+
+    def queries(self, embedder: Any, texts: str | list[str]) -> np.ndarray:
+        """One encode call: the texts as queries."""
+        if self.query_instruction is not None:
+            return embedder.encode(texts, instruction=self.query_instruction, dim=self.dim)  # type: ignore[no-any-return]
+        return embedder.encode_queries(texts, task=self.task, dim=self.dim)  # type: ignore[no-any-return]
+
+    def documents(self, embedder: Any, texts: str | list[str]) -> np.ndarray:
+        """One encode call: the texts as documents."""
+        if self.document_instruction is not None:
+            return embedder.encode(texts, instruction=self.document_instruction, dim=self.dim)  # type: ignore[no-any-return]
+        return embedder.encode_documents(texts, task=self.task, dim=self.dim)  # type: ignore[no-any-return]
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able fields (for frameworks that save adapters)."""
+        return {
+            "task": self.task,
+            "query_instruction": self.query_instruction,
+            "document_instruction": self.document_instruction,
+            "dim": self.dim,
+        }
+
+
+class ModelSource:
+    """An existing model, or the options to fetch one from the shared cache on first use.
+
+    Args:
+        kind: The class to load (``Embedder`` or ``Reranker``).
+        model: A ``.gguf`` path, catalog name or Hub repo id (with ``options``), or ``None``.
+        instance: An existing ``kind`` instance (excludes ``model`` and ``options``).
+        quant: Quantization for a catalog or Hub model (``None``: the catalog entry's default).
+        options: Load and download options of ``kind``.
+    """
+
+    def __init__(
+        self,
+        kind: type,
+        *,
+        model: str | os.PathLike[str] | None = None,
+        instance: object | None = None,
+        quant: str | None = DEFAULT_QUANT,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        name = kind.__name__
+        if instance is not None:
+            if not isinstance(instance, kind):
+                raise InputTypeError(
+                    f"{name.lower()}= must be a qwen_embed.{name}, not {type(instance).__name__}; "
+                    f"to build one, pass model= (a .gguf path or a catalog name) instead."
+                )
+            if model is not None or options:
+                raise ConfigurationError(
+                    f"give either an existing {name} ({name.lower()}=) or model=/{name.lower()}_options=, not both"
+                )
+            if is_closed(instance):
+                raise EmbedderClosedError(f"the {name} passed in was closed; pass an open one or model= instead.")
+        if options is not None and not isinstance(options, Mapping):
+            raise ConfigurationError(f"options must be a dict, not {type(options).__name__}")
+        if quant is not None and not isinstance(quant, str):
+            raise ConfigurationError(f"quant must be a str such as 'Q8_0', not {type(quant).__name__}")
+        self.kind = kind
+        self.model = os.fspath(model) if isinstance(model, os.PathLike) else model
+        self.quant = quant
+        self.options: dict[str, Any] = dict(options or {})
+        self._instance = instance
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model is in hand (given, or loaded by a first call)."""
+        return self._instance is not None
+
+    def get(self) -> Any:
+        """The model; the first call loads it through the shared cache (thread-safe)."""
+        instance = self._instance
+        if instance is not None:
+            return instance
+        with self._lock:
+            if self._instance is None:
+                self._instance = shared_model(self.kind, self.model, quant=self.quant, options=self.options)
+            return self._instance
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able description from which an equal source can be rebuilt in another process."""
+        if self.model is None and self._instance is not None:
+            path: Path = self._instance.model_path
+            return {"model": str(path), "quant": self.quant, "embedder_options": {}}
+        return {"model": self.model, "quant": self.quant, "embedder_options": _jsonable(self.options)}
+
+    def key(self) -> Any:
+        """Hashable identity (for equality between adapters)."""
+        if self.model is None and self._instance is not None:
+            return ("instance", id(self._instance))
+        return (self.model, self.quant, freeze(self.options))
+
+
+def _jsonable(options: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in options.items():
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if name == "token" or not isinstance(value, (str, int, float, bool, type(None))):
+            continue  # secrets and live objects are not saved with a pipeline or collection
+        out[name] = value
+    return out

@@ -1,0 +1,98 @@
+"""LangChain: :class:`QwenEmbeddings`, a ``langchain_core`` ``Embeddings`` (``pip install "qwen-embed[langchain]"``).
+
+>>> from qwen_embed.integrations.langchain import QwenEmbeddings
+>>> embeddings = QwenEmbeddings(model="0.6B", quant="Q8_0")            # doctest: +SKIP
+>>> from langchain_core.vectorstores import InMemoryVectorStore
+>>> store = InMemoryVectorStore.from_texts(texts, embeddings)        # doctest: +SKIP
+
+``embed_documents`` is one ``encode_documents`` call (real batching), ``embed_query`` one
+``encode_queries`` call with the task's instruction; vectors come back as Python floats,
+L2-normalized. The async methods run on a worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from ._common import require
+
+require("langchain_core", extra="langchain", what="qwen_embed.integrations.langchain")
+
+from langchain_core.embeddings import Embeddings  # noqa: E402
+
+from ..embedder import Embedder  # noqa: E402
+from ..hub.catalog import DEFAULT_QUANT  # noqa: E402
+from ._common import ModelSource, Sides, one_text, text_list, to_floats  # noqa: E402
+
+__all__ = ["QwenEmbeddings"]
+
+
+class QwenEmbeddings(Embeddings):
+    """Qwen3-Embedding vectors for LangChain.
+
+    Args:
+        model: A ``.gguf`` path, a catalog name (``"0.6B"``, ``"4B"``) or a Hub repo id.
+        embedder: An existing :class:`~qwen_embed.Embedder` to use instead (share one model
+            across adapters); excludes ``model`` and ``embedder_options``.
+        quant: Quantization of a catalog or Hub model.
+        task: Prompt name for both sides (``"qa"``, ``"code_search"``, ``"sts"``, ...); default:
+            web-search queries, bare documents.
+        query_instruction: Instruction for queries, replacing the task's.
+        document_instruction: Instruction for documents (symmetric tasks), replacing the task's.
+        dim: Output dimension (Matryoshka, 32 to the model's size).
+        embedder_options: Options of :class:`~qwen_embed.Embedder` and ``from_pretrained``
+            (``n_threads``, ``max_length``, ``long_text``, ``revision``, ...).
+
+    The model is loaded (once per process, through the shared cache) when the object is made.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str | os.PathLike[str] | None = None,
+        embedder: Embedder | None = None,
+        quant: str = DEFAULT_QUANT,
+        task: str | None = None,
+        query_instruction: str | None = None,
+        document_instruction: str | None = None,
+        dim: int | None = None,
+        embedder_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._sides = Sides(task, query_instruction, document_instruction, dim)
+        self._source = ModelSource(Embedder, model=model, instance=embedder, quant=quant, options=embedder_options)
+        self._sides.check(self._source.get())
+
+    @property
+    def embedder(self) -> Embedder:
+        """The :class:`~qwen_embed.Embedder` in use."""
+        return self._source.get()  # type: ignore[no-any-return]
+
+    @property
+    def dim(self) -> int:
+        """Length of the vectors returned."""
+        return self._sides.dim or self.embedder.dim
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Embed documents (one ``encode_documents`` call); an empty list gives ``[]``."""
+        items = text_list(texts, method="embed_documents", single="embed_query")
+        return to_floats(self._sides.documents(self.embedder, items))  # type: ignore[no-any-return]
+
+    def embed_query(self, text: str) -> list[float]:
+        """Embed one query with the task's query instruction."""
+        query = one_text(text, method="embed_query", many="embed_documents")
+        return to_floats(self._sides.queries(self.embedder, [query])[0])  # type: ignore[no-any-return]
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        """:meth:`embed_documents` on a worker thread."""
+        return await asyncio.to_thread(self.embed_documents, texts)
+
+    async def aembed_query(self, text: str) -> list[float]:
+        """:meth:`embed_query` on a worker thread."""
+        return await asyncio.to_thread(self.embed_query, text)
+
+    def __repr__(self) -> str:
+        model = self._source.model or (self.embedder.model_path.name if self._source.loaded else None)
+        return f"QwenEmbeddings(model={model!r}, task={self._sides.task!r}, dim={self.dim})"

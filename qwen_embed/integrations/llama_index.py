@@ -1,0 +1,128 @@
+"""LlamaIndex: :class:`QwenEmbedding`, a ``BaseEmbedding`` (``pip install "qwen-embed[llamaindex]"``).
+
+>>> from llama_index.core import Settings, VectorStoreIndex
+>>> from qwen_embed.integrations.llama_index import QwenEmbedding
+>>> Settings.embed_model = QwenEmbedding(model="0.6B", quant="Q8_0")     # doctest: +SKIP
+>>> index = VectorStoreIndex.from_documents(documents)                  # doctest: +SKIP
+
+All six embedding methods are overridden: a batch of texts is one ``encode_documents``
+call (LlamaIndex's default would embed one text per call), queries get the task's
+instruction (LlamaIndex's HuggingFace wrapper drops Qwen3's), and the async methods run
+on a worker thread instead of blocking the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from ._common import require
+
+require("llama_index.core", extra="llamaindex", what="qwen_embed.integrations.llama_index")
+
+from llama_index.core.base.embeddings.base import BaseEmbedding  # noqa: E402
+from llama_index.core.bridge.pydantic import Field, PrivateAttr  # noqa: E402
+
+from .._config import DEFAULT_BATCH_SIZE  # noqa: E402
+from ..embedder import Embedder  # noqa: E402
+from ..hub.catalog import DEFAULT_QUANT  # noqa: E402
+from ._common import ModelSource, Sides, one_text, text_list, to_floats  # noqa: E402
+
+__all__ = ["QwenEmbedding"]
+
+
+class QwenEmbedding(BaseEmbedding):
+    """Qwen3-Embedding vectors for LlamaIndex.
+
+    Args:
+        model: A ``.gguf`` path, a catalog name (``"0.6B"``) or a Hub repo id.
+        embedder: An existing :class:`~qwen_embed.Embedder` to use instead (excludes
+            ``embedder_options``).
+        quant: Quantization of a catalog or Hub model.
+        task: Prompt name for both sides (``"qa"``, ``"sts"``, ...); default: web-search
+            queries, bare documents.
+        query_instruction: Instruction for queries, replacing the task's.
+        document_instruction: Instruction for documents (symmetric tasks).
+        dim: Output dimension (Matryoshka).
+        embedder_options: Options of :class:`~qwen_embed.Embedder` and ``from_pretrained``.
+        embed_batch_size: Texts per ``encode`` call (LlamaIndex's default of 10 is raised to
+            the Embedder's batch size).
+        **kwargs: Other :class:`BaseEmbedding` fields (``callback_manager``, ``num_workers``, ...).
+    """
+
+    model: str | None = Field(default=None, description="A .gguf path, catalog name or Hub repo id.")
+    quant: str = Field(default=DEFAULT_QUANT, description="Quantization of a catalog or Hub model.")
+    task: str | None = Field(default=None, description="Prompt name for both sides.")
+    query_instruction: str | None = Field(default=None, description="Instruction for queries.")
+    document_instruction: str | None = Field(default=None, description="Instruction for documents.")
+    dim: int | None = Field(default=None, description="Output dimension (Matryoshka).")
+    embedder_options: dict[str, Any] = Field(default_factory=dict, description="Embedder options.")
+
+    _source: ModelSource = PrivateAttr()
+    _sides: Sides = PrivateAttr()
+
+    def __init__(
+        self,
+        *,
+        model: str | os.PathLike[str] | None = None,
+        embedder: Embedder | None = None,
+        quant: str = DEFAULT_QUANT,
+        task: str | None = None,
+        query_instruction: str | None = None,
+        document_instruction: str | None = None,
+        dim: int | None = None,
+        embedder_options: Mapping[str, Any] | None = None,
+        embed_batch_size: int = DEFAULT_BATCH_SIZE,
+        **kwargs: Any,
+    ) -> None:
+        sides = Sides(task, query_instruction, document_instruction, dim)
+        source = ModelSource(Embedder, model=model, instance=embedder, quant=quant, options=embedder_options)
+        loaded: Embedder = source.get()
+        sides.check(loaded)
+        shown = os.fspath(model) if model is not None else str(loaded.model_path)
+        kwargs.setdefault("model_name", os.path.basename(shown))
+        super().__init__(
+            model=shown,
+            quant=quant,
+            task=task,
+            query_instruction=query_instruction,
+            document_instruction=document_instruction,
+            dim=dim,
+            embedder_options=dict(embedder_options or {}),
+            embed_batch_size=embed_batch_size,
+            **kwargs,
+        )
+        self._source = source
+        self._sides = sides
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "QwenEmbedding"
+
+    @property
+    def embedder(self) -> Embedder:
+        """The :class:`~qwen_embed.Embedder` in use."""
+        return self._source.get()  # type: ignore[no-any-return]
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        text = one_text(query, method="get_query_embedding", many="get_text_embedding_batch")
+        return to_floats(self._sides.queries(self.embedder, [text])[0])  # type: ignore[no-any-return]
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return await asyncio.to_thread(self._get_query_embedding, query)
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        one = one_text(text, method="get_text_embedding", many="get_text_embedding_batch")
+        return to_floats(self._sides.documents(self.embedder, [one])[0])  # type: ignore[no-any-return]
+
+    async def _aget_text_embedding(self, text: str) -> list[float]:
+        return await asyncio.to_thread(self._get_text_embedding, text)
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        items = text_list(texts, method="get_text_embedding_batch", single="get_text_embedding")
+        return to_floats(self._sides.documents(self.embedder, items))  # type: ignore[no-any-return]
+
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return await asyncio.to_thread(self._get_text_embeddings, texts)
