@@ -23,7 +23,7 @@ from ..hub.catalog import DEFAULT_QUANT
 from ..text.prompts import _check_instruction
 from ._cache import freeze, is_closed, shared_model
 
-__all__ = ["MissingExtraError", "ModelSource", "Sides", "require", "text_list", "to_floats"]
+__all__ = ["MissingExtraError", "ModelSource", "Sides", "positive_top_n", "rank", "require", "text_list", "to_floats"]
 
 
 class MissingExtraError(QwenEmbedError, ImportError):
@@ -203,3 +203,24 @@ def _jsonable(options: Mapping[str, Any]) -> dict[str, Any]:
             continue  # secrets and live objects are not saved with a pipeline or collection
         out[name] = value
     return out
+
+
+def positive_top_n(value: object) -> int | None:
+    """``top_n`` checked: a positive int, or ``None`` for all."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"top_n must be a positive int or None (keep all), not {value!r}")
+    return value
+
+
+def rank(
+    reranker: Any, query: object, texts: list[str], *, top_n: int | None, instruction: str | None
+) -> list[tuple[int, float]]:
+    """``(index, score)`` best first, at most ``top_n``: one ``Reranker.rank`` call."""
+    if not isinstance(query, str):
+        raise InputTypeError(f"the query must be a str, not {type(query).__name__}")
+    if not texts:
+        return []
+    hits = reranker.rank(query, texts, top_k=top_n, instruction=instruction)
+    return [(int(hit["corpus_id"]), float(hit["score"])) for hit in hits]

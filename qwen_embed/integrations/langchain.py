@@ -8,6 +8,10 @@
 ``embed_documents`` is one ``encode_documents`` call (real batching), ``embed_query`` one
 ``encode_queries`` call with the task's instruction; vectors come back as Python floats,
 L2-normalized. The async methods run on a worker thread, never on the event loop.
+
+:class:`QwenRerank` is a document compressor on a Qwen3-Reranker GGUF (for
+``ContextualCompressionRetriever``): it keeps the ``top_n`` best documents, best first,
+with the score in ``metadata["relevance_score"]``.
 """
 
 from __future__ import annotations
@@ -21,13 +25,20 @@ from ._common import require
 
 require("langchain_core", extra="langchain", what="qwen_embed.integrations.langchain")
 
+from collections.abc import Sequence  # noqa: E402
+
+from langchain_core.callbacks import Callbacks  # noqa: E402
+from langchain_core.documents import BaseDocumentCompressor, Document  # noqa: E402
 from langchain_core.embeddings import Embeddings  # noqa: E402
+from pydantic import ConfigDict, PrivateAttr  # noqa: E402
 
 from ..embedder import Embedder  # noqa: E402
+from ..errors import InputTypeError  # noqa: E402
 from ..hub.catalog import DEFAULT_QUANT  # noqa: E402
-from ._common import ModelSource, Sides, one_text, text_list, to_floats  # noqa: E402
+from ..reranker import Reranker  # noqa: E402
+from ._common import ModelSource, Sides, one_text, positive_top_n, rank, text_list, to_floats  # noqa: E402
 
-__all__ = ["QwenEmbeddings"]
+__all__ = ["QwenEmbeddings", "QwenRerank"]
 
 
 class QwenEmbeddings(Embeddings):
@@ -96,3 +107,62 @@ class QwenEmbeddings(Embeddings):
     def __repr__(self) -> str:
         model = self._source.model or (self.embedder.model_path.name if self._source.loaded else None)
         return f"QwenEmbeddings(model={model!r}, task={self._sides.task!r}, dim={self.dim})"
+
+
+class QwenRerank(BaseDocumentCompressor):
+    """Rerank retrieved LangChain documents with a Qwen3-Reranker.
+
+    Args:
+        model: A reranker ``.gguf`` path, a reranker catalog size (``"0.6B"``) or a Hub repo id.
+        reranker: An existing :class:`~qwen_embed.Reranker` instead.
+        quant: Quantization of a catalog or Hub model (default: the catalog entry's).
+        top_n: How many documents to keep (``None``: all, reordered).
+        instruction: The reranking task's instruction (default: the reranker's).
+        reranker_options: Options of :class:`~qwen_embed.Reranker` and ``from_pretrained``.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    top_n: int | None = 3
+    instruction: str | None = None
+
+    _source: ModelSource = PrivateAttr()
+
+    def __init__(
+        self,
+        *,
+        model: str | os.PathLike[str] | None = None,
+        reranker: Reranker | None = None,
+        quant: str | None = None,
+        top_n: int | None = 3,
+        instruction: str | None = None,
+        reranker_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(top_n=positive_top_n(top_n), instruction=instruction)
+        self._source = ModelSource(Reranker, model=model, instance=reranker, quant=quant, options=reranker_options)
+        self._source.get()
+
+    @property
+    def reranker(self) -> Reranker:
+        """The :class:`~qwen_embed.Reranker` in use."""
+        return self._source.get()  # type: ignore[no-any-return]
+
+    def compress_documents(
+        self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
+    ) -> Sequence[Document]:
+        """The ``top_n`` documents most relevant to ``query``, best first (one ``rank`` call)."""
+        docs = list(documents)
+        for i, doc in enumerate(docs):
+            if not isinstance(doc, Document):
+                raise InputTypeError(f"compress_documents: item #{i} is {type(doc).__name__}, not a Document.")
+        texts = [d.page_content for d in docs]
+        hits = rank(self.reranker, query, texts, top_n=self.top_n, instruction=self.instruction)
+        return [
+            docs[i].model_copy(update={"metadata": {**docs[i].metadata, "relevance_score": score}}) for i, score in hits
+        ]
+
+    async def acompress_documents(
+        self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
+    ) -> Sequence[Document]:
+        """:meth:`compress_documents` on a worker thread."""
+        return await asyncio.to_thread(self.compress_documents, documents, query, callbacks)

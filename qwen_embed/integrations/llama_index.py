@@ -9,6 +9,9 @@ All six embedding methods are overridden: a batch of texts is one ``encode_docum
 call (LlamaIndex's default would embed one text per call), queries get the task's
 instruction (LlamaIndex's HuggingFace wrapper drops Qwen3's), and the async methods run
 on a worker thread instead of blocking the event loop.
+
+:class:`QwenRerank` is a node postprocessor on a Qwen3-Reranker GGUF
+(``index.as_query_engine(node_postprocessors=[QwenRerank(...)])``).
 """
 
 from __future__ import annotations
@@ -24,13 +27,17 @@ require("llama_index.core", extra="llamaindex", what="qwen_embed.integrations.ll
 
 from llama_index.core.base.embeddings.base import BaseEmbedding  # noqa: E402
 from llama_index.core.bridge.pydantic import Field, PrivateAttr  # noqa: E402
+from llama_index.core.postprocessor.types import BaseNodePostprocessor  # noqa: E402
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle  # noqa: E402
 
 from .._config import DEFAULT_BATCH_SIZE  # noqa: E402
 from ..embedder import Embedder  # noqa: E402
+from ..errors import ConfigurationError, InputTypeError  # noqa: E402
 from ..hub.catalog import DEFAULT_QUANT  # noqa: E402
-from ._common import ModelSource, Sides, one_text, text_list, to_floats  # noqa: E402
+from ..reranker import Reranker  # noqa: E402
+from ._common import ModelSource, Sides, one_text, positive_top_n, rank, text_list, to_floats  # noqa: E402
 
-__all__ = ["QwenEmbedding"]
+__all__ = ["QwenEmbedding", "QwenRerank"]
 
 
 class QwenEmbedding(BaseEmbedding):
@@ -126,3 +133,65 @@ class QwenEmbedding(BaseEmbedding):
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
         return await asyncio.to_thread(self._get_text_embeddings, texts)
+
+
+class QwenRerank(BaseNodePostprocessor):
+    """Rerank retrieved nodes with a Qwen3-Reranker; scores become the reranker's probabilities.
+
+    Args:
+        model: A reranker ``.gguf`` path, a reranker catalog size (``"0.6B"``) or a Hub repo id.
+        reranker: An existing :class:`~qwen_embed.Reranker` instead.
+        quant: Quantization of a catalog or Hub model (default: the catalog entry's).
+        top_n: How many nodes to keep (``None``: all, reordered).
+        instruction: The reranking task's instruction (default: the reranker's).
+        reranker_options: Options of :class:`~qwen_embed.Reranker` and ``from_pretrained``.
+    """
+
+    model: str | None = Field(default=None, description="A reranker .gguf path, catalog size or Hub repo id.")
+    top_n: int | None = Field(default=3, description="How many nodes to keep (None: all).")
+    instruction: str | None = Field(default=None, description="The reranking instruction.")
+
+    _source: ModelSource = PrivateAttr()
+
+    def __init__(
+        self,
+        *,
+        model: str | os.PathLike[str] | None = None,
+        reranker: Reranker | None = None,
+        quant: str | None = None,
+        top_n: int | None = 3,
+        instruction: str | None = None,
+        reranker_options: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        source = ModelSource(Reranker, model=model, instance=reranker, quant=quant, options=reranker_options)
+        loaded: Reranker = source.get()
+        shown = os.fspath(model) if model is not None else str(loaded.model_path)
+        super().__init__(model=shown, top_n=positive_top_n(top_n), instruction=instruction, **kwargs)
+        self._source = source
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "QwenRerank"
+
+    @property
+    def reranker(self) -> Reranker:
+        """The :class:`~qwen_embed.Reranker` in use."""
+        return self._source.get()  # type: ignore[no-any-return]
+
+    def _postprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        if query_bundle is None:
+            raise ConfigurationError("QwenRerank needs the query: pass query_str= or query_bundle=.")
+        for i, node in enumerate(nodes):
+            if not isinstance(node, NodeWithScore):
+                raise InputTypeError(f"QwenRerank: item #{i} is {type(node).__name__}, not a NodeWithScore.")
+        texts = [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
+        hits = rank(self.reranker, query_bundle.query_str, texts, top_n=self.top_n, instruction=self.instruction)
+        return [NodeWithScore(node=nodes[i].node, score=score) for i, score in hits]
+
+    async def _apostprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        return await asyncio.to_thread(self._postprocess_nodes, nodes, query_bundle)
