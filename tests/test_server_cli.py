@@ -1,0 +1,122 @@
+"""`qwen-embed serve` as a real process: flags checked by argparse, the banner after the bind, stderr logs, the key."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from qwen_embed.interfaces.cli import main
+
+from .server_support import HANG
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "needle"),
+    [
+        ("--port", "99999", "not a port: '99999'"),
+        ("--port", "http", "not a port"),
+        ("--max-inputs", "0", "at least 1, not '0'"),
+        ("--max-request-tokens", "-5", "at least 1"),
+        ("--body-timeout", "0", "seconds above 0"),
+        ("--header-timeout", "inf", "seconds above 0"),
+        ("--max-body-bytes", "lots", "not a size"),
+        ("--log-level", "loud", "invalid choice"),
+    ],
+)
+def test_bad_serve_flags_are_one_line_argparse_errors(
+    flag: str, value: str, needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--model-path", "never-loaded.gguf", flag, value])
+    assert exited.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("qwen-embed serve: error: argument") and needle in last
+
+
+class ServeProcess:
+    """``python -m qwen_embed serve`` with its stderr read line by line on a thread."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        environment = {**os.environ, **(env or {})}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "qwen_embed", "serve", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environment,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        self.ended = False
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_for(self, needle: str) -> str | None:
+        """The first stderr line holding ``needle``; ``None`` if the process ended first."""
+        while True:
+            line = self.lines.get(timeout=HANG)
+            if line is None:
+                self.ended = True
+                return None
+            self.seen.append(line)
+            if needle in line:
+                return line
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=HANG)
+        while not self.ended:
+            line = self.lines.get(timeout=HANG)
+            self.ended = line is None
+            if line is not None:
+                self.seen.append(line)
+        return code
+
+
+def test_banner_after_the_bind_logs_on_stderr_and_the_env_api_key(tiny_model: Path) -> None:
+    server = ServeProcess("--model-path", str(tiny_model), "--port", "0", env={"QWEN_EMBED_API_KEY": "from-env"})
+    try:
+        banner = server.wait_for("qwen-embed: serving")
+        assert banner is not None, "".join(server.seen)
+        assert any("Uvicorn running on" in line for line in server.seen)  # uvicorn had bound the port
+        url = banner.split(" on ", 1)[1].strip()
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
+        assert httpx.get(url.removesuffix("/v1") + "/health", timeout=HANG).status_code == 200
+        body = {"input": "x"}
+        assert httpx.post(url + "/embeddings", json=body, timeout=HANG).status_code == 401
+        auth = {"Authorization": "Bearer from-env"}
+        assert httpx.post(url + "/embeddings", json=body, headers=auth, timeout=HANG).status_code == 200
+        assert server.wait_for('"POST /v1/embeddings" 200') is not None  # the access log, on stderr
+    finally:
+        code = server.stop()
+    assert code == -signal.SIGTERM  # uvicorn drains, then re-raises the signal: the shell sees 143
+    assert any("Finished server process" in line for line in server.seen)  # the drain ran to its end
+    assert server.process.stdout is not None and server.process.stdout.read() == ""
+
+
+def test_no_banner_when_the_port_is_taken(tiny_model: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = ServeProcess("--model-path", str(tiny_model), "--port", str(port))
+        assert server.wait_for("qwen-embed: serving") is None
+        code = server.stop()
+    assert code != 0
+    assert any("address already in use" in line.lower() for line in server.seen), "".join(server.seen)
