@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -353,6 +354,44 @@ def test_cli_without_the_hub_prints_one_line(tmp_path: Path, command: str) -> No
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith(f"qwen-embed {command}: DownloadError: Could not list the files")
     assert f"the Hub at {endpoint} after 3 failed attempt(s)" in lines[0] and "HF_HUB_OFFLINE=1" in lines[0]
+
+
+def test_retry_budget_counts_attempts_in_all_and_seconds_since_progress() -> None:
+    from qwen_embed.hub._network import NetworkSettings, RetryBudget
+
+    budget = RetryBudget(NetworkSettings(attempts=3, retry_seconds=0.001), endpoint="http://hub", what="x")
+    assert not budget.record_failure("GET /a", "ReadError")
+    time.sleep(0.01)
+    assert budget.spent  # the time budget ran out after the first failure
+    budget.record_progress()  # a body then arrived at a good speed
+    assert not budget.spent
+    assert not budget.record_failure("GET /a", "ReadError")
+    budget.record_progress()
+    assert budget.record_failure("GET /a", "ReadError")  # the third failure in all: progress does not reset it
+
+
+def test_concurrent_downloads_share_the_guard_and_restore_it(hub: HubServer, tmp_path: Path) -> None:
+    from huggingface_hub.utils import _http
+
+    before = _http._GLOBAL_CLIENT_FACTORY
+    paths: dict[str, Path] = {}
+    errors: list[BaseException] = []
+
+    def fetch(quant: str) -> None:
+        try:
+            paths[quant] = download_model("0.6B", quant=quant, endpoint=hub.url, cache_dir=tmp_path, progress=False)
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    workers = [threading.Thread(target=fetch, args=(q,)) for q in ("Q8_0", "f16")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)  # a hang guard only
+    assert not any(worker.is_alive() for worker in workers)
+    assert not errors, errors
+    assert {p.name for p in paths.values()} == {F16, Q8}
+    assert _http._GLOBAL_CLIENT_FACTORY is before
 
 
 def test_the_client_factory_is_restored(hub: HubServer, tmp_path: Path) -> None:

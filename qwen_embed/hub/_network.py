@@ -80,8 +80,8 @@ class NetworkSettings:
             also the window over which ``min_speed`` is measured.
         attempts: Failed requests tolerated per operation (one listing, or one file) before giving up
             (``QWEN_EMBED_HUB_ATTEMPTS``).
-        retry_seconds: Seconds after an operation's first failure after which no new attempt starts
-            (``QWEN_EMBED_HUB_RETRY_SECONDS``).
+        retry_seconds: Seconds after a failure (with no file progress since) after which no new attempt
+            starts (``QWEN_EMBED_HUB_RETRY_SECONDS``).
         min_speed: A file body slower than this many bytes per second over ``download_timeout`` seconds
             counts as a stalled attempt (``QWEN_EMBED_HUB_MIN_SPEED``).
     """
@@ -180,6 +180,11 @@ class RetryBudget:
         if self._first_failure is None:
             return self.settings.retry_seconds
         return self.settings.retry_seconds - (time.monotonic() - self._first_failure)
+
+    def record_progress(self) -> None:
+        """A body kept above the speed floor for a whole window: the time budget starts again (not the attempts)."""
+        with self._lock:
+            self._first_failure = None
 
     def record_request(self) -> None:
         """Count one request sent."""
@@ -335,6 +340,7 @@ def _guard_classes(httpx: Any) -> tuple[type, type]:
                                     f"{budget.settings.min_speed:g} B/s over {window:.1f} s",
                                     request=self._response.request,
                                 )
+                            budget.record_progress()
                             window_start, window_bytes = now, 0
                     yield chunk
             except httpx.TransportError as error:
