@@ -39,6 +39,7 @@ from .errors import (
     RepoNotFoundError,
     UnknownModelError,
     UnknownPromptError,
+    UnsafeForkError,
     UnsupportedModelError,
 )
 from .text.fusion import FUSIONS, FusionInput, register_fusion
@@ -94,6 +95,7 @@ __all__ = [
     "SectionEmbedding",
     "UnknownModelError",
     "UnknownPromptError",
+    "UnsafeForkError",
     "UnsupportedModelError",
     "__version__",
     "download_model",

@@ -183,3 +183,67 @@ def test_incomplete_qwen3_file_is_refused_by_llama_cpp(tmp_path: Path) -> None:
     """Passes the header checks, fails in llama.cpp: a clear error with its reason, no crash."""
     with pytest.raises(ModelLoadError, match=r"could not load .*: .+"):
         Embedder(_write_gguf(tmp_path / "incomplete.gguf", "qwen3"))
+
+
+# ---------------------------------------------------------------- issue 12: every option and input checked
+
+
+def test_batch_size_over_llamas_sequence_limit_is_capped(tiny_model: Path) -> None:
+    with Embedder(tiny_model, n_threads=1, batch_size=300, batch_tokens=4096) as emb:
+        out = emb.encode([f"text {i}" for i in range(300)])
+    assert out.shape == (300, emb.native_dim)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"n_threads": 10**6}, "n_threads"),
+        ({"normalize": "no"}, "normalize"),
+        ({"normalize": None}, "normalize"),
+        ({"n_gpu_layers": "x"}, "n_gpu_layers"),
+        ({"n_gpu_layers": -5}, "n_gpu_layers"),
+        ({"show_progress": "yes"}, "show_progress"),
+    ],
+)
+def test_bad_options_raise_configuration_errors(tiny_model: Path, options: dict, match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        Embedder(tiny_model, **options)
+
+
+def test_model_path_of_the_wrong_type(tiny_model: Path) -> None:
+    with pytest.raises(ConfigurationError, match="model_path must be a path"):
+        Embedder(123)  # type: ignore[arg-type]
+
+
+def test_per_call_normalize_must_be_a_bool(tiny_embedder: Embedder) -> None:
+    with pytest.raises(ConfigurationError, match="normalize"):
+        tiny_embedder.encode(["x"], normalize="no")  # type: ignore[arg-type]
+
+
+def test_a_set_of_texts_is_refused(tiny_embedder: Embedder) -> None:
+    with pytest.raises(InputTypeError, match="set, which has no order"):
+        tiny_embedder.encode({"b", "a"})  # type: ignore[arg-type]
+
+
+def test_numpy_string_arrays(tiny_embedder: Embedder) -> None:
+    one = tiny_embedder.encode(np.array("a text"))
+    assert one.shape == (tiny_embedder.dim,)
+    many = tiny_embedder.encode(np.array(["a text", "another"]))
+    np.testing.assert_allclose(many[0], one, atol=5e-4)
+    with pytest.raises(InputTypeError, match="2-d"):
+        tiny_embedder.encode(np.array([["a", "b"]]))
+
+
+def test_lone_surrogate_in_encode_long(tiny_embedder: Embedder) -> None:
+    with pytest.raises(InvalidInputError, match="character 6"):
+        tiny_embedder.encode_long("hello \ud800 world")
+
+
+def test_cuda_without_a_gpu_is_a_configuration_error(tiny_model: Path) -> None:
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ConfigurationError, match="no CUDA GPU"):
+        Embedder(tiny_model, backend="torch", device="cuda")
+    with pytest.raises(ConfigurationError, match="not a device"):
+        Embedder(tiny_model, backend="torch", device="gpu0")

@@ -1,0 +1,293 @@
+"""Close from any thread, Ctrl-C, fork and pickling: nothing crashes, hangs or is lost.
+
+Crash-prone interleavings run in subprocesses that assert the exit code (a SIGSEGV is -11).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qwen_embed import Embedder, EmbedderClosedError, InputTooLongError, UnsafeForkError
+
+from .conftest import ModelFactory
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(code: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter; a hang fails the test at ``timeout`` instead of blocking CI."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+@pytest.fixture(scope="module")
+def small_model(model_factory: ModelFactory) -> Path:
+    """Big enough that a decode takes a while: closes and signals land in the middle of one."""
+    return model_factory(shape="small")
+
+
+# ---------------------------------------------------------------- close from another thread
+
+
+CLOSE_RACE = """
+import sys, threading, time
+from qwen_embed import Embedder, EmbedderClosedError
+path, what = sys.argv[1], sys.argv[2]
+text = ("word " * 400 + "\\n\\n") * 30
+for round in range(12):
+    emb = Embedder(path, n_threads=2, max_length=512, batch_tokens=512)
+    errors, started = [], threading.Event()
+    def work():
+        started.set()
+        try:
+            while True:
+                if what == "tokenize":
+                    emb.count_tokens(text)
+                elif what == "chunk":
+                    emb.encode_long(text, chunk_tokens=128, overlap=16)
+                else:
+                    emb.encode([text[:2000]] * 8, long_text="truncate")
+        except EmbedderClosedError as error:
+            errors.append(error)
+    worker = threading.Thread(target=work)
+    worker.start()
+    started.wait()
+    time.sleep(0.002 * round)
+    emb.close()
+    worker.join(120)
+    assert not worker.is_alive(), "worker still running after close"
+    assert len(errors) == 1, errors
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("what", ["tokenize", "chunk", "decode"])
+def test_close_from_another_thread_never_crashes(small_model: Path, what: str) -> None:
+    done = run_script(CLOSE_RACE, str(small_model), what)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "ok"
+
+
+def test_close_returns_while_a_long_encode_runs_and_the_call_gets_closed_error(small_model: Path) -> None:
+    emb = Embedder(small_model, n_threads=2, batch_tokens=256)
+    texts = ["many words in a row " * 40] * 64  # dozens of decodes
+    outcome: list[BaseException | np.ndarray] = []
+    batches_done = threading.Event()
+
+    engine = emb._engine
+    original = engine.embed
+
+    def counting_embed(sequences):  # failure injection: note when decoding is under way
+        result = original(sequences)
+        batches_done.set()
+        return result
+
+    engine.embed = counting_embed  # type: ignore[method-assign]
+
+    def work() -> None:
+        try:
+            outcome.append(emb.encode(texts))
+        except BaseException as error:
+            outcome.append(error)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    assert batches_done.wait(120)
+    emb.close()
+    returned_while_running = worker.is_alive()
+    worker.join(120)
+    assert isinstance(outcome[0], EmbedderClosedError), outcome
+    assert returned_while_running or isinstance(outcome[0], EmbedderClosedError)
+    with pytest.raises(EmbedderClosedError):
+        emb.encode_long("after close")
+    with pytest.raises(EmbedderClosedError):
+        emb.count_tokens("after close")
+
+
+def test_close_is_idempotent_and_threads_share_one_embedder(tiny_model: Path) -> None:
+    emb = Embedder(tiny_model, n_threads=1)
+    expected = emb.encode(["alpha", "beta gamma"])
+    results: list[np.ndarray] = []
+
+    def work() -> None:
+        for _ in range(20):
+            results.append(emb.encode(["alpha", "beta gamma"]))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(results) == 80
+    for r in results:
+        np.testing.assert_allclose(r, expected, atol=5e-4)
+    emb.close()
+    emb.close()
+
+
+# ---------------------------------------------------------------- Ctrl-C
+
+CTRL_C = """
+import sys, time, threading, os, signal
+from qwen_embed import Embedder
+emb = Embedder(sys.argv[1], n_threads=2, backend=sys.argv[2], batch_tokens=2048, max_length=2048)
+text = "many words in a row " * 400
+def interrupt():
+    time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGINT)
+threading.Thread(target=interrupt, daemon=True).start()
+try:
+    emb.encode([text] * 200, long_text="truncate")
+    print("finished before the interrupt")
+except KeyboardInterrupt:
+    print("interrupted")
+vec = emb.encode(["still usable"])
+print("usable", vec.shape)
+"""
+
+
+@pytest.mark.parametrize("backend", ["llama", "torch"])
+def test_ctrl_c_is_a_keyboard_interrupt_and_leaves_the_embedder_usable(small_model: Path, backend: str) -> None:
+    pytest.importorskip("torch") if backend == "torch" else None
+    done = run_script(CTRL_C, str(small_model), backend)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.split("\n")
+    assert lines[0] == "interrupted", done.stdout
+    assert lines[1].startswith("usable"), done.stdout
+    assert "Exception ignored" not in done.stderr
+
+
+# ---------------------------------------------------------------- fork
+
+FORK_POOL = """
+import multiprocessing as mp, sys
+from qwen_embed import Embedder, UnsafeForkError
+emb = Embedder(sys.argv[1], n_threads=2, backend=sys.argv[2])
+if sys.argv[3] == "used":
+    emb.encode(["the parent ran the engine"])
+def work(text):
+    return emb.encode([text]).shape
+with mp.get_context("fork").Pool(2) as pool:
+    try:
+        print(pool.map(work, ["a", "b", "c"], chunksize=1))
+    except UnsafeForkError as error:
+        print("UnsafeForkError:", str(error)[:60])
+"""
+
+
+@pytest.mark.parametrize("backend", ["llama", "torch"])
+def test_fork_pool_after_use_fails_clearly_instead_of_hanging(small_model: Path, backend: str) -> None:
+    if backend == "torch":
+        pytest.importorskip("torch")
+    done = run_script(FORK_POOL, str(small_model), backend, "used", timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("UnsafeForkError: "), done.stdout + done.stderr[-2000:]
+    assert "spawn" in done.stdout or "process" in done.stdout
+
+
+def test_fork_pool_before_any_compute_works_on_llama(small_model: Path) -> None:
+    done = run_script(FORK_POOL, str(small_model), "llama", "fresh", timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[(1, 256), (1, 256), (1, 256)]", done.stdout
+
+
+# ---------------------------------------------------------------- pickling
+
+
+def _encode_with(emb: Embedder, texts: list[str]) -> np.ndarray:
+    with emb:
+        return emb.encode(texts)
+
+
+def test_pickles_as_a_recipe(tiny_model: Path) -> None:
+    emb = Embedder(tiny_model, n_threads=1, dim=32, normalize=True, long_text="truncate", prompts={"mine": "Do it"})
+    clone = pickle.loads(pickle.dumps(emb))
+    assert clone is not emb and clone.model_path == emb.model_path
+    assert (clone.dim, clone.long_text, clone.n_threads) == (32, "truncate", 1)
+    assert "mine" in clone.list_prompts()
+    np.testing.assert_allclose(clone.encode(["x y"], prompt_name="mine"), emb.encode(["x y"], prompt_name="mine"), atol=5e-4)
+    emb.close()
+    clone.close()
+    assert pickle.loads(pickle.dumps(emb)).encode("closed ones pickle too").shape == (32,)
+
+
+def test_spawn_pool_and_process_pool_executor_receive_a_working_embedder(tiny_model: Path) -> None:
+    emb = Embedder(tiny_model, n_threads=1)
+    texts = ["first text", "second one", "a third"]
+    expected = emb.encode(texts)
+    with get_context("spawn").Pool(2) as pool:
+        results = pool.starmap(_encode_with, [(emb, texts)] * 2)
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as executor:
+        results.append(executor.submit(_encode_with, emb, texts).result(timeout=180))
+    for result in results:
+        np.testing.assert_allclose(result, expected, atol=5e-4)
+    emb.close()
+
+
+def test_from_pretrained_embedder_unpickles_through_the_hub_when_the_file_is_gone(hub: object, tmp_path: Path) -> None:
+    import shutil
+
+    emb = Embedder.from_pretrained(
+        "0.6B", quant="Q8_0", endpoint=hub.url, download_progress=False, token="hf_not_in_the_pickle"  # type: ignore[attr-defined]
+    )
+    data = pickle.dumps(emb)
+    assert b"hf_not_in_the_pickle" not in data
+    emb.close()
+    shutil.rmtree(os.environ["HF_HUB_CACHE"])
+    clone = pickle.loads(data)
+    assert clone.resolution is not None and clone.resolution.quant == "Q8_0"
+    assert clone.encode("back").shape == (clone.dim,)
+    clone.close()
+
+
+def test_errors_survive_pickling() -> None:
+    error = InputTooLongError("too long", index=3, n_tokens=9000, limit=8192)
+    back = pickle.loads(pickle.dumps(error))
+    assert (str(back), back.index, back.n_tokens, back.limit) == ("too long", 3, 9000, 8192)
+
+
+RAY_TASK = """
+import sys, pickle
+import ray
+from qwen_embed import Embedder
+ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+emb = Embedder(sys.argv[1], n_threads=1)
+@ray.remote
+def work(e, texts):
+    return e.encode(texts)
+import numpy as np
+out = ray.get(work.remote(emb, ["ray text"]))
+print("close" if np.allclose(out, emb.encode(["ray text"]), atol=5e-4) else "differ")
+ray.shutdown()
+"""
+
+
+def test_a_ray_task_receives_a_working_embedder(tiny_model: Path) -> None:
+    pytest.importorskip("ray")
+    done = run_script(RAY_TASK, str(tiny_model), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("close"), done.stdout
+
+
+def test_signal_module_state_is_restored_after_a_decode(tiny_embedder: Embedder) -> None:
+    tiny_embedder.encode(["restore the handler"])
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
