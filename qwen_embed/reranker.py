@@ -77,6 +77,9 @@ class Reranker:
         show_progress: Progress bar; ``None`` shows one only in a notebook.
         dtype, device: Torch engine only.
         share_prefix: Decode a query's head once for all its documents (llama.cpp engine).
+        flash_attn: llama.cpp's flash attention (``None``: llama.cpp decides). Off by default: its
+            CPU kernel sums values in float16, which moves log-odds by ~1e-3 depending on how the
+            cache is laid out, so shared and unshared decodes would differ by more than float32 noise.
 
     Raises:
         ModelNotFoundError, InvalidModelFileError: The file is missing or not GGUF.
@@ -99,6 +102,7 @@ class Reranker:
         dtype: str | None = None,
         device: str | None = None,
         share_prefix: bool = True,
+        flash_attn: bool | None = False,
     ) -> None:
         self._engine: Engine | None = None
         self._resolution: ModelResolution | None = None
@@ -117,7 +121,7 @@ class Reranker:
         self._head_cache: dict[tuple[str, str], np.ndarray] = {}
         self._cache_lock = threading.Lock()
         self._backend, self._backend_reason = choose_backend(backend, device)
-        self._engine = self._make_engine(n_gpu_layers=n_gpu_layers, dtype=dtype, device=device)
+        self._engine = self._make_engine(n_gpu_layers=n_gpu_layers, dtype=dtype, device=device, flash_attn=flash_attn)
         try:
             self._prefix = self._engine.tokenize(PREFIX, special=True)
             self._suffix = self._engine.tokenize(SUFFIX, special=True)
@@ -136,7 +140,9 @@ class Reranker:
             )
         logger.debug("ready: %r", self)
 
-    def _make_engine(self, *, n_gpu_layers: int, dtype: str | None, device: str | None) -> Engine:
+    def _make_engine(
+        self, *, n_gpu_layers: int, dtype: str | None, device: str | None, flash_attn: bool | None
+    ) -> Engine:
         if self._backend == "torch":
             from .engines.torch import TorchEngine
 
@@ -163,6 +169,7 @@ class Reranker:
             batch_tokens=self._batch_tokens,
             max_context=self._max_length + self._batch_tokens,  # a head and a full batch of tails
             quantized=quantized,
+            flash_attn=flash_attn,
         )
 
     @classmethod

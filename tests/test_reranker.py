@@ -1,0 +1,308 @@
+"""The Reranker on small generated reranker GGUFs: every head variant, batching, prefix sharing,
+truncation, refusals, errors and threads. Parity with the official recipe is in test_reranker_parity.py."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qwen_embed import (
+    ConfigurationError,
+    EmbedderClosedError,
+    InputTypeError,
+    InvalidInputError,
+    InvalidPromptError,
+    QwenEmbedError,
+    Reranker,
+    UnsupportedModelError,
+)
+from qwen_embed.testing import Vocabulary, make_model, train_vocabulary
+from qwen_embed.text.rerank_prompt import DEFAULT_RERANK_INSTRUCTION, format_pair
+
+from .conftest import real_vocab
+from .reranker_support import make_reranker_gguf, reranker_vocabulary
+
+QUERY = "What is GGUF?"
+DOCS = [
+    "GGUF is the single-file model format of llama.cpp.",
+    "Sourdough needs a lively starter.",
+    "Qwen3 rerankers judge whether a document answers a query. " * 3,
+    "",
+    "yes",
+    "A document with a literal <|im_end|> and <|im_start|>user marker.",
+    "Déjà vu — “quotes”, 中文, Привет!",
+]
+
+
+@pytest.fixture(scope="session")
+def vocab() -> Vocabulary:
+    return reranker_vocabulary(real_vocab())
+
+
+@pytest.fixture(scope="session")
+def rerank_files(tmp_path_factory: pytest.TempPathFactory, vocab: Vocabulary) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("rerankers")
+    variants = ("cls", "cls_swapped", "cls_one_row", "output", "tied")
+    return {v: make_reranker_gguf(root / f"{v}.gguf", vocab, variant=v) for v in variants}
+
+
+@pytest.fixture(scope="session")
+def reranker(rerank_files: dict[str, Path]) -> Iterator[Reranker]:
+    with Reranker(rerank_files["cls"], n_threads=2) as rr:
+        yield rr
+
+
+def _pairs() -> list[tuple[str, str]]:
+    return [(QUERY, d) for d in DOCS] + [("How do I bake bread?", d) for d in DOCS[:3]] + [("lonely", "one pair")]
+
+
+# ----------------------------------------------------------------------------- heads
+
+
+def test_every_head_variant_gives_the_same_scores(rerank_files: dict[str, Path]) -> None:
+    expected = {
+        "cls": "cls.output[yes=0,no=1] F32",
+        "cls_swapped": "cls.output[yes=1,no=0] F32",
+        "cls_one_row": "cls.output[log-odds row] F32",
+        "output": "output[",
+        "tied": "token_embd[",
+    }
+    scores = {}
+    for variant, path in rerank_files.items():
+        with Reranker(path, n_threads=2) as rr:
+            assert f"head={expected[variant]}" in repr(rr)
+            scores[variant] = rr.predict(_pairs(), raw=True)
+    for variant, values in scores.items():
+        np.testing.assert_allclose(values, scores["cls"], atol=1e-4, err_msg=variant)
+    assert np.ptp(scores["cls"]) > 0.1  # the pairs do get different scores
+
+
+def test_swapped_labels_are_read_from_the_file(rerank_files: dict[str, Path]) -> None:
+    with Reranker(rerank_files["cls_swapped"], n_threads=2) as rr:
+        assert rr.head.labels == ("no", "yes") and rr.head.rows == (1, 0)
+
+
+def test_the_real_vocabulary_has_the_official_label_ids(rerank_files: dict[str, Path]) -> None:
+    if real_vocab() is None:
+        pytest.skip("needs ../shared/vocab")
+    with Reranker(rerank_files["tied"], n_threads=2) as rr:
+        assert rr.head.rows == (9693, 2152)  # not 2132 ('It'), fastembed's old bug
+
+
+# ----------------------------------------------------------------------------- the recipe
+
+
+def test_format_is_the_official_prompt(reranker: Reranker) -> None:
+    text = reranker.format("q", "d")
+    assert text == format_pair("q", "d") and text.endswith("<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    assert f"<Instruct>: {DEFAULT_RERANK_INSTRUCTION}\n<Query>: q\n<Document>: d<|im_end|>" in text
+
+
+def test_control_tokens_in_user_text_stay_text(reranker: Reranker) -> None:
+    im_start, im_end = (
+        int(reranker._require_engine().tokenize(t, special=True)[0]) for t in ("<|im_start|>", "<|im_end|>")
+    )
+    plain = reranker.tokenize("q", "a document")
+    tricky = reranker.tokenize("<|im_start|>q", "a <|im_end|> document <|im_start|>")
+    for ids in (plain, tricky):  # the prompt's own markers only: 3 starts, 2 ends
+        assert (ids == im_start).sum() == 3 and (ids == im_end).sum() == 2
+    assert len(tricky) > len(plain) + 10
+
+
+def test_the_shared_split_tokenizes_like_the_whole_body(reranker: Reranker) -> None:
+    engine = reranker._require_engine()
+    for doc in DOCS + ["!bang", ":colon", "  two spaces", "\nnewline", "'s"]:
+        body = f"<Instruct>: i\n<Query>: q\n<Document>: {doc}"
+        split = np.concatenate([engine.tokenize("<Instruct>: i\n<Query>: q\n<Document>:"), engine.tokenize(f" {doc}")])
+        assert engine.tokenize(body).tolist() == split.tolist(), doc
+
+
+def test_truncation_cuts_the_document_and_keeps_the_suffix(rerank_files: dict[str, Path]) -> None:
+    with Reranker(rerank_files["cls"], n_threads=2, max_length=90) as rr:
+        suffix, prefix = rr._suffix.tolist(), rr._prefix.tolist()
+        long_doc = "word " * 500
+        ids = rr.tokenize(QUERY, long_doc).tolist()
+        assert len(ids) == 90 and ids[-len(suffix) :] == suffix and ids[: len(prefix)] == prefix
+        start = rr.tokenize(QUERY, "word " * 5).tolist()[: -len(suffix) - 1]  # less the trailing space
+        assert ids[: len(start)] == start  # the body's start is kept
+        huge_query = rr.tokenize("why " * 300, "doc").tolist()  # the head itself is cut; the suffix survives
+        assert len(huge_query) == 90 and huge_query[-len(suffix) :] == suffix
+        scores = rr.predict([(QUERY, long_doc), ("why " * 300, "doc"), (QUERY, "short")] * 2)
+        assert np.isfinite(scores).all() and np.allclose(scores[:3], scores[3:], atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- batching and sharing
+
+
+def test_batched_equals_single(reranker: Reranker) -> None:
+    pairs = _pairs()
+    batched = reranker.predict(pairs, raw=True)
+    single = np.array([reranker.predict(pair, raw=True) for pair in pairs])
+    np.testing.assert_allclose(batched, single, atol=1e-4)
+
+
+def test_order_does_not_matter(reranker: Reranker) -> None:
+    pairs = _pairs()
+    order = np.random.default_rng(0).permutation(len(pairs))
+    scores = reranker.predict(pairs, raw=True)
+    permuted = reranker.predict([pairs[i] for i in order], raw=True)
+    np.testing.assert_allclose(permuted, scores[order], atol=1e-4)
+
+
+def test_prefix_sharing_equals_unshared(rerank_files: dict[str, Path]) -> None:
+    pairs = _pairs() * 3
+    with (
+        Reranker(rerank_files["cls"], n_threads=2) as shared,
+        Reranker(rerank_files["cls"], n_threads=2, share_prefix=False) as plain,
+    ):
+        assert "shared prefix" in repr(shared) and "shared prefix" not in repr(plain)
+        np.testing.assert_allclose(shared.predict(pairs, raw=True), plain.predict(pairs, raw=True), atol=1e-4)
+
+
+def test_more_documents_than_one_decode_holds(rerank_files: dict[str, Path]) -> None:
+    docs = [f"document {i}: " + "words " * (i % 13) for i in range(45)]
+    with Reranker(rerank_files["cls"], n_threads=2) as big:
+        expected = big.predict([(QUERY, d) for d in docs], raw=True)
+    with Reranker(rerank_files["cls"], n_threads=2, batch_size=4, batch_tokens=64) as small:
+        got = small.predict([(QUERY, d) for d in docs], raw=True)
+        also = small.predict([(QUERY, d) for d in docs], raw=True, batch_size=2)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    np.testing.assert_allclose(also, expected, atol=1e-4)
+
+
+def test_scores_are_probabilities_and_raw_is_the_log_odds(reranker: Reranker) -> None:
+    pairs = _pairs()
+    probs, odds = reranker.predict(pairs), reranker.predict(pairs, raw=True)
+    assert probs.dtype == np.float32 and probs.shape == (len(pairs),)
+    assert ((probs >= 0) & (probs <= 1)).all()
+    np.testing.assert_allclose(probs, 1 / (1 + np.exp(-odds.astype(np.float64))), atol=1e-6)
+    assert reranker.predict(("q", "d")).shape == () and reranker.predict([]).shape == (0,)
+
+
+def test_an_instruction_changes_the_scores(reranker: Reranker) -> None:
+    pairs = _pairs()[:3]
+    default = reranker.predict(pairs, raw=True)
+    other = reranker.predict(pairs, raw=True, instruction="Find recipes")
+    assert np.abs(default - other).max() > 1e-3
+
+
+# ----------------------------------------------------------------------------- rank
+
+
+def test_rank_is_best_first_with_crossencoder_keys(reranker: Reranker) -> None:
+    results = reranker.rank(QUERY, DOCS, return_documents=True)
+    scores = reranker.predict([(QUERY, d) for d in DOCS])
+    assert [r["corpus_id"] for r in results] == np.argsort(-scores, kind="stable").tolist()
+    assert all(set(r) == {"corpus_id", "score", "text"} and r["text"] == DOCS[r["corpus_id"]] for r in results)
+    assert all(isinstance(r["score"], float) for r in results)
+    top = reranker.rank(QUERY, DOCS, top_k=2)
+    assert [r["corpus_id"] for r in top] == [r["corpus_id"] for r in results[:2]] and "text" not in top[0]
+    assert reranker.rank(QUERY, []) == []
+
+
+def test_ties_keep_input_order(reranker: Reranker) -> None:
+    assert [r["corpus_id"] for r in reranker.rank(QUERY, ["same", "same", "same"])] == [0, 1, 2]
+
+
+# ----------------------------------------------------------------------------- refusals and errors
+
+
+def test_refuses_an_embedding_model(tmp_path: Path) -> None:
+    path = make_model(tmp_path / "embedding.gguf")
+    with pytest.raises(UnsupportedModelError, match="embedding model .*Embedder"):
+        Reranker(path)
+
+
+def test_refuses_another_architecture(tmp_path: Path, vocab: Vocabulary) -> None:
+    path = make_reranker_gguf(tmp_path / "llama.gguf", vocab, architecture="llama")
+    with pytest.raises(UnsupportedModelError, match="llama model"):
+        Reranker(path)
+
+
+def test_refuses_labels_that_are_not_yes_no(tmp_path: Path, vocab: Vocabulary) -> None:
+    path = make_reranker_gguf(tmp_path / "bad.gguf", vocab, variant="cls_bad_labels")
+    with pytest.raises(UnsupportedModelError, match="labels are .*relevant"):
+        Reranker(path, n_threads=2)
+
+
+def test_refuses_yes_no_that_are_not_single_tokens(tmp_path: Path) -> None:
+    path = make_reranker_gguf(tmp_path / "vocab.gguf", train_vocabulary(), variant="tied")
+    with pytest.raises(UnsupportedModelError, match="'yes' is .* tokens"):
+        Reranker(path, n_threads=2)
+
+
+def test_a_classifier_head_needs_no_label_tokens(tmp_path: Path) -> None:
+    path = make_reranker_gguf(tmp_path / "cls.gguf", train_vocabulary(), variant="cls")
+    with Reranker(path, n_threads=2) as rr:
+        assert rr.predict([("q", "d")]).shape == (1,)
+
+
+def test_bad_input_raises_library_errors(reranker: Reranker) -> None:
+    cases = [
+        (lambda: reranker.predict("a string"), InputTypeError, "list of .query, document. pairs"),
+        (lambda: reranker.predict([("q", 3)]), InputTypeError, "Pair #0: the document is int"),
+        (lambda: reranker.predict([("q", "d", "x")]), InputTypeError, "Pair #0"),
+        (lambda: reranker.predict([("q", "d")], instruction=""), InvalidPromptError, "instruction is empty"),
+        (lambda: reranker.predict([("q", "d")], batch_size=0), ConfigurationError, "batch_size"),
+        (lambda: reranker.predict([("q", "\ud800")]), InvalidInputError, "Pair #0: the document"),
+        (lambda: reranker.rank(QUERY, "one string"), InputTypeError, "documents must be a list"),
+        (lambda: reranker.rank(QUERY, DOCS, top_k=0), ConfigurationError, "top_k"),
+        (lambda: reranker.rank(None, DOCS), InputTypeError, "query must be a str"),  # type: ignore[arg-type]
+    ]
+    for call, error, match in cases:
+        with pytest.raises(error, match=match) as info:
+            call()
+        assert isinstance(info.value, QwenEmbedError)
+
+
+def test_bad_options(rerank_files: dict[str, Path]) -> None:
+    with pytest.raises(ConfigurationError, match="exceeds the model's trained context"):
+        Reranker(rerank_files["cls"], max_length=10**6)
+    with pytest.raises(ConfigurationError, match="leaves no room"):
+        Reranker(rerank_files["cls"], max_length=20, n_threads=2)
+    with pytest.raises(ConfigurationError, match="backend"):
+        Reranker(rerank_files["cls"], backend="onnx")
+
+
+def test_closed_reranker_says_so(rerank_files: dict[str, Path]) -> None:
+    rr = Reranker(rerank_files["cls"], n_threads=2)
+    rr.close()
+    rr.close()  # idempotent
+    assert "closed" in repr(rr)
+    with pytest.raises(EmbedderClosedError, match="Reranker was closed"):
+        rr.predict([("q", "d")])
+
+
+def test_threads_share_one_reranker(reranker: Reranker) -> None:
+    pairs = _pairs()
+    expected = reranker.predict(pairs, raw=True)
+    results: list[np.ndarray] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(3):
+                results.append(reranker.predict(pairs, raw=True))
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 12
+    for got in results:
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_torch_engine_gives_the_same_scores(rerank_files: dict[str, Path], reranker: Reranker) -> None:
+    pytest.importorskip("torch")
+    pairs = _pairs()
+    with Reranker(rerank_files["output"], backend="torch", dtype="float32", n_threads=2) as rr:
+        assert "torch float32" in repr(rr)
+        np.testing.assert_allclose(rr.predict(pairs, raw=True), reranker.predict(pairs, raw=True), atol=1e-3)
