@@ -6,6 +6,7 @@ qwen-embed download 0.6B --quant Q8_0
 qwen-embed quants 4B
 qwen-embed doctor
 qwen-embed serve --model 0.6B --port 8000
+qwen-embed rerank "What is GGUF?" "A file format." "A city." --top-k 1
 """
 
 from __future__ import annotations
@@ -86,6 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("doctor", help="check that this machine runs the library correctly")
     commands.add_parser("prompts", help="list the prompt names")
+
+    rerank = commands.add_parser("rerank", help="rank documents for a query with a Qwen3-Reranker")
+    rerank.add_argument("query", help="the query")
+    rerank.add_argument("documents", nargs="*", help="documents to rank")
+    rerank.add_argument("-f", "--file", default=None, help="a file with one document per line; '-' for stdin")
+    rerank.add_argument("--top-k", type=int, default=None, help="print only the best N (default: all)")
+    rerank.add_argument("--instruction", default=None, help="task instruction (default: the README's web search one)")
+    rerank.add_argument("--raw", action="store_true", help="print the log-odds l_yes - l_no instead of p(yes)")
+    rerank.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _model_options(rerank)  # --model: a reranker size (0.6B, 4B, 8B) or repo id
 
     serve = commands.add_parser("serve", help="an OpenAI-compatible embedding server (needs qwen-embed[server])")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
@@ -347,6 +358,53 @@ def _prompts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rerank(args: argparse.Namespace) -> int:
+    """JSON Lines on stdout, best first: ``{"rank", "index", "score", "document"}``."""
+    from ..reranker import Reranker
+
+    documents = list(args.documents)
+    if args.file == "-" or (args.file is None and not documents and not sys.stdin.isatty()):
+        documents.extend(line.rstrip("\r\n") for line in sys.stdin)
+    elif args.file is not None:
+        with open(args.file, encoding="utf-8") as handle:
+            documents.extend(line.rstrip("\r\n") for line in handle)
+    if not documents:
+        raise ConfigurationError("nothing to rank: pass documents after the query, -f FILE, or one per line on stdin")
+    options: dict[str, Any] = dict(
+        max_length=args.max_length,
+        n_threads=args.threads,
+        backend=args.backend,
+        dtype=args.dtype,
+        show_progress=None if args.no_progress else sys.stderr.isatty(),
+    )
+    if args.batch_size is not None:
+        options["batch_size"] = args.batch_size
+    if args.model_path:
+        reranker = Reranker(args.model_path, **options)
+    else:
+        reranker = Reranker.from_pretrained(
+            args.model,
+            quant=args.quant,
+            revision=args.revision,
+            cache_dir=args.cache_dir,
+            token=args.token,
+            endpoint=args.endpoint,
+            local_files_only=args.offline,
+            **options,
+        )
+    with reranker:
+        ranked = reranker.rank(args.query, documents, top_k=args.top_k, instruction=args.instruction)
+        if args.raw:
+            odds = reranker.predict([(args.query, documents[r["corpus_id"]]) for r in ranked], raw=True)
+            for entry, value in zip(ranked, odds):
+                entry["score"] = float(value)
+    for position, entry in enumerate(ranked, start=1):
+        line = {"rank": position, "index": entry["corpus_id"], "score": round(entry["score"], 7)}
+        line["document"] = documents[entry["corpus_id"]]
+        print(json.dumps(line, ensure_ascii=False))
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     import os
 
@@ -476,6 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "embed": _embed,
         "doctor": _doctor,
         "prompts": _prompts,
+        "rerank": _rerank,
         "serve": _serve,
     }[args.command]
     try:
