@@ -12,7 +12,7 @@ import base64
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -23,16 +23,21 @@ __all__ = [
     "ClientGone",
     "Parsed",
     "RequestError",
+    "check_content_type",
     "error_body",
     "parse_request",
+    "race",
     "read_body",
     "render_embeddings",
+    "wait_disconnect",
 ]
 
 LANGCHAIN_HINT = (
     "LangChain's OpenAIEmbeddings sends token ids by default: create it with "
     "OpenAIEmbeddings(..., check_embedding_ctx_length=False) so it sends the texts."
 )
+
+T = TypeVar("T")
 
 Receive = Callable[[], Awaitable[Mapping[str, Any]]]
 
@@ -201,3 +206,39 @@ def render_embeddings(vectors: np.ndarray, *, encoding: str, model: str, tokens:
         parts.append(f'{{"object":"embedding","index":{i},"embedding":{value}}}')
     usage = json.dumps({"prompt_tokens": tokens, "total_tokens": tokens})
     return f'{{"object":"list","data":[{",".join(parts)}],"model":{json.dumps(model)},"usage":{usage}}}'.encode()
+
+
+def check_content_type(value: str | None) -> None:
+    media = (value or "").split(";")[0].strip().lower()
+    if media != "application/json":
+        shown = repr(value) if value else "none"
+        raise RequestError(
+            415,
+            f"Content-Type must be application/json (got {shown}); send the body as JSON "
+            "with that header, as the openai client does.",
+            code="unsupported_media_type",
+        )
+
+
+async def wait_disconnect(receive: Callable[[], Awaitable[Any]]) -> None:
+    """Returns when the client closes the connection (the body has been read already)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def race(work: Awaitable[T], watcher: asyncio.Future[None]) -> T:
+    """``await work``, unless the client disconnects first (then cancel it and raise :class:`ClientGone`)."""
+    task: asyncio.Future[T] = asyncio.ensure_future(work)
+    both: set[asyncio.Future[Any]] = {task, watcher}
+    try:
+        done, _ = await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    if task in done:
+        return task.result()
+    task.cancel()
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # nobody awaits it any more
+    raise ClientGone

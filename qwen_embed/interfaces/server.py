@@ -26,8 +26,9 @@ import functools
 import logging
 import math
 import socket
+import sys
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -38,7 +39,18 @@ from .. import _config
 from ..embedder import Embedder
 from ..errors import ConfigurationError, EmbedderClosedError, InputTooLongError, QwenEmbedError
 from ._server_guard import Observe, RequireKey, allowed_host_names, is_loopback
-from ._server_http import ClientGone, Parsed, RequestError, error_body, parse_request, read_body, render_embeddings
+from ._server_http import (
+    ClientGone,
+    Parsed,
+    RequestError,
+    check_content_type,
+    error_body,
+    parse_request,
+    race,
+    read_body,
+    render_embeddings,
+    wait_disconnect,
+)
 from ._server_metrics import Metrics
 from ._server_run import build_server, logging_config
 from ._server_scheduler import Key, Scheduler
@@ -169,7 +181,7 @@ def create_app(embedder: Embedder, options: ServerOptions | None = None) -> Any:
         state = request.scope["state"]
         counts.requests += 1
         try:
-            _check_content_type(request.headers.get("content-type"))
+            check_content_type(request.headers.get("content-type"))
             raw = await read_body(
                 request.receive,
                 content_length=request.headers.get("content-length"),
@@ -177,13 +189,13 @@ def create_app(embedder: Embedder, options: ServerOptions | None = None) -> Any:
                 timeout=opts.body_timeout,
             )
             stop = threading.Event()
-            watcher = asyncio.ensure_future(_wait_disconnect(request.receive))
+            watcher = asyncio.ensure_future(wait_disconnect(request.receive))
             try:
-                parsed, costs = await _race(offload(prepare, raw, stop), watcher)
+                parsed, costs = await race(offload(prepare, raw, stop), watcher)
                 del raw
-                vectors = await _race(scheduler.submit(parsed.texts, costs, parsed.key), watcher)
+                vectors = await race(scheduler.submit(parsed.texts, costs, parsed.key), watcher)
                 tokens = sum(costs)
-                payload = await _race(
+                payload = await race(
                     offload(render_embeddings, vectors, encoding=parsed.encoding, model=name, tokens=tokens), watcher
                 )
             finally:
@@ -292,41 +304,6 @@ def create_app(embedder: Embedder, options: ServerOptions | None = None) -> Any:
     return app
 
 
-def _check_content_type(value: str | None) -> None:
-    media = (value or "").split(";")[0].strip().lower()
-    if media != "application/json":
-        shown = repr(value) if value else "none"
-        raise RequestError(
-            415,
-            f"Content-Type must be application/json (got {shown}); send the body as JSON "
-            "with that header, as the openai client does.",
-            code="unsupported_media_type",
-        )
-
-
-async def _wait_disconnect(receive: Callable[[], Awaitable[Any]]) -> None:
-    """Returns when the client closes the connection (the body has been read already)."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
-async def _race(work: Awaitable[T], watcher: asyncio.Future[None]) -> T:
-    """``await work``, unless the client disconnects first (then cancel it and raise :class:`ClientGone`)."""
-    task = asyncio.ensure_future(work)
-    try:
-        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        task.cancel()
-        raise
-    if task in done:
-        return task.result()
-    task.cancel()
-    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # nobody awaits it any more
-    raise ClientGone
-
-
 def _costs(embedder: Embedder, parsed: Parsed, *, stop: threading.Event, budget: int) -> list[int]:
     """Tokens each input costs the engine (prompt and EOS included); checks the per-text and per-request limits."""
     prompt_name, instruction, dim = parsed.key
@@ -427,4 +404,11 @@ def serve(
             "Pass --api-key (or set QWEN_EMBED_API_KEY) to require one.",
             opts.host,
         )
-    server.run(sockets=[sock] if sock is not None else None)
+    # Workers that render or tokenize hold the GIL in short slices; a 1 ms switch interval (5 ms by
+    # default) lets the event loop get it back sooner, which is what keeps /health and small requests quick.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, 0.001))
+    try:
+        server.run(sockets=[sock] if sock is not None else None)
+    finally:
+        sys.setswitchinterval(interval)
