@@ -115,14 +115,14 @@ def test_bad_options_name_the_choices(tiny_model: Path) -> None:
         shared_embedder(tiny_model, options={"n_thread": 2})
     with pytest.raises(ConfigurationError, match="must be a dict"):
         shared_embedder(tiny_model, options=[("n_threads", 2)])  # type: ignore[arg-type]
-    with pytest.raises(ModelNotFoundError, match="missing.gguf"):
+    with pytest.raises(ModelNotFoundError, match=r"missing\.gguf"):
         shared_embedder(tiny_model.parent / "missing.gguf")
     with pytest.raises(ConfigurationError, match="model must be"):
         shared_embedder(42)  # type: ignore[arg-type]
 
 
 def test_model_source_rejects_bad_use(tiny_model: Path) -> None:
-    with pytest.raises(InputTypeError, match="embedder= must be a qwen_embed.Embedder, not str"):
+    with pytest.raises(InputTypeError, match=r"embedder= must be a qwen_embed\.Embedder, not str"):
         ModelSource(Embedder, instance="model.gguf")
     emb = Embedder(tiny_model, n_threads=2)
     with pytest.raises(ConfigurationError, match="not both"):
@@ -139,7 +139,7 @@ def test_sides_check_their_values(tiny_embedder: Embedder) -> None:
         Sides(task="")
     with pytest.raises(Exception, match="query_instruction must be a str"):
         Sides(query_instruction=3)  # type: ignore[arg-type]
-    with pytest.raises(Exception, match="Unknown prompt 'qaa'.*Did you mean 'qa'"):
+    with pytest.raises(Exception, match=r"Unknown prompt 'qaa'.*Did you mean 'qa'"):
         Sides(task="qaa").check(tiny_embedder)
     with pytest.raises(Exception, match="dim"):
         Sides(dim=4096).check(tiny_embedder)

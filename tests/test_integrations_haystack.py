@@ -15,15 +15,15 @@ import pytest
 os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
 pytest.importorskip("haystack")
 
-from haystack import Document, Pipeline  # noqa: E402
-from haystack.components.retrievers.in_memory import InMemoryEmbeddingRetriever  # noqa: E402
-from haystack.components.writers import DocumentWriter  # noqa: E402
-from haystack.document_stores.in_memory import InMemoryDocumentStore  # noqa: E402
+from haystack import Document, Pipeline
+from haystack.components.retrievers.in_memory import InMemoryEmbeddingRetriever
+from haystack.components.writers import DocumentWriter
+from haystack.document_stores.in_memory import InMemoryDocumentStore
 
-from qwen_embed import InputTypeError  # noqa: E402
-from qwen_embed.integrations.haystack import QwenDocumentEmbedder, QwenTextEmbedder  # noqa: E402
+from qwen_embed import InputTypeError
+from qwen_embed.integrations.haystack import QwenDocumentEmbedder, QwenTextEmbedder
 
-from .integration_support import DOCUMENTS, CountingEmbedder, assert_same_vectors  # noqa: E402
+from .integration_support import DOCUMENTS, CountingEmbedder, assert_same_vectors
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE = "qwen_embed.integrations.haystack"
@@ -36,7 +36,9 @@ def test_pipeline_round_trip(tiny_model: Path) -> None:
     indexing.add_component("embedder", QwenDocumentEmbedder(**options))
     indexing.add_component("writer", DocumentWriter(document_store=store))
     indexing.connect("embedder.documents", "writer.documents")
-    written = indexing.run({"embedder": {"documents": [Document(content=t, id=str(i)) for i, t in enumerate(DOCUMENTS)]}})
+    written = indexing.run(
+        {"embedder": {"documents": [Document(content=t, id=str(i)) for i, t in enumerate(DOCUMENTS)]}}
+    )
     assert written["writer"]["documents_written"] == 4
 
     search = Pipeline()
@@ -117,11 +119,13 @@ def test_bad_use_gives_clear_errors(tiny_model: Path) -> None:
     with pytest.raises(Exception, match="batch_size must be a positive int"):
         QwenDocumentEmbedder(model=tiny_model, batch_size=0)
     broken = QwenTextEmbedder(model=tiny_model.parent / "missing.gguf")  # light to build, fails at warm_up
-    with pytest.raises(FileNotFoundError, match="missing.gguf"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.gguf"):
         broken.warm_up()
 
 
-def test_haystack_example(tiny_model: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_haystack_example(
+    tiny_model: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sys, "argv", ["haystack_pipeline.py", str(tiny_model)])
     runpy.run_path(str(ROOT / "examples" / "haystack_pipeline.py"), run_name="__main__")
     out = capsys.readouterr().out

@@ -15,17 +15,17 @@ import pytest
 pytest.importorskip("langchain_core")
 pytest.importorskip("langchain_tests")
 
-from langchain_core.documents import Document  # noqa: E402
-from langchain_core.vectorstores import InMemoryVectorStore  # noqa: E402
-from langchain_tests.integration_tests import EmbeddingsIntegrationTests  # noqa: E402
-from langchain_tests.unit_tests import EmbeddingsUnitTests  # noqa: E402
+from langchain_core.documents import Document
+from langchain_core.vectorstores import InMemoryVectorStore
+from langchain_tests.integration_tests import EmbeddingsIntegrationTests
+from langchain_tests.unit_tests import EmbeddingsUnitTests
 
-from qwen_embed import EmbedderClosedError, InputTypeError, Reranker  # noqa: E402
-from qwen_embed.integrations.langchain import QwenEmbeddings, QwenRerank  # noqa: E402
+from qwen_embed import EmbedderClosedError, InputTypeError, Reranker
+from qwen_embed.integrations.langchain import QwenEmbeddings, QwenRerank
 
-from .conftest import real_vocab  # noqa: E402
-from .integration_support import DOCUMENTS, CountingEmbedder, assert_same_vectors  # noqa: E402
-from .reranker_support import make_reranker_gguf, reranker_vocabulary  # noqa: E402
+from .conftest import real_vocab
+from .integration_support import DOCUMENTS, CountingEmbedder, assert_same_vectors
+from .reranker_support import make_reranker_gguf, reranker_vocabulary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,7 +110,7 @@ def test_bad_use_gives_clear_errors(tiny_model: Path) -> None:
         embeddings.embed_documents(["a", 1])  # type: ignore[list-item]
     with pytest.raises(InputTypeError, match="embed_query takes one str, not list; for several texts"):
         embeddings.embed_query(["a"])  # type: ignore[arg-type]
-    with pytest.raises(InputTypeError, match="must be a qwen_embed.Embedder"):
+    with pytest.raises(InputTypeError, match=r"must be a qwen_embed\.Embedder"):
         QwenEmbeddings(embedder="model.gguf")  # type: ignore[arg-type]
     own = CountingEmbedder(tiny_model, n_threads=2)
     closing = QwenEmbeddings(embedder=own)
@@ -143,12 +143,14 @@ def test_rerank_compressor_follows_the_reranker(reranker_path: Path) -> None:
         compressor.compress_documents(["text"], query)  # type: ignore[list-item]
     with pytest.raises(Exception, match="top_n must be a positive int"):
         QwenRerank(reranker=compressor.reranker, top_n=0)
-    with pytest.raises(InputTypeError, match="must be a qwen_embed.Reranker"):
+    with pytest.raises(InputTypeError, match=r"must be a qwen_embed\.Reranker"):
         QwenRerank(reranker=object())  # type: ignore[arg-type]
     assert isinstance(compressor.reranker, Reranker)
 
 
-def test_langchain_example(tiny_model: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_langchain_example(
+    tiny_model: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sys, "argv", ["langchain_search.py", str(tiny_model)])
     runpy.run_path(str(ROOT / "examples" / "langchain_search.py"), run_name="__main__")
     out = capsys.readouterr().out

@@ -13,16 +13,16 @@ import pytest
 
 pytest.importorskip("llama_index.core")
 
-from llama_index.core import Document, VectorStoreIndex  # noqa: E402
-from llama_index.core.ingestion import IngestionPipeline  # noqa: E402
-from llama_index.core.schema import NodeWithScore, TextNode  # noqa: E402
+from llama_index.core import Document, VectorStoreIndex
+from llama_index.core.ingestion import IngestionPipeline
+from llama_index.core.schema import NodeWithScore, TextNode
 
-from qwen_embed import ConfigurationError, EmbedderClosedError, InputTypeError  # noqa: E402
-from qwen_embed.integrations.llama_index import QwenEmbedding, QwenRerank  # noqa: E402
+from qwen_embed import ConfigurationError, EmbedderClosedError, InputTypeError
+from qwen_embed.integrations.llama_index import QwenEmbedding, QwenRerank
 
-from .conftest import real_vocab  # noqa: E402
-from .integration_support import DOCUMENTS, CountingEmbedder, assert_same_vectors  # noqa: E402
-from .reranker_support import make_reranker_gguf, reranker_vocabulary  # noqa: E402
+from .conftest import real_vocab
+from .integration_support import DOCUMENTS, CountingEmbedder, assert_same_vectors
+from .reranker_support import make_reranker_gguf, reranker_vocabulary
 
 ROOT = Path(__file__).resolve().parents[1]
 SIX = (
@@ -125,7 +125,9 @@ def test_rerank_postprocessor_follows_the_reranker(reranker_path: Path) -> None:
         post.postprocess_nodes([TextNode(text="x")], query_str=query)  # type: ignore[list-item]
 
 
-def test_llamaindex_example(tiny_model: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_llamaindex_example(
+    tiny_model: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sys, "argv", ["llamaindex_search.py", str(tiny_model)])
     runpy.run_path(str(ROOT / "examples" / "llamaindex_search.py"), run_name="__main__")
     out = capsys.readouterr().out
