@@ -21,16 +21,23 @@ HANG = 60.0  # seconds after which a wait counts as a hang (a failure detector, 
 class Running:
     """``create_app`` + ``build_server`` (the same protocol and timeouts as ``qwen-embed serve``) on 127.0.0.1."""
 
-    def __init__(self, emb: Embedder, *, header_timeout: float = 10.0, shutdown_timeout: float = 30.0,
-                 **options: Any) -> None:  # fmt: skip
+    def __init__(
+        self, emb: Embedder, *, header_timeout: float = 10.0, shutdown_timeout: float = 30.0, **options: Any
+    ) -> None:
         options.setdefault("model_name", MODEL)
         self.app = create_app(emb, ServerOptions(**options))
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.ready = threading.Event()
-        self.server = build_server(self.app, host="127.0.0.1", port=0, header_timeout=header_timeout,
-                                   shutdown_timeout=shutdown_timeout, on_ready=lambda url: self.ready.set())  # fmt: skip
+        self.server = build_server(
+            self.app,
+            host="127.0.0.1",
+            port=0,
+            header_timeout=header_timeout,
+            shutdown_timeout=shutdown_timeout,
+            on_ready=lambda url: self.ready.set(),
+        )
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     @property
