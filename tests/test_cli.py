@@ -135,3 +135,153 @@ def test_embed_on_the_torch_engine(tiny_model: Path, capsys: pytest.CaptureFixtu
     assert main(["embed", "hello", "--model-path", str(tiny_model)]) == 0
     llama_row = json.loads(capsys.readouterr().out)["embedding"]
     assert float(np.dot(torch_row, llama_row)) >= 0.99999  # unit vectors from two engines
+
+
+# ---------------------------------------------------------------------- embed: hardening (issue 12) and corpus jobs
+
+
+def _cli_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+
+
+def test_embed_output_is_checked_before_the_model_loads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a-file").write_text("x")
+    missing_model = str(tmp_path / "no-such-model.gguf")  # never reached: the output fails first
+    for output, message in [
+        (tmp_path / "a-file" / "v.npy", "does not exist"),
+        (tmp_path / "nowhere" / "v.npy", "does not exist"),
+        (tmp_path / "v.csv", "must end in .npy or .jsonl"),
+    ]:
+        assert main(["embed", "x", "--model-path", missing_model, "-o", str(output)]) == 1
+        err = capsys.readouterr().err
+        assert message in err and "no-such-model" not in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == [tmp_path / "a-file"]
+
+
+def test_embed_uppercase_npy_and_bom(tiny_model: Path, tmp_path: Path) -> None:
+    texts = tmp_path / "bom.txt"
+    texts.write_bytes(b"\xef\xbb\xbfhello\r\nworld\n")
+    out = tmp_path / "OUT.NPY"
+    assert main(["embed", "-f", str(texts), "--model-path", str(tiny_model), "-o", str(out)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["OUT.NPY", "bom.txt"]  # no OUT.NPY.npy, no temp file
+    from qwen_embed import Embedder
+
+    with Embedder(tiny_model, n_threads=2) as emb:
+        np.testing.assert_allclose(np.load(out), emb.encode(["hello", "world"]), atol=5e-4)  # BOM stripped
+
+
+def test_embed_file_errors_are_one_line(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine\n\xc3\x28 broken\n")
+    cases = [
+        (str(tmp_path / "missing.txt"), "SourceNotFoundError: corpus file not found"),
+        (str(tmp_path), "is a folder"),
+        (str(bad), "line 2 is not valid UTF-8"),
+    ]
+    for path, message in cases:
+        assert main(["embed", "-f", path, "--model-path", str(tiny_model)]) == 1
+        captured = capsys.readouterr()
+        assert message in captured.err and captured.err.count("\n") == 1 and "Traceback" not in captured.err
+        assert captured.out == ""
+
+
+def test_embed_jsonl_file_reads_the_text_field(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "c.jsonl"
+    source.write_text('{"body": "first"}\n{"body": "second"}\n')
+    assert main(["embed", "-f", str(source), "--text-field", "body", "--model-path", str(tiny_model)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    from qwen_embed import Embedder
+
+    with Embedder(tiny_model, n_threads=2) as emb:
+        np.testing.assert_allclose([r["embedding"] for r in rows], emb.encode(["first", "second"]), atol=5e-4)
+
+
+def test_embed_broken_pipe_is_quiet(tiny_model: Path, tmp_path: Path) -> None:
+    texts = tmp_path / "many.txt"
+    texts.write_text("".join(f"line {i}\n" for i in range(3000)))  # ~2 MB of JSON Lines, more than a pipe holds
+    command = [sys.executable, "-m", "qwen_embed", "embed", "-f", str(texts), "--model-path", str(tiny_model)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_cli_env())
+    assert process.stdout is not None and process.stderr is not None
+    assert json.loads(process.stdout.readline())["index"] == 0  # then the reader goes away, as `| head -1` does
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141
+    assert err == ""
+
+
+def test_embed_ctrl_c_keeps_the_previous_file(tiny_model: Path, tmp_path: Path) -> None:
+    """SIGINT while the command reads its input: exit 130, one line, the old file intact, no temp file."""
+    import signal
+    import time
+
+    out = tmp_path / "vectors.jsonl"
+    out.write_text("previous results\n")
+    command = [sys.executable, "-m", "qwen_embed", "embed", "-f", "-", "--model-path", str(tiny_model), "-o", str(out)]
+    process = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_cli_env()
+    )
+    assert process.stdin is not None
+    process.stdin.write(b"a text\n")
+    process.stdin.flush()
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".vectors.jsonl.*.tmp")) and time.monotonic() < deadline:
+        time.sleep(0.02)  # the temp file exists once the output is checked, before input is read
+    time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert (
+        err.decode().strip()
+        == f"qwen-embed embed: interrupted; {out} was not written (an earlier file there is unchanged)"
+    )
+    assert out.read_text() == "previous results\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vectors.jsonl"]
+
+
+def test_embed_interrupted_while_embedding(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from qwen_embed import Embedder
+
+    def interrupted(self: Embedder, texts: object, **options: object) -> np.ndarray:  # failure injection
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Embedder, "encode_documents", interrupted)
+    out = tmp_path / "v.npy"
+    np.save(out, np.ones((1, 3), dtype=np.float32))
+    assert main(["embed", "x", "--model-path", str(tiny_model), "-o", str(out)]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert np.load(out).tolist() == [[1.0, 1.0, 1.0]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.npy"]
+
+
+def test_embed_to_a_folder_is_a_resumable_corpus_job(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    source = tmp_path / "corpus.jsonl"
+    source.write_text("".join(json.dumps({"doc": f"d{i}", "body": f"passage {i}"}) + "\n" for i in range(250)))
+    out = tmp_path / "vectors"
+    args = ["embed", "-f", str(source), "-o", f"{out}/", "--text-field", "body", "--id-field", "doc"]
+    args += ["--model-path", str(tiny_model), "--shard-rows", "100", "--npy", str(tmp_path / "m.npy")]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "250 rows of 64 dims in 3 shards" in err and "(250 embedded now, 0 kept)" in err
+    assert "part-000002.parquet: rows 200-249" in err  # a log line per shard when there is no progress bar
+    table = pq.read_table(out)
+    assert table["id"].to_pylist() == [f"d{i}" for i in range(250)]
+    assert np.load(tmp_path / "m.npy").shape == (250, 64)
+    assert main(args) == 0
+    assert "(0 embedded now, 250 kept)" in capsys.readouterr().err
+    assert main([*args, "--dim", "32"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("qwen-embed embed: ResumeMismatchError:") and "dim: 64 then, 32 now" in err
+    assert main([*args, "--dim", "32", "--no-resume"]) == 0
+    assert pq.read_table(out).schema.field("embedding").type.list_size == 32
+
+
+def test_embed_corpus_only_options_need_a_folder(tiny_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["embed", "x", "--model-path", str(tiny_model), "--id-field", "id"]) == 1
+    assert "give -o a folder" in capsys.readouterr().err

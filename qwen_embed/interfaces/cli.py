@@ -192,9 +192,9 @@ def _embed(args: argparse.Namespace) -> int:
     if args.id_field is not None or args.npy is not None:
         raise ConfigurationError("--id-field and --npy apply to a corpus job: give -o a folder, such as -o vectors/")
     output = _checked_output(Path(args.output)) if args.output else None
-    texts = _read_texts(args)
-    tmp = _temp_beside(output) if output is not None else None  # proves the folder writable before the model loads
+    tmp = _temp_beside(output) if output is not None else None  # proves the folder writable before anything else
     try:
+        texts = _read_texts(args)
         vectors = _vectors(args, texts)
         if output is None:
             return _print_jsonl(vectors)
