@@ -30,6 +30,7 @@ def _isolated_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")  # huggingface_hub 2.4 calls huggingface.co for its User-Agent
     monkeypatch.delenv("QWEN_EMBED_NUM_THREADS", raising=False)
 
 
