@@ -267,14 +267,14 @@ class OfficialReranker:
     """The Qwen3-Reranker README's Transformers recipe (float32): left padding, body-only truncation,
     ``log_softmax([l_no, l_yes])`` at the last position."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, dtype: str = "float32", threads: int | None = None) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+        torch.set_num_threads(threads or max(1, len(os.sched_getaffinity(0))))
         self.torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(directory, padding_side="left")
-        self.model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(directory, dtype=getattr(torch, dtype)).eval()
         self.no_id = self.tokenizer.convert_tokens_to_ids("no")
         self.yes_id = self.tokenizer.convert_tokens_to_ids("yes")
         self.prefix = self.tokenizer.encode(PREFIX, add_special_tokens=False)
@@ -315,6 +315,7 @@ class OfficialReranker:
             with torch.no_grad():
                 logits = self.model(**batch, logits_to_keep=1).logits[:, -1, :]
             pair = torch.stack([logits[:, self.no_id], logits[:, self.yes_id]], dim=1)
+            pair = pair.float()
             probs.append(torch.nn.functional.log_softmax(pair, dim=1)[:, 1].exp().numpy())
             odds.append((pair[:, 1] - pair[:, 0]).numpy())
         return np.concatenate(probs).astype(np.float64), np.concatenate(odds).astype(np.float64)

@@ -3,6 +3,10 @@ truncation, refusals, errors and threads. Parity with the official recipe is in 
 
 from __future__ import annotations
 
+import json
+import re
+import runpy
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +24,12 @@ from qwen_embed import (
     Reranker,
     UnsupportedModelError,
 )
+from qwen_embed.interfaces.cli import main
 from qwen_embed.testing import Vocabulary, make_model, train_vocabulary
 from qwen_embed.text.rerank_prompt import DEFAULT_RERANK_INSTRUCTION, format_pair
 
 from .conftest import real_vocab
+from .hub_server import HubServer
 from .reranker_support import make_reranker_gguf, reranker_vocabulary
 
 QUERY = "What is GGUF?"
@@ -115,7 +121,7 @@ def test_control_tokens_in_user_text_stay_text(reranker: Reranker) -> None:
 
 def test_the_shared_split_tokenizes_like_the_whole_body(reranker: Reranker) -> None:
     engine = reranker._require_engine()
-    for doc in DOCS + ["!bang", ":colon", "  two spaces", "\nnewline", "'s"]:
+    for doc in [*DOCS, "!bang", ":colon", "  two spaces", "\nnewline", "'s"]:
         body = f"<Instruct>: i\n<Query>: q\n<Document>: {doc}"
         split = np.concatenate([engine.tokenize("<Instruct>: i\n<Query>: q\n<Document>:"), engine.tokenize(f" {doc}")])
         assert engine.tokenize(body).tolist() == split.tolist(), doc
@@ -213,7 +219,7 @@ def test_ties_keep_input_order(reranker: Reranker) -> None:
 
 def test_refuses_an_embedding_model(tmp_path: Path) -> None:
     path = make_model(tmp_path / "embedding.gguf")
-    with pytest.raises(UnsupportedModelError, match="embedding model .*Embedder"):
+    with pytest.raises(UnsupportedModelError, match=r"embedding model .*Embedder"):
         Reranker(path)
 
 
@@ -225,13 +231,13 @@ def test_refuses_another_architecture(tmp_path: Path, vocab: Vocabulary) -> None
 
 def test_refuses_labels_that_are_not_yes_no(tmp_path: Path, vocab: Vocabulary) -> None:
     path = make_reranker_gguf(tmp_path / "bad.gguf", vocab, variant="cls_bad_labels")
-    with pytest.raises(UnsupportedModelError, match="labels are .*relevant"):
+    with pytest.raises(UnsupportedModelError, match=r"labels are .*relevant"):
         Reranker(path, n_threads=2)
 
 
 def test_refuses_yes_no_that_are_not_single_tokens(tmp_path: Path) -> None:
     path = make_reranker_gguf(tmp_path / "vocab.gguf", train_vocabulary(), variant="tied")
-    with pytest.raises(UnsupportedModelError, match="'yes' is .* tokens"):
+    with pytest.raises(UnsupportedModelError, match=r"'yes' is .* tokens"):
         Reranker(path, n_threads=2)
 
 
@@ -306,3 +312,78 @@ def test_torch_engine_gives_the_same_scores(rerank_files: dict[str, Path], reran
     with Reranker(rerank_files["output"], backend="torch", dtype="float32", n_threads=2) as rr:
         assert "torch float32" in repr(rr)
         np.testing.assert_allclose(rr.predict(pairs, raw=True), reranker.predict(pairs, raw=True), atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- download and CLI
+
+RERANKER_REPO = "ggml-org/Qwen3-Reranker-0.6B-Q8_0-GGUF"
+
+
+@pytest.fixture
+def reranker_hub(
+    tmp_path_factory: pytest.TempPathFactory, vocab: Vocabulary, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[HubServer]:
+    """A local Hub on 127.0.0.1 serving a Q8_0 reranker under the catalog's 0.6B repo id."""
+    import huggingface_hub.constants
+
+    from qwen_embed.hub import download as hub_module
+
+    path = make_reranker_gguf(tmp_path_factory.mktemp("hub") / "r.gguf", vocab, variant="cls", quant="Q8_0")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub_module, "_RETRY_DELAYS", (0.01, 0.01))
+    with HubServer() as server:
+        server.add_repo(RERANKER_REPO, {"qwen3-reranker-0.6b-q8_0.gguf": path, "README.md": b"# reranker\n"})
+        yield server
+
+
+def test_from_pretrained_resolves_the_reranker_catalog(reranker_hub: HubServer, tmp_path: Path) -> None:
+    with Reranker.from_pretrained("0.6B", endpoint=reranker_hub.url, cache_dir=tmp_path, n_threads=2) as rr:
+        assert rr.resolution is not None and rr.resolution.repo_id == RERANKER_REPO
+        assert rr.quantization == "Q8_0" and rr.head.type_name in ("Q8_0", "F32", "F16")
+        assert rr.predict([("q", "d")]).shape == (1,)
+    with pytest.raises(QwenEmbedError, match="Unknown reranker"):
+        Reranker.from_pretrained("tiny-reranker", endpoint=reranker_hub.url, cache_dir=tmp_path)
+
+
+def test_cli_rerank_prints_json_lines_best_first(
+    rerank_files: dict[str, Path], reranker: Reranker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    docs = DOCS[:4]
+    assert main(["rerank", QUERY, *docs, "--model-path", str(rerank_files["cls"]), "--threads", "2"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected = reranker.rank(QUERY, docs)
+    assert [line["index"] for line in lines] == [r["corpus_id"] for r in expected]
+    assert [line["rank"] for line in lines] == [1, 2, 3, 4] and lines[0]["document"] == docs[lines[0]["index"]]
+    assert abs(lines[0]["score"] - expected[0]["score"]) < 1e-6
+
+    listing = tmp_path / "docs.txt"
+    listing.write_text("\n".join(docs) + "\n", encoding="utf-8")
+    args = ["rerank", QUERY, "-f", str(listing), "--top-k", "2", "--raw", "--model-path", str(rerank_files["cls"])]
+    assert main(args) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 2 and lines[0]["index"] == expected[0]["corpus_id"]
+    odds = reranker.predict([(QUERY, docs[lines[0]["index"]])], raw=True)[0]
+    assert abs(lines[0]["score"] - odds) < 1e-5
+
+
+def test_cli_rerank_downloads_and_reports_errors(
+    reranker_hub: HubServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["--endpoint", reranker_hub.url, "--cache-dir", str(tmp_path), "--threads", "2"]
+    assert main(["rerank", "q", "a", "b", "--model", "0.6B", *common]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert main(["rerank", "q", "a", "--model", "0.6B", "--top-k", "0", *common]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("qwen-embed rerank: ConfigurationError:") and "top_k" in err
+
+
+def test_two_stage_retrieval_example(
+    tiny_model: Path, rerank_files: dict[str, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("faiss")
+    script = Path(__file__).resolve().parents[1] / "examples" / "two_stage_retrieval.py"
+    monkeypatch.setattr(sys, "argv", [script.name, str(tiny_model), str(rerank_files["cls"])])
+    runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr().out
+    assert out.count("(50 candidates -> top 5)") == 2
+    assert "reranker: Reranker(" in out and len(re.findall(r"^  [01]\.\d{3}  #", out, flags=re.M)) == 10

@@ -132,7 +132,8 @@ def test_scores_match_the_official_recipe(rerank_parity: RerankParity, variant: 
     worst = float(np.abs(ours - reference).max())
     PARITY_REPORT.append(
         f"reranker {variant:<14} f32 head={head:<34} max |Δ score| {worst:.2e}, "
-        f"max |Δ log-odds| {np.abs(odds - reference_odds).max():.2e}, scores {reference.min():.3f}…{reference.max():.3f}"
+        f"max |Δ log-odds| {np.abs(odds - reference_odds).max():.2e}, "
+        f"scores {reference.min():.3f}…{reference.max():.3f}"
     )
     assert reference.max() - reference.min() > 0.3, "the fixture's scores should spread over (0, 1)"
     assert worst <= 1e-3
