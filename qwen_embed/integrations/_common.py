@@ -137,7 +137,7 @@ class ModelSource:
         kind: type,
         *,
         model: str | os.PathLike[str] | None = None,
-        instance: object | None = None,
+        instance: Any | None = None,
         quant: str | None = DEFAULT_QUANT,
         options: Mapping[str, Any] | None = None,
     ) -> None:
@@ -162,7 +162,7 @@ class ModelSource:
         self.model = os.fspath(model) if isinstance(model, os.PathLike) else model
         self.quant = quant
         self.options: dict[str, Any] = dict(options or {})
-        self._instance = instance
+        self._instance: Any = instance
         self._lock = threading.Lock()
 
     @property

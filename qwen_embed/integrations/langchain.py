@@ -138,7 +138,7 @@ class QwenRerank(BaseDocumentCompressor):
         instruction: str | None = None,
         reranker_options: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(top_n=positive_top_n(top_n), instruction=instruction)
+        super().__init__(top_n=positive_top_n(top_n), instruction=instruction)  # type: ignore[call-arg]
         self._source = ModelSource(Reranker, model=model, instance=reranker, quant=quant, options=reranker_options)
         self._source.get()
 

@@ -90,7 +90,7 @@ class QwenEmbedding(BaseEmbedding):
         sides.check(loaded)
         shown = os.fspath(model) if model is not None else str(loaded.model_path)
         kwargs.setdefault("model_name", os.path.basename(shown))
-        super().__init__(
+        super().__init__(  # type: ignore[call-arg]
             model=shown,
             quant=quant,
             task=task,
@@ -167,7 +167,9 @@ class QwenRerank(BaseNodePostprocessor):
         source = ModelSource(Reranker, model=model, instance=reranker, quant=quant, options=reranker_options)
         loaded: Reranker = source.get()
         shown = os.fspath(model) if model is not None else str(loaded.model_path)
-        super().__init__(model=shown, top_n=positive_top_n(top_n), instruction=instruction, **kwargs)
+        super().__init__(  # type: ignore[call-arg]
+            model=shown, top_n=positive_top_n(top_n), instruction=instruction, **kwargs
+        )
         self._source = source
 
     @classmethod

@@ -26,7 +26,7 @@ from ._common import require
 require("mteb", extra="mteb", what="qwen_embed.integrations.mteb")
 
 from mteb.models.abs_encoder import AbsEncoder  # noqa: E402
-from mteb.models.model_meta import ModelMeta  # noqa: E402
+from mteb.models.model_meta import ModelMeta, ScoringFunction  # noqa: E402
 from mteb.types import PromptType  # noqa: E402
 
 from ..embedder import Embedder  # noqa: E402
@@ -149,7 +149,7 @@ def _model_meta(embedder: Embedder, *, dim: int | None, model_name: str | None, 
         public_training_data=None,
         framework=["GGUF"],
         reference=f"https://huggingface.co/{card.repo_id}" if card else None,
-        similarity_fn_name="cosine",
+        similarity_fn_name=ScoringFunction.COSINE,  # type: ignore[arg-type]
         use_instructions=True,
         training_datasets=None,
         adapted_from=official if official != name else None,
