@@ -17,19 +17,26 @@ import numpy as np
 from . import _config
 from ._pipeline import plan_batches, positive_int, progress_bar
 from .engines.base import Engine, choose_backend
-from .engines.gguf_info import POOLING_NAMES, GGUFInfo, read_gguf_info
-from .engines.heads import RerankHead, read_rerank_head
+from .engines.gguf_info import read_gguf_info
+from .engines.heads import RerankHead, check_reranker_file, read_rerank_head
 from .errors import (
     ConfigurationError,
     EmbedderClosedError,
     EngineError,
     InputTypeError,
     InvalidInputError,
-    InvalidPromptError,
     UnsupportedModelError,
 )
 from .hub.download import ModelResolution
-from .text.rerank_prompt import DEFAULT_RERANK_INSTRUCTION, PREFIX, SUFFIX, head_body, tail_body
+from .text.rerank_prompt import (
+    DEFAULT_RERANK_INSTRUCTION,
+    PREFIX,
+    SUFFIX,
+    as_pairs,
+    check_instruction,
+    head_body,
+    tail_body,
+)
 
 __all__ = ["Reranker"]
 
@@ -37,7 +44,6 @@ logger = logging.getLogger(__name__)
 
 _FLOAT_TYPES = {"F32", "F16", "BF16", "F64"}
 _CHAT_MARKERS = ("<|im_start|>", "<|im_end|>")
-_EMBEDDING_POOLING = {"last", "mean", "cls"}
 
 
 @dataclass
@@ -107,10 +113,10 @@ class Reranker:
         self._engine: Engine | None = None
         self._resolution: ModelResolution | None = None
         info = read_gguf_info(model_path)
-        _check_reranker(info)
+        check_reranker_file(info)
         self._info = info
         self._path = info.path
-        self._instruction = _check_text("instruction", instruction, DEFAULT_RERANK_INSTRUCTION)
+        self._instruction = check_instruction(instruction, DEFAULT_RERANK_INSTRUCTION)
         self._context_length = int(info.context_length or _config.DEFAULT_MAX_LENGTH)
         self._max_length = _resolve_max_length(max_length, self._context_length)
         self._batch_size = positive_int("batch_size", batch_size)
@@ -287,7 +293,7 @@ class Reranker:
 
     def format(self, query: str, document: str, *, instruction: str | None = None) -> str:
         """The exact string the model reads for a pair (before any truncation)."""
-        chosen = self._instruction if instruction is None else _check_text("instruction", instruction, "")
+        chosen = self._instruction if instruction is None else check_instruction(instruction)
         return PREFIX + head_body(chosen, query) + tail_body(document) + SUFFIX
 
     def tokenize(self, query: str, document: str, *, instruction: str | None = None) -> np.ndarray:
@@ -296,7 +302,7 @@ class Reranker:
         The prompt's fixed parts are tokenized with special tokens parsed; the query, document and
         instruction never are (a ``<|im_end|>`` written in a document stays text).
         """
-        chosen = self._instruction if instruction is None else _check_text("instruction", instruction, "")
+        chosen = self._instruction if instruction is None else check_instruction(instruction)
         pair = self._pair(query, document, chosen, 0)
         return np.concatenate([pair.head, pair.tail]).astype(np.int32)
 
@@ -324,8 +330,8 @@ class Reranker:
         Returns:
             float32 ``p(yes)`` in [0, 1] (or log-odds), in input order.
         """
-        single, items = _as_pairs(pairs)
-        chosen = self._instruction if instruction is None else _check_text("instruction", instruction, "")
+        single, items = as_pairs(pairs)
+        chosen = self._instruction if instruction is None else check_instruction(instruction)
         limit = (
             self._batch_size if batch_size is None else min(positive_int("batch_size", batch_size), self._batch_size)
         )
@@ -517,50 +523,6 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     e = np.exp(x[~pos])
     out[~pos] = e / (1.0 + e)
     return out
-
-
-def _as_pairs(pairs: object) -> tuple[bool, list[tuple[object, object]]]:
-    if pairs is None or isinstance(pairs, (str, bytes, bytearray, dict)) or not isinstance(pairs, Iterable):
-        raise InputTypeError(
-            f"pairs must be a list of (query, document) pairs, not {type(pairs).__name__}; "
-            "for one query and many documents use rank(query, documents)."
-        )
-    items = list(pairs)
-    if len(items) == 2 and all(isinstance(x, str) for x in items):
-        return True, [(items[0], items[1])]
-    out = []
-    for i, item in enumerate(items):
-        if isinstance(item, (str, bytes)) or not isinstance(item, Sequence) or len(item) != 2:
-            raise InputTypeError(f"Pair #{i} is {item!r:.60}; every pair must be a (query, document) tuple of two str.")
-        out.append((item[0], item[1]))
-    return False, out
-
-
-def _check_text(name: str, value: object, default: str) -> str:
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise InvalidPromptError(f"{name} must be a str, not {type(value).__name__}")
-    if not value.strip():
-        raise InvalidPromptError(f"{name} is empty; pass None for the default ({DEFAULT_RERANK_INSTRUCTION!r}).")
-    return unicodedata.normalize("NFC", value)
-
-
-def _check_reranker(info: GGUFInfo) -> None:
-    name = info.path.name
-    if info.architecture != "qwen3":
-        raise UnsupportedModelError(
-            f"{name} is a {info.architecture or 'unknown'} model; the Reranker runs Qwen3-Reranker GGUF files "
-            "(architecture qwen3), such as Qwen3-Reranker-0.6B-Q8_0.gguf."
-        )
-    if not info.tensors or not info.embedding_length:
-        raise UnsupportedModelError(f"{name} has no weights or no embedding_length (a vocabulary-only GGUF?).")
-    pooling = POOLING_NAMES.get(info.pooling_type) if info.pooling_type is not None else None
-    if pooling in _EMBEDDING_POOLING:
-        raise UnsupportedModelError(
-            f"{name} is an embedding model (pooling_type {pooling.upper()}), not a reranker; load it with "
-            "qwen_embed.Embedder, or give the Reranker a Qwen3-Reranker file."
-        )
 
 
 def _resolve_max_length(max_length: int | None, context_length: int) -> int:

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UnsupportedModelError
-from .gguf_info import GGUFInfo, TensorInfo
+from .gguf_info import POOLING_NAMES, GGUFInfo, TensorInfo
 
-__all__ = ["RerankHead", "read_rerank_head"]
+__all__ = ["RerankHead", "check_reranker_file", "read_rerank_head"]
 
 CLS_OUT = "cls.output.weight"
 OUTPUT = "output.weight"
@@ -156,3 +156,21 @@ def _read_rows(info: GGUFInfo, tensor: TensorInfo, rows: tuple[int, ...], n_embd
                     ) from error
             out.append(np.asarray(values, dtype=np.float64))
     return out
+
+
+def check_reranker_file(info: GGUFInfo) -> None:
+    """Refuse a file that is not a Qwen3 reranker: another architecture, no weights, an embedding model."""
+    name = info.path.name
+    if info.architecture != "qwen3":
+        raise UnsupportedModelError(
+            f"{name} is a {info.architecture or 'unknown'} model; the Reranker runs Qwen3-Reranker GGUF files "
+            "(architecture qwen3), such as Qwen3-Reranker-0.6B-Q8_0.gguf."
+        )
+    if not info.tensors or not info.embedding_length:
+        raise UnsupportedModelError(f"{name} has no weights or no embedding_length (a vocabulary-only GGUF?).")
+    pooling = POOLING_NAMES.get(info.pooling_type) if info.pooling_type is not None else None
+    if pooling in ("last", "mean", "cls"):
+        raise UnsupportedModelError(
+            f"{name} is an embedding model (pooling_type {pooling.upper()}), not a reranker; load it with "
+            "qwen_embed.Embedder, or give the Reranker a Qwen3-Reranker file."
+        )

@@ -15,10 +15,17 @@ tokenized apart give the same tokens as the body tokenized whole.
 
 from __future__ import annotations
 
+import unicodedata
+from collections.abc import Iterable, Sequence
+
+from ..errors import InputTypeError, InvalidPromptError
+
 __all__ = [
     "DEFAULT_RERANK_INSTRUCTION",
     "PREFIX",
     "SUFFIX",
+    "as_pairs",
+    "check_instruction",
     "format_pair",
     "head_body",
     "tail_body",
@@ -48,3 +55,32 @@ def tail_body(document: str) -> str:
 def format_pair(query: str, document: str, instruction: str = DEFAULT_RERANK_INSTRUCTION) -> str:
     """The whole string the model reads for one pair (before any truncation)."""
     return PREFIX + head_body(instruction, query) + tail_body(document) + SUFFIX
+
+
+def as_pairs(pairs: object) -> tuple[bool, list[tuple[object, object]]]:
+    """``(single, pairs)``: one ``(query, document)`` pair or a list of them, checked."""
+    if pairs is None or isinstance(pairs, (str, bytes, bytearray, dict)) or not isinstance(pairs, Iterable):
+        raise InputTypeError(
+            f"pairs must be a list of (query, document) pairs, not {type(pairs).__name__}; "
+            "for one query and many documents use rank(query, documents)."
+        )
+    items = list(pairs)
+    if len(items) == 2 and all(isinstance(x, str) for x in items):
+        return True, [(items[0], items[1])]
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, (str, bytes)) or not isinstance(item, Sequence) or len(item) != 2:
+            raise InputTypeError(f"Pair #{i} is {item!r:.60}; every pair must be a (query, document) tuple of two str.")
+        out.append((item[0], item[1]))
+    return False, out
+
+
+def check_instruction(value: object, default: str = "") -> str:
+    """An instruction in NFC, or ``default`` for ``None``; a non-str or blank one is refused."""
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise InvalidPromptError(f"instruction must be a str, not {type(value).__name__}")
+    if not value.strip():
+        raise InvalidPromptError(f"instruction is empty; pass None for the default ({DEFAULT_RERANK_INSTRUCTION!r}).")
+    return unicodedata.normalize("NFC", value)
