@@ -184,7 +184,7 @@ class _Job:
         self.policy = get_policy(long_text if long_text is not None else emb.long_text).name
         self.dim = int(emb.encode([], dim=dim).shape[1])  # checks dim against the model
         self.normalize = emb.normalize if normalize is None else bool(normalize)
-        self.call = {"side": side, "prompt_name": task, "instruction": instruction}
+        self.call: dict[str, Any] = {"side": side, "prompt_name": task, "instruction": instruction}
         # The exact text before and after each row: recorded, and used to count tokens.
         self.before, self.after = emb._prompt_parts(
             task or side, instruction, "passage" if side == "document" else "query"
@@ -338,7 +338,7 @@ class _Job:
         whole = [i for i in range(len(texts)) if n_tokens[i] <= limit] if long_rows else range(len(texts))
         if len(whole):
             block = [texts[i] for i in whole]
-            options = {"dim": self.dim, "normalize": self.normalize, "long_text": self.policy}
+            options: dict[str, Any] = {"dim": self.dim, "normalize": self.normalize, "long_text": self.policy}
             vectors[list(whole)] = next(iter(emb.encode_iter(block, chunk_size=len(block), **self.call, **options)))
         spans: list[Any] | None = [None] * len(texts) if self.policy == "chunk" else None
         for i in long_rows:

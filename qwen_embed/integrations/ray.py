@@ -74,7 +74,7 @@ class EmbedBatch:
             os.fspath(model) if model is not None else DEFAULT_MODEL, quant=quant, **options
         )
         self.column, self.output_column = column, output_column
-        self._call = {"side": side, "prompt_name": task, "instruction": instruction, "dim": dim,
+        self._call: dict[str, Any] = {"side": side, "prompt_name": task, "instruction": instruction, "dim": dim,
                       "normalize": normalize, "long_text": long_text}  # fmt: skip
         self.dim = int(self.embedder.encode([], dim=dim).shape[1])
 
