@@ -143,3 +143,13 @@ def test_sides_check_their_values(tiny_embedder: Embedder) -> None:
         Sides(task="qaa").check(tiny_embedder)
     with pytest.raises(Exception, match="dim"):
         Sides(dim=4096).check(tiny_embedder)
+
+
+def test_copies_and_pickles_share_the_model(tiny_model: Path) -> None:
+    import copy
+    import pickle
+
+    source = ModelSource(Embedder, model=tiny_model, options={"n_threads": 2})
+    model = source.get()
+    assert copy.deepcopy(source).get() is model  # a deep copy never loads a second model
+    assert pickle.loads(pickle.dumps(source)).get() is model  # unpickled: from the cache, by path and options

@@ -7,6 +7,7 @@ from the shared cache on first use) and a :class:`Sides` (which prompt each side
 
 from __future__ import annotations
 
+import copy
 import importlib
 import os
 import threading
@@ -179,6 +180,25 @@ class ModelSource:
             if self._instance is None:
                 self._instance = shared_model(self.kind, self.model, quant=self.quant, options=self.options)
             return self._instance
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ModelSource:
+        """A copy shares the loaded model (a model is a shared, thread-safe resource)."""
+        twin = copy.copy(self)
+        twin.options = dict(self.options)
+        twin._lock = threading.Lock()
+        return twin
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without its lock; a model loaded from options is loaded again (via the cache) on first use."""
+        state = self.__dict__.copy()
+        del state["_lock"]
+        if self.model is not None or self.options:
+            state["_instance"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def config(self) -> dict[str, Any]:
         """JSON-able description from which an equal source can be rebuilt in another process."""
