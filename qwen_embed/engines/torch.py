@@ -1,17 +1,17 @@
 """A second engine behind the same seam: PyTorch on the same GGUF file (``pip install "qwen-embed[torch]"``).
 
-The GGUF's tensors are dequantized one by one (``gguf.quants``) into torch tensors of the
-chosen dtype; text is tokenized by a ``tokenizers`` BPE built from the file's own vocabulary
-and merges with the Qwen2 split, checked against llama.cpp on a sample at load time (falling
-back to llama.cpp's tokenizer where they differ). The forward pass is a compact Qwen3 encoder
-that, under last-token pooling, runs the final layer's attention output and FFN for the last
+The GGUF's tensors are read and dequantized by torch tensor ops straight into the chosen
+dtype, a MiB at a time on ``n_threads`` threads (:mod:`._weights`, :mod:`._dequant`); text
+is tokenized by a ``tokenizers`` BPE built from the file's own vocabulary and merges with
+the Qwen2 split, checked against llama.cpp on a sample at load time (falling back to
+llama.cpp's tokenizer where they differ). The forward pass is a compact Qwen3 encoder that,
+under last-token pooling, runs the final layer's attention output and FFN for the last
 token of each sequence only.
 """
 
 from __future__ import annotations
 
 import logging
-import mmap
 import os
 import threading
 from collections.abc import Sequence
@@ -183,36 +183,6 @@ def _build_bpe(tokens: list[str], merges: list[str]) -> Any:
     return tokenizer
 
 
-def _load_tensor(buf: mmap.mmap, info: GGUFInfo, name: str, torch: Any, dtype: Any, device: str) -> Any:
-    """One tensor, dequantized to ``dtype`` on ``device`` (numpy shape order: the reverse of ggml's)."""
-    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
-    from gguf.quants import dequantize
-
-    tensor = next((t for t in info.tensors if t.name == name), None)
-    if tensor is None:
-        raise ModelLoadError(f"{info.path}: no tensor {name!r}")
-    qtype = GGMLQuantizationType[tensor.type_name]
-    shape = tuple(reversed(tensor.shape))
-    start = info.data_offset + tensor.offset
-    raw = np.frombuffer(buf, dtype=np.uint8, count=tensor.n_bytes, offset=start)
-    values: np.ndarray
-    if qtype == GGMLQuantizationType.F32:  # copies: the tensor must not point into the file's mmap
-        values = raw.view(np.float32).reshape(shape).copy()
-    elif qtype == GGMLQuantizationType.F16:
-        values = raw.view(np.float16).reshape(shape).copy()
-    elif qtype == GGMLQuantizationType.BF16:
-        bits = raw.view(np.uint16).astype(np.uint32) << 16
-        values = bits.view(np.float32).reshape(shape)
-    else:
-        block, type_size = GGML_QUANT_SIZES[qtype]
-        rows = raw.reshape(-1, shape[-1] // block * type_size)
-        try:
-            values = dequantize(rows, qtype).reshape(shape)
-        except NotImplementedError as error:
-            raise ModelLoadError(f"{info.path}: the torch engine cannot dequantize {qtype.name} ({name})") from error
-    return torch.from_numpy(np.ascontiguousarray(values)).to(device=device, dtype=dtype)  # one tensor at a time
-
-
 class TorchEngine:
     """Qwen3 encoder in PyTorch on a GGUF's weights."""
 
@@ -263,7 +233,7 @@ class TorchEngine:
         if arch != "qwen3" or not self._n_layer:
             raise ModelLoadError(f"{self._path}: the torch engine runs qwen3 models, not {arch!r}")
         mark_threads_started()  # torch's intra-op pool runs from the first tensor op on
-        self._weights = self._read_weights(info)
+        self._weights = self._read_weights(info, n_threads)
         self._tokenizer = _Tokenizer(self._path)
         self._inv_freq = 1.0 / (
             self._rope_base ** (torch.arange(0, self._head_dim, 2, dtype=torch.float32, device=device) / self._head_dim)
@@ -277,34 +247,21 @@ class TorchEngine:
             self._tokenizer.source,
         )
 
-    def _read_weights(self, info: GGUFInfo) -> dict[str, Any]:
-        # Not ``with mmap``: if loading fails, the traceback still holds numpy views of the map,
-        # and closing it then raises BufferError over the real error. The map closes when freed.
+    def _read_weights(self, info: GGUFInfo, n_threads: int) -> dict[str, Any]:
+        """Weights straight into their dtype (see :mod:`._weights`); q/k/v and gate/up fused into one matrix each."""
+        from ._weights import load_gguf_weights
+
         try:
-            with open(self._path, "rb") as handle:
-                buf = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-            return self._load(buf, info)
+            return load_gguf_weights(
+                info,
+                n_layer=self._n_layer,
+                torch=self._torch,
+                dtype=self._dtype,
+                device=self._device,
+                threads=n_threads,
+            )
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"{self._path}: {error}") from error
-
-    def _load(self, buf: mmap.mmap, info: GGUFInfo) -> dict[str, Any]:
-        """Weights tensor by tensor; q/k/v and gate/up are fused into one matrix each (fewer, larger GEMMs)."""
-        torch, dt, dev = self._torch, self._dtype, self._device
-        weights: dict[str, Any] = {"token_embd": _load_tensor(buf, info, "token_embd.weight", torch, dt, dev)}
-        weights["output_norm"] = _load_tensor(buf, info, "output_norm.weight", torch, torch.float32, dev)
-        for i in range(self._n_layer):
-            p = f"blk.{i}."
-
-            def load(key: str, p: str = p) -> Any:
-                return _load_tensor(buf, info, p + key + ".weight", torch, dt, dev)
-
-            weights[p + "attn_qkv"] = torch.cat([load("attn_q"), load("attn_k"), load("attn_v")])
-            weights[p + "attn_output"] = load("attn_output")
-            weights[p + "ffn_gate_up"] = torch.cat([load("ffn_gate"), load("ffn_up")])
-            weights[p + "ffn_down"] = load("ffn_down")
-            for key in ("attn_norm", "attn_q_norm", "attn_k_norm", "ffn_norm"):
-                weights[p + key] = _load_tensor(buf, info, p + key + ".weight", torch, torch.float32, dev)
-        return weights
 
     # ------------------------------------------------------------------ the Engine protocol
 
@@ -443,7 +400,9 @@ def _check_device(torch: Any, device: object) -> str:
     try:
         parsed = torch.device(device)
     except (RuntimeError, ValueError) as error:
-        raise ConfigurationError(f"device={device!r} is not a device PyTorch knows ({error}); use 'cpu' or 'cuda'") from error
+        raise ConfigurationError(
+            f"device={device!r} is not a device PyTorch knows ({error}); use 'cpu' or 'cuda'"
+        ) from error
     if parsed.type == "cuda" and not torch.cuda.is_available():
         built = torch.version.cuda
         raise ConfigurationError(
