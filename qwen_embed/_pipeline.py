@@ -8,18 +8,25 @@ sequence budget) and report progress; this module is that layer, written once.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
-from typing import Any
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ConfigurationError, InputTypeError
+from .errors import ConfigurationError, InputTypeError, InvalidInputError
+
+if TYPE_CHECKING:
+    from .engines.base import Engine
 
 __all__ = [
+    "TextTokenizer",
     "as_text_list",
     "check_bool",
     "check_gpu_layers",
     "check_threads",
+    "check_utf8",
+    "embed_sequences",
     "in_notebook",
     "plan_batches",
     "positive_int",
@@ -140,3 +147,85 @@ def check_gpu_layers(n_gpu_layers: object) -> int:
     if isinstance(n_gpu_layers, bool) or not isinstance(n_gpu_layers, (int, np.integer)) or int(n_gpu_layers) < -1:
         raise ConfigurationError(f"n_gpu_layers must be an int (0: CPU only, -1: all layers), not {n_gpu_layers!r}")
     return int(n_gpu_layers)
+
+
+def check_utf8(text: str, index: int | None, *, text_offset: int = 0) -> None:
+    """InvalidInputError naming the character when ``text`` cannot be UTF-8 (a lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        where = "The text" if index is None else f"Text #{index}"
+        raise InvalidInputError(
+            f"{where} cannot be encoded as UTF-8 at character {exc.start - text_offset} ({exc.reason}: "
+            f"{text[exc.start : exc.end]!r}); a lone surrogate usually comes from a bad decode. "
+            "Clean it with text.encode('utf-8', 'replace').decode()."
+        ) from exc
+
+
+_EMPTY = np.zeros(0, dtype=np.int32)
+
+
+class TextTokenizer:
+    """User text to token ids as the official tokenizer makes them.
+
+    NFC first (the official tokenizer normalizes, llama.cpp does not), control tokens written
+    in the text stay text, and a text that is not valid UTF-8 gets an InvalidInputError that
+    names the character. The fixed pieces of prompts are cached.
+
+    Args:
+        engine: Returns the engine to tokenize with (raises once the model is closed).
+    """
+
+    def __init__(self, engine: Callable[[], Engine]) -> None:
+        self._engine = engine
+        self._pieces: dict[str, np.ndarray] = {}
+
+    def tokens(self, text: object, index: int | None, *, text_offset: int = 0) -> np.ndarray:
+        """Token ids of ``text`` (``index``/``text_offset`` place errors in the caller's input)."""
+        if not isinstance(text, str):
+            where = "The input" if index is None else f"Input #{index}"
+            raise InputTypeError(f"{where} is {type(text).__name__}, not str; every text must be a str.")
+        engine = self._engine()
+        nfc = text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+        try:
+            return engine.tokenize(nfc)
+        except UnicodeEncodeError:
+            check_utf8(text, index, text_offset=text_offset)  # names the position in the caller's text
+            raise
+
+    def piece(self, text: str) -> np.ndarray:
+        """Token ids of a prompt's fixed part (cached: a few distinct pieces per model)."""
+        if not text:
+            return _EMPTY
+        cached = self._pieces.get(text)
+        if cached is None:
+            if len(self._pieces) > 256:
+                self._pieces.clear()
+            cached = self._pieces[text] = self.tokens(text, None)
+        return cached
+
+
+def embed_sequences(
+    engine: Engine,
+    sequences: Sequence[np.ndarray],
+    *,
+    batch_size: int,
+    batch_tokens: int,
+    show_progress: bool | None,
+) -> np.ndarray:
+    """Pooled rows of ``sequences`` (in order), decoded in packed batches, with a progress bar if asked."""
+    out = np.empty((len(sequences), engine.n_embd), dtype=np.float32)
+    if not sequences:
+        return out
+    lengths = [len(s) for s in sequences]
+    batches = plan_batches(lengths, max_tokens=batch_tokens, max_sequences=min(batch_size, engine.max_sequences))
+    bar = progress_bar(show_progress, total=sum(lengths), batches=len(batches))
+    try:
+        for batch in batches:
+            out[batch] = engine.embed([sequences[i] for i in batch])
+            if bar is not None:
+                bar.update(sum(lengths[i] for i in batch))
+    finally:
+        if bar is not None:
+            bar.close()
+    return out

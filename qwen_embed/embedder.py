@@ -2,75 +2,51 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
-import sys
-import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, overload
+from typing import Any
 
 import numpy as np
 
 from . import _config
-from .engines.base import Engine, Pooling, choose_backend
-from .hub.catalog import DEFAULT_MODEL, DEFAULT_QUANT
-from .text.chunking import (
-    Chunk,
-    ChunkConfig,
-    Chunker,
-    LongEmbedding,
-    Section,
-    SectionEmbedding,
-    chunk_preset,
-    markdown_sections,
-    sections_from_pairs,
-)
 from ._pipeline import (
+    TextTokenizer,
     as_text_list,
     check_bool,
     check_gpu_layers,
     check_threads,
-    plan_batches,
+    embed_sequences,
+    in_notebook,
     positive_int,
-    progress_bar,
     unwrap_scalar,
 )
-from .errors import (
-    ConfigurationError,
-    DimensionError,
-    EmbedderClosedError,
-    EngineError,
-    InputTooLongError,
-    InputTypeError,
-    InvalidInputError,
-    UnsupportedModelError,
+from ._setup import (
+    as_chunk_config,
+    as_registry,
+    check_model_path,
+    check_supported,
+    find_eos,
+    resolve_max_length,
+    resolve_pooling,
 )
-from .text.fusion import FusionInput, get_fusion, section_vectors
-from .engines.gguf_info import POOLING_NAMES, GGUFInfo, read_gguf_info
+from .engines.base import Engine, Pooling, choose_backend
+from .engines.gguf_info import read_gguf_info
+from .errors import ConfigurationError, DimensionError, EmbedderClosedError, EngineError, InputTypeError
+from .hub.catalog import DEFAULT_MODEL, DEFAULT_QUANT
 from .hub.download import ModelResolution
+from .text.chunking import ChunkConfig, Chunker, LongEmbedding
+from .text.long_documents import LongPlan, LongPlanner, assemble, chunk_config, document_text, fuse
 from .text.long_text import ChunkPolicy, InputTokens, get_policy
 from .text.prompts import DEFAULT_REGISTRY, OFFICIAL_TEMPLATE, Prompt, PromptRegistry, _check_instruction
 
 __all__ = ["Embedder"]
 
-_CHUNK_SLACK = 2  # tokens: a prompt and a chunk tokenized together can merge or split at the seam
-
-
-@dataclass(frozen=True)
-class _LongPlan:
-    chunks: list[Chunk]
-    sequences: list[np.ndarray]
-    config: ChunkConfig
-    has_title: bool
-
-
 logger = logging.getLogger(__name__)
 
-SUPPORTED_ARCHITECTURES = ("qwen3",)
-EOS_TEXT = "<|endoftext|>"
 _FLOAT_TYPES = {"F32", "F16", "BF16", "F64"}
 
 
@@ -146,24 +122,21 @@ class Embedder:
             self._options["prompts"] = None
         self._hub_recipe: dict[str, Any] | None = None
         self._engine: Engine | None = None
-        if isinstance(model_path, bool) or not isinstance(model_path, (str, os.PathLike)):
-            raise ConfigurationError(
-                f"model_path must be a path (str or os.PathLike) to a .gguf file, not {type(model_path).__name__}"
-            )
-        self._chunking = _as_chunk_config(chunking)
-        self._prompts = _as_registry(prompts)
+        check_model_path(model_path)
+        self._chunking = as_chunk_config(chunking)
+        self._prompts = as_registry(prompts)
         if default_prompt_name is not None:
             self._prompts.get_prompt(default_prompt_name)
         self._default_prompt_name = default_prompt_name
-        self._piece_cache: dict[str, np.ndarray] = {}
+        self._tokenizer = TextTokenizer(self._require_engine)
         info = read_gguf_info(model_path)
-        _check_supported(info)
+        check_supported(info)
         self._info = info
         self._path = info.path
         self._native_dim = int(info.embedding_length or 0)
         self._context_length = int(info.context_length or _config.DEFAULT_MAX_LENGTH)
-        self._pooling: Pooling = _resolve_pooling(info, pooling)
-        self._max_length = _resolve_max_length(max_length, self._context_length)
+        self._pooling: Pooling = resolve_pooling(info, pooling)
+        self._max_length = resolve_max_length(max_length, self._context_length)
         self._dim = self._check_dim(dim)
         self._normalize = check_bool("normalize", normalize)
         self._policy = get_policy(long_text)
@@ -179,8 +152,9 @@ class Embedder:
         self._engine = self._make_engine(n_gpu_layers=n_gpu_layers, dtype=dtype, device=device)
         # llama.cpp holds at most 256 sequences per context: the planner never asks for more.
         self._batch_size = min(self._batch_size, self._engine.max_sequences)
-        self._eos = self._find_eos(self._engine, info)
+        self._eos = find_eos(self._engine, info)
         self._chunker = Chunker(self._engine.tokenize, self._engine.token_bytes)
+        self._planner = LongPlanner(self._tokenizer, self._chunker, max_length=self._max_length, eos=self._eos)
         self._resolution: ModelResolution | None = None
         logger.debug("ready: %r", self)
 
@@ -440,65 +414,13 @@ class Embedder:
 
     def _input_tokens(self, text: object, index: int | None, before: str, after: str) -> InputTokens:
         if not isinstance(text, str):
-            self._text_tokens(text, index)  # raises InputTypeError naming the index
-        tokens = self._text_tokens(before + str(text) + after, index, text_offset=len(before))
+            self._tokenizer.tokens(text, index)  # raises InputTypeError naming the index
+        tokens = self._tokenizer.tokens(before + str(text) + after, index, text_offset=len(before))
         if not before and not after:
             return InputTokens(index, tokens)
-        return InputTokens(index, tokens, self._prompt_tokens(before).size, self._prompt_tokens(after))
-
-    def _prompt_tokens(self, piece: str) -> np.ndarray:
-        """Tokens of a prompt's fixed part (cached: a few distinct pieces per embedder)."""
-        if not piece:
-            return _EMPTY
-        cached = self._piece_cache.get(piece)
-        if cached is None:
-            if len(self._piece_cache) > 256:
-                self._piece_cache.clear()
-            cached = self._piece_cache[piece] = self._text_tokens(piece, None)
-        return cached
-
-    def _text_tokens(self, text: object, index: int | None, *, text_offset: int = 0) -> np.ndarray:
-        if not isinstance(text, str):
-            where = "The input" if index is None else f"Input #{index}"
-            raise InputTypeError(f"{where} is {type(text).__name__}, not str; every text must be a str.")
-        engine = self._require_engine()
-        # The official tokenizer applies NFC before BPE; llama.cpp does not, so do it here.
-        nfc = text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
-        try:
-            return engine.tokenize(nfc)
-        except UnicodeEncodeError:
-            _check_utf8(text, index, text_offset=text_offset)  # names the position in the caller's text
-            raise
+        return InputTokens(index, tokens, self._tokenizer.piece(before).size, self._tokenizer.piece(after))
 
     # ------------------------------------------------------------------ encode
-
-    @overload
-    def encode(
-        self,
-        texts: str,
-        *,
-        prompt_name: str | None = ...,
-        instruction: str | None = ...,
-        dim: int | None = ...,
-        normalize: bool | None = ...,
-        long_text: str | None = ...,
-        batch_size: int | None = ...,
-        show_progress: bool | None = ...,
-    ) -> np.ndarray: ...
-
-    @overload
-    def encode(
-        self,
-        texts: Iterable[str],
-        *,
-        prompt_name: str | None = ...,
-        instruction: str | None = ...,
-        dim: int | None = ...,
-        normalize: bool | None = ...,
-        long_text: str | None = ...,
-        batch_size: int | None = ...,
-        show_progress: bool | None = ...,
-    ) -> np.ndarray: ...
 
     def encode(
         self,
@@ -580,7 +502,7 @@ class Embedder:
         long_text: str | None = None,
         batch_size: int | None = None,
         show_progress: bool | None = None,
-    ) -> Iterable[np.ndarray]:
+    ) -> Iterator[np.ndarray]:
         """Embed a stream of texts in bounded memory, yielding vectors as each window is done.
 
         >>> for block in emb.encode_iter(open("corpus.txt"), side="document"):  # doctest: +SKIP
@@ -606,16 +528,12 @@ class Embedder:
         Yields:
             float32 arrays of shape ``(k, dim)``: consecutive rows, in input order.
         """
-        import itertools
-        import re
-        from collections.abc import Sized
-
-        from ._pipeline import in_notebook
-
         if side not in (None, "query", "document"):
             raise ConfigurationError(f"side={side!r} is not one of None, 'query', 'document'.")
         if isinstance(texts, (str, bytes, bytearray, Mapping)) or not isinstance(texts, Iterable):
-            raise InputTypeError(f"encode_iter takes an iterable of str, not {type(texts).__name__}; encode takes one str.")
+            raise InputTypeError(
+                f"encode_iter takes an iterable of str, not {type(texts).__name__}; encode takes one str."
+            )
         window = positive_int("chunk_size", chunk_size)
         name = prompt_name if side is None else prompt_name or side
         before, after = self._prompt_parts(name, instruction, "passage" if side == "document" else "query")
@@ -623,33 +541,26 @@ class Embedder:
         if long_text is not None:
             get_policy(long_text)
         show = self._show_progress if show_progress is None else show_progress
-        show = in_notebook() if show is None else show
+        return self._windows(texts, window, (before, after, dim, normalize, long_text, batch_size), show)
 
-        def windows() -> Any:
-            items, start, bar = iter(texts), 0, None
-            if show:
-                from tqdm.auto import tqdm
+    def _windows(
+        self, texts: Iterable[str], window: int, options: tuple[Any, ...], show: bool | None
+    ) -> Iterator[np.ndarray]:
+        items, start = iter(texts), 0
+        bar = None
+        if in_notebook() if show is None else show:
+            from tqdm.auto import tqdm
 
-                bar = tqdm(unit="text", desc="Embedding", total=len(texts) if isinstance(texts, Sized) else None)
-            try:
-                while block := list(itertools.islice(items, window)):
-                    try:
-                        vectors = self._encode(block, before, after, dim, normalize, long_text, batch_size, False)
-                    except (InputTooLongError, InputTypeError, InvalidInputError) as exc:  # index in the stream
-                        message = re.sub(r"#(\d+)", lambda m: f"#{int(m[1]) + start}", str(exc), count=1)
-                        if isinstance(exc, InputTooLongError):
-                            index = None if exc.index is None else exc.index + start
-                            raise InputTooLongError(message, index=index, n_tokens=exc.n_tokens, limit=exc.limit) from None
-                        raise type(exc)(message) from exc.__cause__
-                    start += len(block)
-                    if bar is not None:
-                        bar.update(len(block))
-                    yield vectors
-            finally:
+            bar = tqdm(unit="text", desc="Embedding", total=len(texts) if hasattr(texts, "__len__") else None)
+        try:
+            while block := list(itertools.islice(items, window)):
+                yield self._encode(block, *options, False, first_index=start)
+                start += len(block)
                 if bar is not None:
-                    bar.close()
-
-        return windows()
+                    bar.update(len(block))
+        finally:
+            if bar is not None:
+                bar.close()
 
     def _encode(
         self,
@@ -661,6 +572,8 @@ class Embedder:
         long_text: str | None,
         batch_size: int | None,
         show_progress: bool | None,
+        *,
+        first_index: int = 0,
     ) -> np.ndarray:
         texts = unwrap_scalar(texts)
         single = isinstance(texts, str)
@@ -670,13 +583,13 @@ class Embedder:
 
         # 1. Tokenize and plan everything first: bad input fails before any decode.
         sequences: list[np.ndarray] = []
-        groups: list[tuple[int, int, _LongPlan | None]] = []  # (first row, rows, chunk plan)
+        groups: list[tuple[int, int, LongPlan | None]] = []  # (first row, rows, chunk plan)
         for i, text in enumerate(items):
-            index = None if single else i
+            index = None if single else first_index + i
             item = self._input_tokens(text, index, before, after)
-            plan: _LongPlan | None = None
+            plan: LongPlan | None = None
             if isinstance(policy, ChunkPolicy) and item.n_tokens > self._max_length:
-                plan = self._plan_long(text, index, before, after, self._chunking)
+                plan = self._planner.plan(text, index, before, after, self._chunking)
                 planned = plan.sequences
             else:
                 planned = policy.plan(item, limit=self._max_length, eos=self._eos)
@@ -693,7 +606,7 @@ class Embedder:
             vectors = np.empty((len(items), self._native_dim), dtype=np.float32)
             for i, (first, count, plan) in enumerate(groups):
                 rows = raw[first : first + count]
-                vectors[i] = self._fuse(plan, rows)[0] if plan is not None else policy.combine(rows)
+                vectors[i] = fuse(plan, rows, self._native_dim)[0] if plan is not None else policy.combine(rows)
         return self._finish(vectors, out_dim, do_normalize, single)
 
     def _call_options(self, dim: int | None, normalize: bool | None, batch_size: int | None) -> tuple[int, bool, int]:
@@ -764,159 +677,43 @@ class Embedder:
             instruction: An instruction in the official query format instead.
             return_chunks: Keep each chunk's vector in the result.
         """
-        config = self._chunking if preset is None else chunk_preset(preset)
-        changes = {
-            k: v
-            for k, v in dict(
-                chunk_tokens=chunk_tokens,
-                overlap=overlap,
-                fusion=fusion,
-                context_prefix=context_prefix,
-                title_weight=title_weight,
-            ).items()
-            if v is not None
-        }
-        if changes:
-            config = ChunkConfig(**{**config.__dict__, **changes})
-        get_fusion(config.fusion)
-        if title is not None and not isinstance(title, str):
-            raise InputTypeError(f"title must be a str, not {type(title).__name__}")
-        if sections is not None:
-            text, spans = sections_from_pairs(sections, title=title)
-        elif not isinstance(text, str):
-            raise InputTypeError(f"The input is {type(text).__name__}, not str; encode_long takes one str.")
-        else:
-            spans = None
-        _check_utf8(text, None)  # before the chunker hands it to the engine
+        config = chunk_config(
+            self._chunking,
+            preset,
+            chunk_tokens=chunk_tokens,
+            overlap=overlap,
+            fusion=fusion,
+            context_prefix=context_prefix,
+            title_weight=title_weight,
+        )
+        text, spans = document_text(text, title=title, sections=sections)
         if instruction is not None:
             before, after = self._prompt_parts(None, instruction, "query")
         else:
             before, after = self._prompt_parts(task or "document", None, "passage")
         out_dim, do_normalize, max_batch = self._call_options(dim, normalize, batch_size)
-
-        plan = self._plan_long(text, None, before, after, config, title=title, sections=spans)
-        raw = self._embed_sequences(plan.sequences, batch_size=max_batch, show_progress=show_progress)
-        fused, units, (section_ids, section_units, section_tokens) = self._fuse(plan, raw)
-        vector = self._finish(fused[None, :], out_dim, do_normalize, single=True)
-        chunk_vectors = self._finish(units[: len(plan.chunks)], out_dim, do_normalize, single=False)
-        section_out = self._finish(section_units, out_dim, do_normalize, single=False)
-        chunks = tuple(
-            replace(chunk, vector=chunk_vectors[i] if return_chunks else None) for i, chunk in enumerate(plan.chunks)
+        plan = self._planner.plan(text, None, before, after, config, title=title, sections=spans)
+        rows = self._embed_sequences(plan.sequences, batch_size=max_batch, show_progress=show_progress)
+        return assemble(
+            plan,
+            rows,
+            text=text,
+            native_dim=self._native_dim,
+            finish=lambda vectors: self._finish(vectors, out_dim, do_normalize, single=False),
+            return_chunks=return_chunks,
         )
-        by_section: dict[int, list[Chunk]] = {}
-        for chunk in plan.chunks:
-            by_section.setdefault(chunk.section_index, []).append(chunk)
-        section_results = tuple(
-            SectionEmbedding(
-                path=by_section[int(sid)][0].section,
-                start=by_section[int(sid)][0].start,
-                end=by_section[int(sid)][-1].end,
-                n_tokens=int(section_tokens[row]),
-                vector=section_out[row],
-            )
-            for row, sid in enumerate(section_ids)
-        )
-        return LongEmbedding(vector=vector, chunks=chunks, sections=section_results, text=text, fusion=config.fusion)
-
-    def _plan_long(
-        self,
-        text: str,
-        index: int | None,
-        before: str,
-        after: str,
-        config: ChunkConfig,
-        *,
-        title: str | None = None,
-        sections: list[Section] | None = None,
-    ) -> _LongPlan:
-        """Chunks of ``text`` and the token sequences (prompt, chunk, EOS) the engine decodes."""
-        spans = sections if sections is not None else markdown_sections(text, title=title)
-        suffix = self._prompt_tokens(after).size
-        chunks: list[Chunk] = []
-        prefixes: list[str] = []
-        for section_index, section in enumerate(spans):
-            prefix = " > ".join(section.path) + "\n\n" if config.context_prefix and section.path else ""
-            window = self._chunk_window(before + prefix, suffix, config, index)
-            overlap = (
-                config.overlap if window == config.chunk_tokens else config.overlap * window // config.chunk_tokens
-            )
-            for chunk in self._chunker.split(text, section, window=window, overlap=overlap):
-                chunks.append(replace(chunk, index=len(chunks), section_index=section_index))
-                prefixes.append(prefix)
-        if not chunks:  # empty or whitespace-only: embed it as it is
-            whole = Section(spans[0].path if spans else (), 0, len(text))
-            window = self._chunk_window(before, suffix, config, index)
-            found = self._chunker.split(text, whole, window=window, overlap=config.overlap, keep_blank=True)
-            chunks = [replace(c, index=i, section_index=0) for i, c in enumerate(found)]
-            chunks = chunks or [Chunk(0, "", 0, 0, 0, whole.path, 0)]
-            prefixes = [""] * len(chunks)
-        sequences = []
-        for chunk, prefix in zip(chunks, prefixes):
-            tokens = self._text_tokens(before + prefix + chunk.text + after, index, text_offset=len(before + prefix))
-            if len(tokens) + 1 > self._max_length:  # the windows leave slack for this; never silently cut
-                raise EngineError(
-                    f"chunk {chunk.index} is {len(tokens) + 1} tokens, over max_length={self._max_length}"
-                )
-            sequences.append(np.append(tokens, np.int32(self._eos)).astype(np.int32))
-        title_sequence = None
-        if title and config.fusion == "hierarchical" and config.title_weight > 0:
-            title_tokens = self._text_tokens(before + title + after, index)
-            title_sequence = np.append(title_tokens[: self._max_length - 1], np.int32(self._eos)).astype(np.int32)
-            sequences.append(title_sequence)
-        return _LongPlan(chunks, sequences, config, title_sequence is not None)
-
-    def _chunk_window(self, before: str, suffix: int, config: ChunkConfig, index: int | None) -> int:
-        overhead = self._prompt_tokens(before).size + suffix + 1 + _CHUNK_SLACK
-        window = min(config.chunk_tokens, self._max_length - overhead)
-        if window < 8:
-            raise InputTooLongError(
-                f"{'The text' if index is None else f'Text #{index}'}: the prompt and context prefix take "
-                f"{overhead} of max_length={self._max_length} tokens, which leaves no room for chunks; shorten "
-                "them or raise max_length.",
-                index=index,
-                n_tokens=overhead,
-                limit=self._max_length,
-            )
-        return window
-
-    def _fuse(self, plan: _LongPlan, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[Any, Any, Any]]:
-        """``(fused raw vector, unit chunk vectors, (section ids, unit section vectors, section tokens))``."""
-        rows = rows.astype(np.float64)
-        units = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), np.finfo(np.float64).tiny)
-        n = len(plan.chunks)
-        data = FusionInput(
-            vectors=units[:n],
-            tokens=np.array([c.n_tokens for c in plan.chunks]),
-            sections=np.array([c.section_index for c in plan.chunks]),
-            title=units[n] if plan.has_title else None,
-            title_weight=plan.config.title_weight,
-        )
-        fused = np.asarray(get_fusion(plan.config.fusion)(data), dtype=np.float64)
-        if fused.shape != (self._native_dim,):
-            raise ConfigurationError(
-                f"fusion {plan.config.fusion!r} returned shape {fused.shape}, expected ({self._native_dim},)"
-            )
-        return fused, units, section_vectors(data)
 
     def _embed_sequences(
         self, sequences: list[np.ndarray], *, batch_size: int, show_progress: bool | None
     ) -> np.ndarray:
-        engine = self._require_engine()
-        out = np.empty((len(sequences), self._native_dim), dtype=np.float32)
-        if not sequences:
-            return out
-        batches = plan_batches([len(s) for s in sequences], max_tokens=self._batch_tokens, max_sequences=batch_size)
         show = self._show_progress if show_progress is None else show_progress
-        bar = progress_bar(show, total=sum(len(s) for s in sequences), batches=len(batches))
-        try:
-            for batch in batches:
-                out[batch] = engine.embed([sequences[i] for i in batch])
-                if bar is not None:
-                    bar.update(sum(len(sequences[i]) for i in batch))
-        finally:
-            if bar is not None:
-                bar.close()
-        return out
+        return embed_sequences(
+            self._require_engine(),
+            sequences,
+            batch_size=batch_size,
+            batch_tokens=self._batch_tokens,
+            show_progress=show,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -965,110 +762,6 @@ class Embedder:
             )
         return int(dim)
 
-    @staticmethod
-    def _find_eos(engine: Engine, info: GGUFInfo) -> int:
-        """``<|endoftext|>``'s id (the official terminator), else the file's EOS."""
-        ids = engine.tokenize(EOS_TEXT, special=True)
-        if len(ids) == 1:
-            eos = int(ids[0])
-            if info.eos_token_id is not None and info.eos_token_id != eos:
-                logger.debug(
-                    "file's eos_token_id is %d; ending sequences with %s (%d) as the official recipe does",
-                    info.eos_token_id,
-                    EOS_TEXT,
-                    eos,
-                )
-            return eos
-        if info.eos_token_id is None:
-            raise UnsupportedModelError(
-                f"{info.path.name} has no {EOS_TEXT} token and no eos_token_id; it is not a Qwen3-Embedding vocabulary."
-            )
-        return info.eos_token_id
-
-
-_EMPTY = np.zeros(0, dtype=np.int32)
-
-
-def _as_registry(prompts: PromptRegistry | Mapping[str, str | Prompt] | None) -> PromptRegistry:
-    if prompts is None:
-        return DEFAULT_REGISTRY
-    if isinstance(prompts, PromptRegistry):
-        return prompts
-    if not isinstance(prompts, Mapping):
-        raise ConfigurationError(
-            f"prompts must be a PromptRegistry or a mapping of name -> instruction, not {prompts!r}"
-        )
-    registry = PromptRegistry(DEFAULT_REGISTRY)
-    for name, value in prompts.items():
-        if isinstance(value, Prompt):
-            registry.register_prompt(
-                name,
-                value.query,
-                passage_instruction=value.passage if not value.symmetric else None,
-                symmetric=value.symmetric,
-                template=value.template,
-                description=value.description,
-                overwrite=True,
-            )
-        else:
-            registry.register_prompt(name, value, overwrite=True)
-    return registry
-
-
-def _check_supported(info: GGUFInfo) -> None:
-    arch = info.architecture
-    if arch not in SUPPORTED_ARCHITECTURES:
-        raise UnsupportedModelError(
-            f"{info.path.name} is a {arch or 'unknown'!s} model; qwen_embed supports Qwen3-Embedding GGUF "
-            f"files (architecture {', '.join(SUPPORTED_ARCHITECTURES)}), such as Qwen3-Embedding-0.6B-Q8_0.gguf."
-        )
-    if not info.tensors:
-        raise UnsupportedModelError(f"{info.path.name} has no weights (a vocabulary-only GGUF?).")
-    if not info.embedding_length:
-        raise UnsupportedModelError(f"{info.path.name} lacks {arch}.embedding_length; the file is incomplete.")
-
-
-def _resolve_pooling(info: GGUFInfo, pooling: str | None) -> Pooling:
-    if pooling is not None:
-        if pooling not in ("last", "mean"):
-            raise ConfigurationError(
-                f"pooling={pooling!r} is not supported; use 'last' or 'mean' (or None for the file's)."
-            )
-        return "last" if pooling == "last" else "mean"
-    file_pooling = info.pooling_type
-    name = POOLING_NAMES.get(file_pooling, "unknown") if file_pooling is not None else None
-    if name in (None, "none", "last"):
-        if name == "none":
-            logger.debug("file says pooling_type NONE; using last-token pooling (Qwen3-Embedding)")
-        return "last"
-    if name == "mean":
-        return "mean"
-    if name == "rank":
-        raise UnsupportedModelError(f"{info.path.name} is a reranker (pooling_type RANK), not an embedding model.")
-    raise UnsupportedModelError(
-        f"{info.path.name} asks for {name} pooling ({file_pooling}), which qwen_embed does not "
-        "support for Qwen3; pass pooling='last' or 'mean' to override."
-    )
-
-
-def _resolve_max_length(max_length: int | None, context_length: int) -> int:
-    if max_length is None:
-        return min(_config.DEFAULT_MAX_LENGTH, context_length)
-    value = positive_int("max_length", max_length)
-    if value < 2:
-        raise ConfigurationError("max_length must be at least 2 (one text token and the EOS)")
-    if value > context_length:
-        raise ConfigurationError(f"max_length={value} exceeds the model's trained context of {context_length} tokens.")
-    return value
-
-
-def _as_chunk_config(chunking: object) -> ChunkConfig:
-    if isinstance(chunking, ChunkConfig):
-        return chunking
-    if isinstance(chunking, str):
-        return chunk_preset(chunking)
-    raise ConfigurationError(f"chunking must be a preset name or a ChunkConfig, not {chunking!r}")
-
 
 def _restore_embedder(state: dict[str, Any]) -> Embedder:
     """Unpickle an :class:`Embedder`: load its file here, or fetch it as it was fetched."""
@@ -1081,16 +774,3 @@ def _restore_embedder(state: dict[str, Any]) -> Embedder:
         embedder = Embedder.from_pretrained(hub.pop("model"), **hub, **options)
     embedder._hub_recipe = hub
     return embedder
-
-
-def _check_utf8(text: str, index: int | None, *, text_offset: int = 0) -> None:
-    """InvalidInputError naming the character when ``text`` cannot be UTF-8 (a lone surrogate)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        where = "The text" if index is None else f"Text #{index}"
-        raise InvalidInputError(
-            f"{where} cannot be encoded as UTF-8 at character {exc.start - text_offset} ({exc.reason}: "
-            f"{text[exc.start : exc.end]!r}); a lone surrogate usually comes from a bad decode. "
-            "Clean it with text.encode('utf-8', 'replace').decode()."
-        ) from exc

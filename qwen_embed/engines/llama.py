@@ -26,16 +26,15 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from . import _native
-from ._native import build_features, ggml, llama_cpp, recent_native_errors
 from ..errors import ConfigurationError, EngineError, ModelLoadError
+from . import _native
 from ._guard import NativeGuard, check_fork_safe, mark_threads_started
+from ._native import build_features, ggml, llama_cpp, recent_native_errors
 from .base import Pooling
 
 __all__ = ["LlamaCppEngine", "needs_amx_workaround", "quantize_gguf"]
