@@ -66,8 +66,11 @@ def unwrap_scalar(texts: object) -> object:
     return texts
 
 
-def as_text_list(texts: object) -> list[str]:
-    """The texts of one call as a list, in order; a clear InputTypeError for anything else."""
+def as_text_list(texts: object, *, first_index: int = 0) -> list[str]:
+    """The texts of one call as a list, in order; a clear InputTypeError for anything else.
+
+    ``first_index`` is the position of the first text in the caller's whole input (streams).
+    """
     if isinstance(texts, str):
         return [texts]
     if texts is None:
@@ -86,7 +89,9 @@ def as_text_list(texts: object) -> list[str]:
     items = list(texts)
     for i, item in enumerate(items):
         if not isinstance(item, str):
-            raise InputTypeError(f"Input #{i} is {type(item).__name__}, not str; every text must be a str.")
+            raise InputTypeError(
+                f"Input #{first_index + i} is {type(item).__name__}, not str; every text must be a str."
+            )
     return items
 
 

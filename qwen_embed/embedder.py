@@ -577,7 +577,7 @@ class Embedder:
     ) -> np.ndarray:
         texts = unwrap_scalar(texts)
         single = isinstance(texts, str)
-        items = as_text_list(texts)
+        items = as_text_list(texts, first_index=first_index)
         out_dim, do_normalize, max_batch = self._call_options(dim, normalize, batch_size)
         policy = self._policy if long_text is None else get_policy(long_text)
 
