@@ -6,13 +6,12 @@ import itertools
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
 from . import _config
+from ._model import GGUFModel
 from ._pipeline import (
     TextTokenizer,
     as_text_list,
@@ -35,9 +34,8 @@ from ._setup import (
 )
 from .engines.base import Engine, Pooling, choose_backend
 from .engines.gguf_info import read_gguf_info
-from .errors import ConfigurationError, DimensionError, EmbedderClosedError, EngineError, InputTypeError
-from .hub.catalog import DEFAULT_MODEL, DEFAULT_QUANT
-from .hub.download import ModelResolution
+from .errors import ConfigurationError, DimensionError, EngineError, InputTypeError
+from .hub.catalog import DEFAULT_QUANT
 from .text.chunking import ChunkConfig, Chunker, LongEmbedding
 from .text.long_documents import LongPlan, LongPlanner, assemble, chunk_config, document_text, fuse
 from .text.long_text import ChunkPolicy, InputTokens, get_policy
@@ -50,7 +48,7 @@ logger = logging.getLogger(__name__)
 _FLOAT_TYPES = {"F32", "F16", "BF16", "F64"}
 
 
-class Embedder:
+class Embedder(GGUFModel):
     """Qwen3-Embedding vectors from a GGUF file, on llama.cpp.
 
     Args:
@@ -81,9 +79,9 @@ class Embedder:
         chunking: How ``long_text="chunk"`` splits and fuses: a preset name (``"general"``,
             ``"technical"``, ``"paper"``, ``"fiction"``, ``"legal"``, ``"code"``) or a
             :class:`~qwen_embed.ChunkConfig`.
-        backend: ``"llama"`` (llama.cpp, the default), ``"torch"`` (PyTorch on the same file,
-            extra ``torch``) or ``"auto"`` (torch where it is installed and the machine has AMX,
-            AVX512-BF16 or CUDA; see :attr:`backend_reason`).
+        backend: ``"auto"`` (the default: torch where it is installed, the machine has AMX,
+            AVX512-BF16 or CUDA, the model is 0.6B-sized or larger and its weights fit in memory;
+            else llama.cpp; see :attr:`backend_reason`), ``"llama"`` or ``"torch"`` (extra ``torch``).
         dtype: Torch engine only: ``"bfloat16"``, ``"float32"`` or ``"float16"`` (default:
             bfloat16 on CUDA and on CPUs with AMX or AVX512-BF16, else float32).
         device: Torch engine only: ``"cpu"`` or ``"cuda"`` (default: CUDA when ``auto`` chose it).
@@ -112,16 +110,13 @@ class Embedder:
         prompts: PromptRegistry | Mapping[str, str | Prompt] | None = None,
         default_prompt_name: str | None = None,
         chunking: str | ChunkConfig = "general",
-        backend: str = "llama",
+        backend: str = "auto",
         dtype: str | None = None,
         device: str | None = None,
     ) -> None:
-        # The recipe this Embedder pickles as (see __reduce__): its file and its options.
-        self._options: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("self", "model_path")}
+        self._start(locals())  # the recipe this Embedder pickles as: its file and its options
         if self._options["prompts"] is DEFAULT_REGISTRY:
             self._options["prompts"] = None
-        self._hub_recipe: dict[str, Any] | None = None
-        self._engine: Engine | None = None
         check_model_path(model_path)
         self._chunking = as_chunk_config(chunking)
         self._prompts = as_registry(prompts)
@@ -145,9 +140,8 @@ class Embedder:
         self._batch_tokens = positive_int("batch_tokens", batch_tokens)
         self._n_threads = check_threads(n_threads)
         n_gpu_layers = check_gpu_layers(n_gpu_layers)
-        self._quantized = any(t.type_name not in _FLOAT_TYPES for t in info.tensors if len(t.shape) >= 2)
 
-        self._backend, self._backend_reason = choose_backend(backend, device)
+        self._backend, self._backend_reason = choose_backend(backend, device, info=info, dtype=dtype)
         logger.debug("backend %s: %s", self._backend, self._backend_reason)
         self._engine = self._make_engine(n_gpu_layers=n_gpu_layers, dtype=dtype, device=device)
         # llama.cpp holds at most 256 sequences per context: the planner never asks for more.
@@ -155,24 +149,18 @@ class Embedder:
         self._eos = find_eos(self._engine, info)
         self._chunker = Chunker(self._engine.tokenize, self._engine.token_bytes)
         self._planner = LongPlanner(self._tokenizer, self._chunker, max_length=self._max_length, eos=self._eos)
-        self._resolution: ModelResolution | None = None
         logger.debug("ready: %r", self)
 
     def _make_engine(self, *, n_gpu_layers: int, dtype: str | None, device: str | None) -> Engine:
         if self._backend == "torch":
-            from .engines.torch import TorchEngine
-
-            return TorchEngine(
-                self._path,
+            return self._torch_engine(
                 pooling=self._pooling,
-                n_threads=self._n_threads,
                 dtype=dtype,
-                device=device or ("cuda" if "CUDA" in self._backend_reason else "cpu"),
+                device=device,
                 max_sequences=self._batch_size,
                 batch_tokens=self._batch_tokens,
             )
-        if dtype is not None or device is not None:
-            raise ConfigurationError("dtype= and device= apply to backend='torch'; llama.cpp runs the file's types")
+        self._no_torch_options(dtype, device)
         from .engines.llama import LlamaCppEngine  # imports llama_cpp: keep `import qwen_embed` light
 
         return LlamaCppEngine(
@@ -183,110 +171,12 @@ class Embedder:
             max_sequences=self._batch_size,
             batch_tokens=self._batch_tokens,
             max_context=max(self._max_length, self._batch_tokens),  # one decode holds a whole batch
-            quantized=self._quantized,
+            quantized=self.quantized,
         )
 
     @classmethod
-    def from_pretrained(
-        cls,
-        model: str = DEFAULT_MODEL,
-        *,
-        quant: str = DEFAULT_QUANT,
-        filename: str | None = None,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-        token: str | bool | None = None,
-        endpoint: str | None = None,
-        local_files_only: bool = False,
-        memory_budget: int | None = None,
-        download_progress: bool = True,
-        **options: Any,
-    ) -> Embedder:
-        """Fetch (once, into the Hugging Face cache) and load a Qwen3-Embedding GGUF.
-
-        >>> emb = Embedder.from_pretrained("0.6B", quant="Q8_0")     # doctest: +SKIP
-
-        Args:
-            model: A catalog size or alias (``"0.6B"``, ``"4B"``, ``"qwen3-embedding-8b"``),
-                any Hub repo id holding GGUF files, or the path of a local ``.gguf`` file.
-            quant: Quantization name in any case (``"Q8_0"``, ``"q4_k_m"``, ``"f16"``), or
-                ``"auto"``: the best quality whose file plus working memory fits ``memory_budget``
-                (default: the RAM available now). :attr:`resolution` says what was chosen and why.
-            filename: Pick a file by name instead (when several match one quant).
-            revision, cache_dir, token, endpoint, local_files_only: passed to ``huggingface_hub``;
-                ``HF_HUB_OFFLINE=1`` is honoured. A cached file is used without any network call.
-            download_progress: Show a progress bar while downloading.
-            **options: Keyword options of :class:`Embedder` (``dim``, ``long_text``, ``n_threads``, ...).
-        """
-        from .hub.download import fetch_model
-
-        local = Path(os.path.expanduser(str(model)))
-        if str(model).lower().endswith(".gguf") and local.is_file():
-            return cls(local, **options)
-        hub_recipe = dict(
-            model=model,
-            quant=quant,
-            filename=filename,
-            revision=revision,
-            cache_dir=cache_dir,
-            endpoint=endpoint,
-            local_files_only=local_files_only,
-            memory_budget=memory_budget,
-            download_progress=download_progress,
-        )  # the token stays out: a pickle must not carry secrets (the receiver uses HF_TOKEN)
-        path, resolution = fetch_model(
-            model,
-            quant=quant,
-            filename=filename,
-            revision=revision,
-            cache_dir=cache_dir,
-            token=token,
-            endpoint=endpoint,
-            local_files_only=local_files_only,
-            memory_budget=memory_budget,
-            progress=download_progress,
-        )
-        logger.info("%s@%s: %s", resolution.repo_id, resolution.revision, resolution.reason)
-        embedder = cls(path, **options)
-        embedder._resolution = resolution
-        embedder._hub_recipe = hub_recipe
-        return embedder
-
-    def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]:
-        """Pickle as a recipe: the file (or the Hub resolution) and the options, never native state.
-
-        Unpickling loads the model in the receiving process (a spawn pool worker, a Ray task, a
-        Spark executor): from the same path when that file exists there, else through
-        :meth:`from_pretrained` with the same repo, quant and revision (token from ``HF_TOKEN``).
-        """
-        state = {"path": str(self._path), "options": self._options, "hub": self._hub_recipe}
-        return (_restore_embedder, (state,))
-
-    @property
-    def resolution(self) -> ModelResolution | None:
-        """How :meth:`from_pretrained` chose the file (repo, revision, quant, reason); ``None`` otherwise."""
-        return self._resolution
-
-    # ------------------------------------------------------------------ metadata
-
-    @property
-    def model_path(self) -> Path:
-        """The GGUF file."""
-        return self._path
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        """The file's GGUF metadata (long arrays are summarized)."""
-        return dict(self._info.metadata)
-
-    @property
-    def architecture(self) -> str:
-        return str(self._info.architecture)
-
-    @property
-    def quantization(self) -> str:
-        """Weight type of the file (``"Q8_0"``, ``"F16"``, ``"Q4_K_M"``, ...)."""
-        return self._info.quantization
+    def _hub_target(cls, model: str, quant: str | None) -> tuple[str, str]:
+        return model, quant or DEFAULT_QUANT  # the downloader resolves catalog aliases itself
 
     @property
     def native_dim(self) -> int:
@@ -321,10 +211,6 @@ class Embedder:
         return self._policy.name
 
     @property
-    def n_threads(self) -> int:
-        return self._n_threads
-
-    @property
     def eos_token_id(self) -> int:
         """The token every sequence ends with (``<|endoftext|>``)."""
         return self._eos
@@ -335,26 +221,11 @@ class Embedder:
         return self._info.add_eos_token
 
     @property
-    def backend(self) -> str:
-        """``"llama"`` or ``"torch"``: the engine in use."""
-        return self._backend
-
-    @property
-    def backend_reason(self) -> str:
-        """Why this backend was chosen (``backend="auto"`` explains its pick)."""
-        return self._backend_reason
-
-    @property
     def engine(self) -> str:
         """The engine in words, for ``repr`` and ``qwen-embed doctor``."""
         if self._backend == "torch":
             return f"torch {getattr(self._engine, 'dtype', '')}".strip()
         return "llama.cpp"
-
-    @property
-    def workarounds(self) -> tuple[str, ...]:
-        """Workarounds for engine bugs in force for this model."""
-        return self._require_engine().workarounds
 
     def __repr__(self) -> str:
         dim = f"{self._dim}" if self._dim == self._native_dim else f"{self._dim} of {self._native_dim}"
@@ -715,39 +586,7 @@ class Embedder:
             show_progress=show,
         )
 
-    # ------------------------------------------------------------------ lifecycle
-
-    def close(self) -> None:
-        """Free the model and its context; further use raises :class:`EmbedderClosedError`.
-
-        Returns at once, from any thread: calls running in other threads stop at their next
-        engine step (a llama.cpp decode stops between graph nodes) and raise
-        :class:`EmbedderClosedError`; the native memory is freed when the last of them ends.
-        """
-        engine, self._engine = self._engine, None
-        if engine is not None:
-            engine.close()
-
-    def __enter__(self) -> Embedder:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
-
     # ------------------------------------------------------------------ helpers
-
-    def _require_engine(self) -> Engine:
-        if self._engine is None:
-            raise EmbedderClosedError(f"{self._path.name}: this Embedder was closed; create a new one.")
-        return self._engine
 
     def _check_dim(self, dim: int | None) -> int:
         if dim is None:
@@ -761,16 +600,3 @@ class Embedder:
                 "(Matryoshka dimensions slice the native vector)."
             )
         return int(dim)
-
-
-def _restore_embedder(state: dict[str, Any]) -> Embedder:
-    """Unpickle an :class:`Embedder`: load its file here, or fetch it as it was fetched."""
-    options, hub = dict(state["options"]), state.get("hub")
-    path = Path(state["path"])
-    if path.is_file() or hub is None:
-        embedder = Embedder(path, **options)
-    else:
-        hub = dict(hub)
-        embedder = Embedder.from_pretrained(hub.pop("model"), **hub, **options)
-    embedder._hub_recipe = hub
-    return embedder

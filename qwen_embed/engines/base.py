@@ -15,8 +15,9 @@ from typing import Literal, Protocol
 import numpy as np
 
 from ..errors import ConfigurationError
+from .gguf_info import GGUFInfo
 
-__all__ = ["BACKENDS", "Engine", "Pooling", "choose_backend"]
+__all__ = ["AUTO_TORCH_MIN_WIDTH", "BACKENDS", "Engine", "Pooling", "choose_backend"]
 
 Pooling = Literal["last", "mean"]
 
@@ -63,12 +64,37 @@ class Engine(Protocol):
 
 BACKENDS = ("auto", "llama", "torch")
 
+#: ``backend="auto"`` runs torch only on models at least this wide (the smallest official
+#: Qwen3-Embedding is 1024 wide): below it the torch engine's per-layer overhead outweighs its
+#: faster GEMMs, and single queries are slower than on llama.cpp (benchmarks/RESULTS.md).
+AUTO_TORCH_MIN_WIDTH = 1024
 
-def choose_backend(backend: str, device: str | None) -> tuple[str, str]:
-    """``(backend, reason)``: ``auto`` picks torch where it is installed and has AMX, AVX512-BF16 or CUDA."""
+
+def choose_backend(
+    backend: str,
+    device: str | None,
+    *,
+    info: GGUFInfo | None = None,
+    dtype: str | None = None,
+    memory_budget: int | None = None,
+) -> tuple[str, str]:
+    """``(backend, reason)``: the engine to run and why, in words for ``repr``, logs and the doctor.
+
+    ``auto`` picks torch where all of these hold, else llama.cpp:
+
+    - PyTorch is installed (``dtype=`` or ``device=`` given: torch, the only engine that takes them);
+    - it has fast matmuls here: a CUDA GPU, or a CPU with
+      AMX or AVX512-BF16 (bfloat16 GEMMs several times llama.cpp's on Q8_0; without them
+      torch runs float32, four times the memory of Q8_0 and slower for single queries);
+    - the model (``info``) is at least :data:`AUTO_TORCH_MIN_WIDTH` wide;
+    - its weights in the torch dtype, plus working memory, fit ``memory_budget`` (default: the
+      RAM available now, as the downloader reckons it).
+
+    Without ``info`` the last two checks are skipped.
+    """
     if backend not in BACKENDS:
         raise ConfigurationError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, not {backend!r}")
-    from .torch import cpu_flags, torch_available
+    from .torch import cpu_flags, default_torch_dtype, torch_available
 
     if backend == "llama":
         return "llama", "asked for (backend='llama')"
@@ -76,13 +102,61 @@ def choose_backend(backend: str, device: str | None) -> tuple[str, str]:
         if not torch_available():
             raise ConfigurationError('backend="torch" needs PyTorch: pip install "qwen-embed[torch]"')
         return "torch", "asked for (backend='torch')"
+    given = [f"{name}={value!r}" for name, value in (("dtype", dtype), ("device", device)) if value is not None]
     if not torch_available():
+        if given:
+            raise ConfigurationError(
+                f'{" and ".join(given)} apply to the torch engine, which needs PyTorch: pip install "qwen-embed[torch]"'
+            )
         return "llama", "auto: PyTorch is not installed"
     import torch
 
-    if (device or "").startswith("cuda") or (device is None and torch.cuda.is_available()):
-        return "torch", "auto: CUDA is available"
-    found = sorted(cpu_flags() & {"amx_bf16", "avx512_bf16"})
-    if found:
-        return "torch", f"auto: PyTorch with bfloat16 matmuls on this CPU ({', '.join(found)})"
-    return "llama", "auto: no AMX, AVX512-BF16 or CUDA here, where llama.cpp is the faster engine"
+    if given:
+        gpu = "; CUDA is available" if device is None and torch.cuda.is_available() else ""
+        return "torch", f"auto: {' and '.join(given)} given, which only the torch engine takes{gpu}"
+
+    cuda = torch.cuda.is_available()
+    if cuda:
+        why = "CUDA is available"
+    else:
+        found = sorted(cpu_flags() & {"amx_bf16", "avx512_bf16"})
+        if not found:
+            return "llama", "auto: no AMX, AVX512-BF16 or CUDA here, where llama.cpp is the faster engine"
+        why = f"PyTorch with bfloat16 matmuls on this CPU ({', '.join(found)})"
+    if info is None:
+        return "torch", f"auto: {why}"
+    width = int(info.embedding_length or 0)
+    if width < AUTO_TORCH_MIN_WIDTH:
+        return "llama", (
+            f"auto: the model is {width} wide, under {AUTO_TORCH_MIN_WIDTH}, where llama.cpp is faster "
+            f"even though {why[0].lower() + why[1:]}"
+        )
+    return _check_budget(info, default_torch_dtype("cuda" if cuda else "cpu"), memory_budget, cuda, why)
+
+
+def _check_budget(info: GGUFInfo, dtype: str, budget: int | None, cuda: bool, why: str) -> tuple[str, str]:
+    """Torch when its weights fit the budget (GPU memory on CUDA, else RAM); else llama.cpp, saying so."""
+    from ..hub.download import _OVERHEAD_BYTES, _size, available_memory
+    from ._weights import weight_bytes
+
+    itemsize = 4 if dtype == "float32" else 2
+    try:
+        need = weight_bytes(info, int(info.block_count or 0), itemsize) + _OVERHEAD_BYTES
+    except Exception:  # an odd file: the engine itself will say what is wrong
+        return "torch", f"auto: {why}"
+    where = "available RAM"
+    if budget is None:
+        if cuda:
+            import torch
+
+            budget, where = int(torch.cuda.mem_get_info()[0]), "free GPU memory"
+        else:
+            budget = available_memory()
+    else:
+        where = "memory_budget"
+    if need > budget:
+        return "llama", (
+            f"auto: the torch engine would need about {_size(need)} ({dtype} weights and working memory), "
+            f"more than the {where} ({_size(budget)}), so llama.cpp runs the file as it is"
+        )
+    return "torch", f"auto: {why}; {dtype} weights fit the {where} ({_size(need)} of {_size(budget)})"
