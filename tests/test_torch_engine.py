@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch  # noqa: F401  (the torch extra is part of the test extra: missing fails, not skips)
+import torch  # the torch extra is part of the test extra: missing fails, not skips
 
 from qwen_embed import (
     ConfigurationError,
@@ -20,7 +20,9 @@ from qwen_embed import (
     InvalidInputError,
 )
 from qwen_embed.engines import torch as te
-from qwen_embed.testing import quantize_model
+from qwen_embed.engines.base import choose_backend
+from qwen_embed.engines.gguf_info import read_gguf_info
+from qwen_embed.testing import ModelShape, quantize_model
 
 from .conftest import ModelFactory, real_vocab
 from .reference import cosine
@@ -161,18 +163,67 @@ def test_bad_options(small_f32: Path) -> None:
     with pytest.raises(ConfigurationError, match="dtype must be"):
         Embedder(small_f32, backend="torch", dtype="int8")
     with pytest.raises(ConfigurationError, match="apply to backend='torch'"):
-        Embedder(small_f32, dtype="bfloat16")
+        Embedder(small_f32, backend="llama", dtype="bfloat16")
     with pytest.raises(ConfigurationError, match="backend must be one of"):
         Embedder(small_f32, backend="onnx")
 
 
-def test_auto_picks_by_machine_and_falls_back_without_torch(small_f32: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with Embedder(small_f32, n_threads=2, backend="auto") as emb:
-        fast_cpu = bool(te.cpu_flags() & {"amx_bf16", "avx512_bf16"})
-        assert emb.backend == ("torch" if fast_cpu else "llama"), emb.backend_reason
+def test_auto_is_the_default_and_falls_back_without_torch(small_f32: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Embedder(small_f32, n_threads=2) as emb:  # 256 wide: llama.cpp on every machine
+        assert emb.backend == "llama", emb.backend_reason
         assert emb.backend_reason.startswith("auto: ")
+    with Embedder(small_f32, n_threads=2, dtype="float32") as emb:  # only torch takes dtype=
+        assert emb.backend == "torch" and "dtype='float32' given" in emb.backend_reason
     monkeypatch.setattr(te, "torch_available", lambda: False)  # failure injection: a machine without torch
-    with Embedder(small_f32, n_threads=2, backend="auto") as emb:
+    with Embedder(small_f32, n_threads=2) as emb:
         assert emb.backend == "llama" and emb.backend_reason == "auto: PyTorch is not installed"
     with pytest.raises(ConfigurationError, match="needs PyTorch"):
         Embedder(small_f32, backend="torch")
+    with pytest.raises(ConfigurationError, match=r"dtype='bfloat16' apply to the torch engine, which needs PyTorch"):
+        Embedder(small_f32, dtype="bfloat16")
+
+
+WIDE = ModelShape(n_layer=1, n_embd=1024, n_head=8, n_head_kv=4, head_dim=128, n_ff=512)
+
+
+@pytest.fixture(scope="module")
+def wide_model(model_factory: ModelFactory) -> Path:
+    """The narrowest width ``auto`` runs on torch (the 0.6B's), one layer, small vocabulary."""
+    return model_factory(shape=WIDE, dtype="f16")
+
+
+def _machine(monkeypatch: pytest.MonkeyPatch, flags: set[str]) -> None:
+    """Failure injection: this CPU's feature flags, and no CUDA."""
+    monkeypatch.setattr(te, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def test_auto_picks_torch_on_bfloat16_cpus_for_wide_models_that_fit(
+    wide_model: Path, small_f32: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = read_gguf_info(wide_model)
+    _machine(monkeypatch, {"avx512f", "avx512_bf16"})
+    chosen, reason = choose_backend("auto", None, info=info)
+    assert chosen == "torch" and "avx512_bf16" in reason and "bfloat16 weights fit the available RAM" in reason
+    assert "CUDA" not in reason  # the embedder reads a CUDA pick from the reason
+    with Embedder(wide_model, n_threads=2) as emb:  # the default, end to end
+        assert emb.backend == "torch" and emb.engine == "torch bfloat16", emb.backend_reason
+        assert emb.encode(["hello", "world"]).shape == (2, 1024)
+    chosen, reason = choose_backend("auto", None, info=read_gguf_info(small_f32))
+    assert chosen == "llama" and "256 wide, under 1024" in reason
+    chosen, reason = choose_backend("auto", None, info=info, memory_budget=10_000_000)
+    assert chosen == "llama" and "more than the memory_budget (10.00 MB)" in reason
+    _machine(monkeypatch, {"avx512f", "avx512_vnni"})
+    chosen, reason = choose_backend("auto", None, info=info)
+    assert chosen == "llama" and "no AMX, AVX512-BF16 or CUDA" in reason
+
+
+def test_auto_on_cuda_counts_gpu_memory(wide_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    info = read_gguf_info(wide_model)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # failure injection: a GPU machine
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (1 << 40, 1 << 40))
+    chosen, reason = choose_backend("auto", None, info=info)
+    assert chosen == "torch" and reason.startswith("auto: CUDA is available; bfloat16 weights fit the free GPU memory")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (1 << 20, 1 << 40))
+    chosen, reason = choose_backend("auto", None, info=info)
+    assert chosen == "llama" and "more than the free GPU memory" in reason

@@ -233,8 +233,7 @@ class TorchEngine:
         if arch != "qwen3" or not self._n_layer:
             raise ModelLoadError(f"{self._path}: the torch engine runs qwen3 models, not {arch!r}")
         mark_threads_started()  # torch's intra-op pool runs from the first tensor op on
-        self._weights = self._read_weights(info, n_threads)
-        self._tokenizer = _Tokenizer(self._path)
+        self._weights, self._tokenizer = self._load_both(info, n_threads)
         self._inv_freq = 1.0 / (
             self._rope_base ** (torch.arange(0, self._head_dim, 2, dtype=torch.float32, device=device) / self._head_dim)
         )
@@ -246,6 +245,30 @@ class TorchEngine:
             torch.get_num_threads(),
             self._tokenizer.source,
         )
+
+    def _load_both(self, info: GGUFInfo, n_threads: int) -> tuple[dict[str, Any], _Tokenizer]:
+        """The weights, and meanwhile on a second thread the tokenizer (its parsing overlaps the GIL-free tensor work)."""
+        built: dict[str, Any] = {}
+
+        def build() -> None:
+            try:
+                built["tokenizer"] = _Tokenizer(self._path)
+            except BaseException as error:  # re-raised on the loading thread
+                built["error"] = error
+
+        thread = threading.Thread(target=build, name="qwen-embed-tokenizer", daemon=True)
+        thread.start()
+        try:
+            weights = self._read_weights(info, n_threads)
+        except BaseException:
+            thread.join()
+            if "tokenizer" in built:
+                built["tokenizer"].close()
+            raise
+        thread.join()
+        if "error" in built:
+            raise built["error"]
+        return weights, built["tokenizer"]
 
     def _read_weights(self, info: GGUFInfo, n_threads: int) -> dict[str, Any]:
         """Weights straight into their dtype (see :mod:`._weights`); q/k/v and gate/up fused into one matrix each."""
