@@ -129,7 +129,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all this process may use)")
     parser.add_argument("--batch-size", type=int, default=None, help="most texts per decode (default: 64)")
     parser.add_argument(
-        "--backend", default="llama", choices=["llama", "torch", "auto"], help="engine (default: llama)"
+        "--backend", default="auto", choices=["auto", "llama", "torch"], help="engine (default: auto, the faster here)"
     )
     parser.add_argument("--dtype", default=None, help="torch engine: bfloat16, float32 or float16")
     _hub_options(parser)
