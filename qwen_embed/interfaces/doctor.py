@@ -59,11 +59,16 @@ def run_checks(out: TextIO) -> list[Check]:
     check("threads", lambda: f"{_config.default_threads()} (set QWEN_EMBED_NUM_THREADS or n_threads= to change)")
 
     def backend() -> str:
-        from ..engines.base import choose_backend
+        from ..engines.base import AUTO_TORCH_MIN_WIDTH, choose_backend
 
         chosen, reason = choose_backend("auto", None)
-        engine = "PyTorch" if chosen == "torch" else "llama.cpp"
-        return f"backend='auto' would use {engine}: {reason.removeprefix('auto: ')}"
+        why = reason.removeprefix("auto: ")
+        if chosen == "llama":
+            return f"backend='auto' (the default) uses llama.cpp: {why}"
+        return (
+            f"backend='auto' (the default) uses PyTorch for models {AUTO_TORCH_MIN_WIDTH} wide or more (0.6B and up) "
+            f"whose weights fit in memory ({why}); llama.cpp for narrower ones or when memory is short"
+        )
 
     check("backend", backend)
 
