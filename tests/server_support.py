@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from qwen_embed import Embedder
+from qwen_embed import Embedder, Reranker
 from qwen_embed.interfaces._server_run import build_server
 from qwen_embed.interfaces.server import ServerOptions, create_app
 
@@ -22,10 +22,16 @@ class Running:
     """``create_app`` + ``build_server`` (the same protocol and timeouts as ``qwen-embed serve``) on 127.0.0.1."""
 
     def __init__(
-        self, emb: Embedder, *, header_timeout: float = 10.0, shutdown_timeout: float = 30.0, **options: Any
+        self,
+        emb: Embedder | None,
+        *,
+        reranker: Reranker | None = None,
+        header_timeout: float = 10.0,
+        shutdown_timeout: float = 30.0,
+        **options: Any,
     ) -> None:
         options.setdefault("model_name", MODEL)
-        self.app = create_app(emb, ServerOptions(**options))
+        self.app = create_app(emb, ServerOptions(**options), reranker=reranker)
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]

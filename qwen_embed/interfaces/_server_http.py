@@ -24,7 +24,10 @@ __all__ = [
     "Parsed",
     "RequestError",
     "check_content_type",
+    "check_model",
     "error_body",
+    "json_kind",
+    "load_object",
     "parse_request",
     "race",
     "read_body",
@@ -120,8 +123,8 @@ class Parsed:
     encoding: str
 
 
-def parse_request(raw: bytes, *, aliases: set[str], name: str, max_inputs: int) -> Parsed:
-    """Decode and check the JSON body; every problem is a :class:`RequestError` naming the field."""
+def load_object(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object; anything else is a 400 saying what is wrong."""
     try:
         body = json.loads(raw)
     except RecursionError:
@@ -129,11 +132,16 @@ def parse_request(raw: bytes, *, aliases: set[str], name: str, max_inputs: int) 
     except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
         raise RequestError(400, f"The request body is not valid JSON ({error}).") from None
     if not isinstance(body, dict):
-        raise RequestError(400, f"The request body must be a JSON object, not {_kind(body)}.")
+        raise RequestError(400, f"The request body must be a JSON object, not {json_kind(body)}.")
+    return body
+
+
+def check_model(body: Mapping[str, Any], *, aliases: set[str], name: str) -> None:
+    """An absent ``model`` is fine; one that names no alias of ``name`` is a 404 ``model_not_found``."""
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise RequestError(
-            400, f"'model' must be a string, not {_kind(model)}; this server has {name!r}.", param="model"
+            400, f"'model' must be a string, not {json_kind(model)}; this server has {name!r}.", param="model"
         )
     if model is not None and model not in aliases:
         raise RequestError(
@@ -142,6 +150,12 @@ def parse_request(raw: bytes, *, aliases: set[str], name: str, max_inputs: int) 
             param="model",
             code="model_not_found",
         )
+
+
+def parse_request(raw: bytes, *, aliases: set[str], name: str, max_inputs: int) -> Parsed:
+    """Decode and check the JSON body; every problem is a :class:`RequestError` naming the field."""
+    body = load_object(raw)
+    check_model(body, aliases=aliases, name=name)
     texts = _texts(body.get("input"), max_inputs)
     encoding = body.get("encoding_format")
     if encoding is None:
@@ -184,13 +198,14 @@ def _texts(raw: object, max_inputs: int) -> list[str]:
         )
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise RequestError(400, f"input[{i}] is {_kind(text)}, not a string.", param="input")
+            raise RequestError(400, f"input[{i}] is {json_kind(text)}, not a string.", param="input")
         if not text:
             raise RequestError(400, f"input[{i}] is empty.", param="input")
     return texts
 
 
-def _kind(value: object) -> str:
+def json_kind(value: object) -> str:
+    """How messages name a JSON value's type ("an array", "null", ...)."""
     names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
     return names.get(type(value), "a number")
 

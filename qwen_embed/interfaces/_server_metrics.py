@@ -9,7 +9,7 @@ from ..errors import ConfigurationError
 __all__ = ["ROUTES", "Metrics"]
 
 #: Paths reported by name; any other path is reported as ``other`` (bounded label values).
-ROUTES = frozenset({"/v1/embeddings", "/embeddings", "/v1/models", "/health", "/metrics"})
+ROUTES = frozenset({"/v1/embeddings", "/embeddings", "/v1/rerank", "/rerank", "/v1/models", "/health", "/metrics"})
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _TEXT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -43,6 +43,17 @@ class Metrics:
         )
         self.dropped = Counter(
             "qwen_embed_dropped_inputs", "Texts not embedded because their client went away first.", registry=r
+        )
+        self.rerank_documents = Counter(
+            "qwen_embed_rerank_documents", "Documents scored by the reranker (answered with a score).", registry=r
+        )
+        self.rerank_tokens = Counter(
+            "qwen_embed_rerank_tokens", "Tokens of the (query, document) pairs scored, prompt included.", registry=r
+        )
+        self.rerank_dropped = Counter(
+            "qwen_embed_rerank_dropped_documents",
+            "Documents not scored because their client went away first.",
+            registry=r,
         )
         self.queue_requests = Gauge(
             "qwen_embed_queue_requests", "Requests with sub-batches waiting for the engine.", registry=r
@@ -80,6 +91,10 @@ class Metrics:
     def embedded(self, inputs: int, tokens: int) -> None:
         self.inputs.inc(inputs)
         self.tokens.inc(tokens)
+
+    def reranked(self, documents: int, tokens: int) -> None:
+        self.rerank_documents.inc(documents)
+        self.rerank_tokens.inc(tokens)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

@@ -4,8 +4,10 @@
 ``encoding_format`` (``float`` or ``base64``), ``dimensions`` (Matryoshka), and two
 optional fields of ours: ``prompt_name`` (``"query"``, ``"document"``, any registered
 prompt) and ``instruction`` (a task in the official query format). Without them the
-inputs are embedded as given, as a document would be. ``GET /v1/models``, ``GET /health``
-and ``GET /metrics`` (Prometheus) answer too. Errors come back in OpenAI's shape.
+inputs are embedded as given, as a document would be. Started with a reranker,
+``POST /v1/rerank`` scores documents for a query (:mod:`._server_rerank`); the server may
+serve the reranker alone. ``GET /v1/models``, ``GET /health`` and ``GET /metrics``
+(Prometheus) answer too. Errors come back in OpenAI's shape.
 
 The event loop only moves bytes: parsing, token counting and JSON rendering run on worker
 threads, and the engine runs on a thread of its own, fed fairly by the scheduler
@@ -31,7 +33,8 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -52,8 +55,12 @@ from ._server_http import (
     wait_disconnect,
 )
 from ._server_metrics import Metrics
+from ._server_rerank import RerankRoute
 from ._server_run import build_server, logging_config
 from ._server_scheduler import Key, Scheduler
+
+if TYPE_CHECKING:
+    from ..reranker import Reranker
 
 __all__ = ["ENV_API_KEY", "ServerOptions", "create_app", "default_model_name", "serve"]
 
@@ -74,6 +81,7 @@ class ServerOptions:
 
     Args:
         model_name: Name clients send as ``model`` (default: the file name without the quant).
+        reranker_name: The reranker's name, likewise.
         host: The address served; with ``allowed_hosts`` it makes the names the Host check accepts.
         max_inputs: Most inputs in one request.
         max_request_tokens: Most tokens (prompt and EOS included) in one request, all inputs together.
@@ -90,6 +98,7 @@ class ServerOptions:
     """
 
     model_name: str | None = None
+    reranker_name: str | None = None
     host: str = "127.0.0.1"
     max_inputs: int = 2048
     max_request_tokens: int = 1_000_000
@@ -126,21 +135,35 @@ class _Counts:
     texts: int = 0
 
 
-def default_model_name(embedder: Embedder) -> str:
+class _ModelFile(Protocol):
+    @property
+    def model_path(self) -> Path: ...
+
+    @property
+    def quantization(self) -> str: ...
+
+
+def default_model_name(model: _ModelFile) -> str:
     """``Qwen3-Embedding-0.6B`` for ``Qwen3-Embedding-0.6B-Q8_0.gguf``: the file name without the quant."""
-    stem = embedder.model_path.name.removesuffix(".gguf")
-    quant = embedder.quantization
+    stem = model.model_path.name.removesuffix(".gguf")
+    quant = model.quantization
     for suffix in (f"-{quant}", f"-{quant.lower()}", f".{quant}"):
         if stem.endswith(suffix):
             return stem[: -len(suffix)]
     return stem
 
 
-def create_app(embedder: Embedder, options: ServerOptions | None = None) -> Any:
-    """The ASGI app (Starlette) serving ``embedder``.
+def create_app(
+    embedder: Embedder | None, options: ServerOptions | None = None, *, reranker: Reranker | None = None
+) -> Any:
+    """The ASGI app (Starlette) serving ``embedder``, ``reranker``, or both.
 
     ``app.state.metrics`` holds its Prometheus metrics and ``app.state.scheduler`` its
-    engine scheduler. The app owns two thread pools, started and stopped by its lifespan.
+    engine scheduler (``None`` without an embedder). The app owns its thread pools (the
+    workers, the embedder's engine thread, the reranker's), started and stopped by its lifespan.
+
+    Raises:
+        ConfigurationError: No model at all, or both models under one name.
     """
     try:
         from starlette.applications import Starlette
@@ -152,32 +175,64 @@ def create_app(embedder: Embedder, options: ServerOptions | None = None) -> Any:
     except ImportError as error:
         raise ConfigurationError('The server needs its extra: pip install "qwen-embed[server]"') from error
 
+    if embedder is None and reranker is None:
+        raise ConfigurationError("create_app needs a model: an Embedder, a reranker=Reranker, or both")
     opts = options or ServerOptions()
-    name = opts.model_name or default_model_name(embedder)
-    aliases = {name, embedder.model_path.name, embedder.model_path.name.removesuffix(".gguf")}
+    name = (opts.model_name or default_model_name(embedder)) if embedder is not None else ""
+    aliases = {name, embedder.model_path.name, embedder.model_path.name.removesuffix(".gguf")} if embedder else set()
     metrics = Metrics()
     counts = _Counts()
-    scheduler = Scheduler(
-        functools.partial(_encode, embedder),
-        max_texts=opts.batch_texts,
-        max_tokens=opts.batch_tokens,
-        wait=opts.batch_wait,
-        observer=metrics,
-    )
+    scheduler = None
+    if embedder is not None:
+        scheduler = Scheduler(
+            functools.partial(_encode, embedder),
+            max_texts=opts.batch_texts,
+            max_tokens=opts.batch_tokens,
+            wait=opts.batch_wait,
+            observer=metrics,
+        )
     pool = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="qwen-embed-http")
 
     async def offload(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args, **kwargs))
 
-    def prepare(raw: bytes, stop: threading.Event) -> tuple[Parsed, list[int]]:
-        parsed = parse_request(raw, aliases=aliases, name=name, max_inputs=opts.max_inputs)
-        return parsed, _costs(embedder, parsed, stop=stop, budget=opts.max_request_tokens)
-
     def failure(bad: RequestError) -> Response:
         body = error_body(bad.status, bad.message, param=bad.param, code=bad.code)
         return Response(body, status_code=bad.status, media_type="application/json", headers=bad.headers)
 
+    rerank = None
+    if reranker is not None:
+        reranker_name = opts.reranker_name or default_model_name(reranker)
+        if reranker_name == name:
+            raise ConfigurationError(
+                f"The embedding model and the reranker are both named {name!r}; give them different names "
+                "(--served-model-name, --served-reranker-name)."
+            )
+        rerank = RerankRoute(
+            reranker, name=reranker_name, options=opts, metrics=metrics, offload=offload, failure=failure
+        )
+
+    def prepare(raw: bytes, stop: threading.Event) -> tuple[Parsed, list[int]]:
+        assert embedder is not None
+        parsed = parse_request(raw, aliases=aliases, name=name, max_inputs=opts.max_inputs)
+        return parsed, _costs(embedder, parsed, stop=stop, budget=opts.max_request_tokens)
+
+    def absent(what: str, instead: str) -> Response:
+        return failure(RequestError(404, f"This server has no {what}; {instead}", code="model_not_found"))
+
+    async def reranking(request: Request) -> Response:
+        if rerank is None:
+            return absent("reranker", "start it with --reranker MODEL (qwen-embed serve) to serve POST /v1/rerank.")
+        response: Response = await rerank(request)
+        return response
+
     async def embeddings(request: Request) -> Response:
+        if scheduler is None:
+            assert rerank is not None
+            return absent(
+                "embedding model (it was started with --no-embedder)",
+                f"it serves the reranker {rerank.name!r} at POST /v1/rerank.",
+            )
         state = request.scope["state"]
         counts.requests += 1
         try:
@@ -225,19 +280,24 @@ def create_app(embedder: Embedder, options: ServerOptions | None = None) -> Any:
         state["inputs"], state["tokens"] = len(parsed.texts), tokens
         return Response(payload, media_type="application/json")
 
+    served = [n for n in (name, rerank.name if rerank else "") if n]
+
     async def models(request: Request) -> JSONResponse:
-        card = {"id": name, "object": "model", "created": 0, "owned_by": "qwen_embed"}
-        return JSONResponse({"object": "list", "data": [card]})
+        cards = [{"id": n, "object": "model", "created": 0, "owned_by": "qwen_embed"} for n in served]
+        return JSONResponse({"object": "list", "data": cards})
 
     async def health(request: Request) -> JSONResponse:
-        answer = {
-            "status": "ok",
-            "model": name,
-            "dim": embedder.dim,
-            "requests": counts.requests,
-            "batches": scheduler.batches,
-            "texts": counts.texts,
-        }
+        answer: dict[str, Any] = {"status": "ok"}
+        if embedder is not None and scheduler is not None:
+            answer.update(
+                model=name,
+                dim=embedder.dim,
+                requests=counts.requests,
+                batches=scheduler.batches,
+                texts=counts.texts,
+            )
+        if rerank is not None:
+            answer["reranker"] = rerank.health()
         return JSONResponse(answer)
 
     async def prometheus(request: Request) -> Response:
@@ -248,7 +308,10 @@ def create_app(embedder: Embedder, options: ServerOptions | None = None) -> Any:
         status = int(getattr(exc, "status_code", 500))
         headers = dict(getattr(exc, "headers", None) or {})
         if status == 404:
-            message = f"No route {request.method} {request.url.path}; this server has POST /v1/embeddings."
+            routes = " and ".join(
+                r for r, on in (("POST /v1/embeddings", scheduler), ("POST /v1/rerank", rerank)) if on
+            )
+            message = f"No route {request.method} {request.url.path}; this server has {routes}."
         elif status == 405:
             allowed = headers.get("Allow", "")
             message = f"{request.method} is not allowed on {request.url.path}; use {allowed}."
@@ -258,11 +321,15 @@ def create_app(embedder: Embedder, options: ServerOptions | None = None) -> Any:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        scheduler.start()
+        if scheduler is not None:
+            scheduler.start()
         try:
             yield
         finally:
-            await scheduler.stop()
+            if scheduler is not None:
+                await scheduler.stop()
+            if rerank is not None:
+                await rerank.stop()
             pool.shutdown(wait=False, cancel_futures=True)
 
     middleware = [
@@ -289,6 +356,8 @@ def create_app(embedder: Embedder, options: ServerOptions | None = None) -> Any:
         routes=[
             Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/embeddings", embeddings, methods=["POST"]),
+            Route("/v1/rerank", reranking, methods=["POST"]),
+            Route("/rerank", reranking, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
             Route("/metrics", prometheus, methods=["GET"]),
@@ -299,7 +368,8 @@ def create_app(embedder: Embedder, options: ServerOptions | None = None) -> Any:
     )
     app.state.metrics = metrics
     app.state.scheduler = scheduler
-    app.state.model_name = name
+    app.state.model_name = name or None
+    app.state.reranker_name = rerank.name if rerank else None
     app.state.options = opts
     return app
 
@@ -357,9 +427,10 @@ def _encode(embedder: Embedder, texts: list[str], key: Key) -> np.ndarray:
 
 
 def serve(
-    embedder: Embedder,
+    embedder: Embedder | None,
     options: ServerOptions | None = None,
     *,
+    reranker: Reranker | None = None,
     port: int = 8000,
     sock: socket.socket | None = None,
     log_level: str = "info",
@@ -373,8 +444,9 @@ def serve(
     """Run the server until interrupted (uvicorn; SIGINT/SIGTERM drain for up to ``shutdown_timeout`` s).
 
     Args:
-        embedder: The model to serve (used from several threads).
+        embedder: The embedding model to serve (used from several threads); ``None``: only the reranker.
         options: What the app answers and how (``ServerOptions.host`` is the address bound).
+        reranker: A reranker to serve at ``POST /v1/rerank``.
         port: Port to bind (0: a free one; ``on_ready`` gets the URL).
         sock: A bound socket to serve on instead of ``host``/``port``.
         log_level: ``debug``, ``info``, ``warning``, ``error`` or ``critical``.
@@ -387,7 +459,7 @@ def serve(
     """
     opts = options or ServerOptions()
     config = logging_config(log_level, access_log=access_log) if configure_logging else None
-    app = create_app(embedder, opts)
+    app = create_app(embedder, opts, reranker=reranker)
     server = build_server(
         app,
         host=opts.host,
