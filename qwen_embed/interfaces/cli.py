@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
-from ..hub.catalog import CATALOG, DEFAULT_MODEL, DEFAULT_QUANT
 from ..errors import ConfigurationError, QwenEmbedError
+from ..hub.catalog import CATALOG, DEFAULT_MODEL, DEFAULT_QUANT
 
 __all__ = ["main"]
 
@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error", "critical"])
     serve.add_argument("--no-access-log", action="store_true", help="no log line per request")
     serve.add_argument("--long-text", default="error", choices=["error", "truncate", "chunk"])
+    serve.add_argument("--reranker", metavar="MODEL", help="serve POST /v1/rerank too: 0.6B, 4B, 8B, repo id or .gguf")
+    serve.add_argument("--reranker-quant", default=None, help="the reranker's quantization (default: the catalog's)")
+    serve.add_argument("--served-reranker-name", default=None, help="reranker name clients send (default: the file)")
+    serve.add_argument("--no-embedder", action="store_true", help="serve only the --reranker (no /v1/embeddings)")
     _model_options(serve)
     return parser
 
@@ -422,18 +426,31 @@ def _serve(args: argparse.Namespace) -> int:
         cors_origins=tuple(args.cors_origin),
         allowed_hosts=tuple(args.allowed_host),
         check_host=not args.no_host_check,
+        reranker_name=args.served_reranker_name,
         **({"batch_texts": args.batch_size} if args.batch_size else {}),
     )
-    emb = _load_embedder(args, long_text=args.long_text)
-    name = args.served_model_name or default_model_name(emb)
+    if args.no_embedder and not args.reranker:
+        raise ConfigurationError("--no-embedder leaves nothing to serve; add --reranker MODEL (e.g. 0.6B)")
+    emb = None if args.no_embedder else _load_embedder(args, long_text=args.long_text)
+    try:
+        reranker = _load_serve_reranker(args) if args.reranker else None
+    except BaseException:
+        if emb is not None:
+            emb.close()
+        raise
+    names = [
+        *([args.served_model_name or default_model_name(emb)] if emb is not None else []),
+        *([f"reranker {args.served_reranker_name or default_model_name(reranker)}"] if reranker is not None else []),
+    ]
 
     def ready(url: str) -> None:
-        print(f"qwen-embed: serving {name} on {url}/v1", file=sys.stderr, flush=True)
+        print(f"qwen-embed: serving {' and '.join(names)} on {url}/v1", file=sys.stderr, flush=True)
 
     try:
         serve(
             emb,
             options,
+            reranker=reranker,
             port=args.port,
             log_level=args.log_level,
             access_log=not args.no_access_log,
@@ -442,8 +459,28 @@ def _serve(args: argparse.Namespace) -> int:
             on_ready=ready,
         )
     finally:
-        emb.close()
+        for model in (emb, reranker):
+            if model is not None:
+                model.close()
     return 0
+
+
+def _load_serve_reranker(args: argparse.Namespace) -> Any:
+    """``serve --reranker``: a catalog size, a repo id or a local .gguf, with the command's threads and hub options."""
+    from ..reranker import Reranker
+
+    options: dict[str, Any] = dict(n_threads=args.threads, backend=args.backend, dtype=args.dtype, show_progress=False)
+    if args.batch_size is not None:
+        options["batch_size"] = args.batch_size
+    return Reranker.from_pretrained(
+        args.reranker,
+        quant=args.reranker_quant,
+        cache_dir=args.cache_dir,
+        token=args.token,
+        endpoint=args.endpoint,
+        local_files_only=args.offline,
+        **options,
+    )
 
 
 def _port_number(text: str) -> int:
