@@ -45,7 +45,6 @@ __all__ = ["Embedder"]
 
 logger = logging.getLogger(__name__)
 
-_FLOAT_TYPES = {"F32", "F16", "BF16", "F64"}
 
 
 class Embedder(GGUFModel):

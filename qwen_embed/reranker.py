@@ -8,26 +8,24 @@ import threading
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
 from . import _config
-from ._pipeline import plan_batches, positive_int, progress_bar
+from ._model import GGUFModel
+from ._pipeline import check_bool, check_gpu_layers, check_threads, plan_batches, positive_int, progress_bar
+from ._setup import check_model_path
 from .engines.base import Engine, choose_backend
 from .engines.gguf_info import read_gguf_info
 from .engines.heads import RerankHead, check_reranker_file, read_rerank_head
 from .errors import (
     ConfigurationError,
-    EmbedderClosedError,
     EngineError,
     InputTypeError,
     InvalidInputError,
     UnsupportedModelError,
 )
-from .hub.download import ModelResolution
 from .text.rerank_prompt import (
     DEFAULT_RERANK_INSTRUCTION,
     PREFIX,
@@ -42,7 +40,6 @@ __all__ = ["Reranker"]
 
 logger = logging.getLogger(__name__)
 
-_FLOAT_TYPES = {"F32", "F16", "BF16", "F64"}
 _CHAT_MARKERS = ("<|im_start|>", "<|im_end|>")
 
 
@@ -56,7 +53,7 @@ class _Pair:
     shareable: bool  # False when truncation had to cut into the head
 
 
-class Reranker:
+class Reranker(GGUFModel):
     """Qwen3-Reranker scores from a GGUF file, on llama.cpp (or PyTorch).
 
     >>> rr = Reranker("Qwen3-Reranker-0.6B-Q8_0.gguf")                       # doctest: +SKIP
@@ -110,8 +107,8 @@ class Reranker:
         share_prefix: bool = True,
         flash_attn: bool | None = False,
     ) -> None:
-        self._engine: Engine | None = None
-        self._resolution: ModelResolution | None = None
+        self._start(locals())  # the recipe this Reranker pickles as: its file and its options
+        check_model_path(model_path)
         info = read_gguf_info(model_path)
         check_reranker_file(info)
         self._info = info
@@ -121,9 +118,10 @@ class Reranker:
         self._max_length = _resolve_max_length(max_length, self._context_length)
         self._batch_size = positive_int("batch_size", batch_size)
         self._batch_tokens = positive_int("batch_tokens", batch_tokens)
-        self._n_threads = positive_int("n_threads", n_threads) if n_threads is not None else _config.default_threads()
-        self._show_progress = show_progress
-        self._share_prefix = bool(share_prefix)
+        self._n_threads = check_threads(n_threads)
+        n_gpu_layers = check_gpu_layers(n_gpu_layers)
+        self._show_progress = check_bool("show_progress", show_progress, optional=True)
+        self._share_prefix = check_bool("share_prefix", share_prefix)
         self._head_cache: dict[tuple[str, str], np.ndarray] = {}
         self._cache_lock = threading.Lock()
         self._backend, self._backend_reason = choose_backend(backend, device)
@@ -150,22 +148,16 @@ class Reranker:
         self, *, n_gpu_layers: int, dtype: str | None, device: str | None, flash_attn: bool | None
     ) -> Engine:
         if self._backend == "torch":
-            from .engines.torch import TorchEngine
-
-            return TorchEngine(
-                self._path,
+            return self._torch_engine(
                 pooling="last",
-                n_threads=self._n_threads,
                 dtype=dtype,
-                device=device or ("cuda" if "CUDA" in self._backend_reason else "cpu"),
+                device=device,
                 max_sequences=self._batch_size,
                 batch_tokens=self._batch_tokens,
             )
-        if dtype is not None or device is not None:
-            raise ConfigurationError("dtype= and device= apply to backend='torch'; llama.cpp runs the file's types")
+        self._no_torch_options(dtype, device)
         from .engines.llama_prefix import SharedPrefixEngine
 
-        quantized = any(t.type_name not in _FLOAT_TYPES for t in self._info.tensors if len(t.shape) >= 2)
         return SharedPrefixEngine(
             self._path,
             pooling="last",
@@ -174,75 +166,16 @@ class Reranker:
             max_sequences=self._batch_size + 1,  # sequence 0 holds a shared head
             batch_tokens=self._batch_tokens,
             max_context=self._max_length + self._batch_tokens,  # a head and a full batch of tails
-            quantized=quantized,
+            quantized=self.quantized,
             flash_attn=flash_attn,
         )
 
     @classmethod
-    def from_pretrained(
-        cls,
-        model: str = "0.6B",
-        *,
-        quant: str | None = None,
-        filename: str | None = None,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-        token: str | bool | None = None,
-        endpoint: str | None = None,
-        local_files_only: bool = False,
-        memory_budget: int | None = None,
-        download_progress: bool = True,
-        **options: Any,
-    ) -> Reranker:
-        """Fetch (once, into the Hugging Face cache) and load a Qwen3-Reranker GGUF.
-
-        >>> rr = Reranker.from_pretrained("0.6B")     # doctest: +SKIP
-
-        Args:
-            model: A reranker size or alias from :data:`~qwen_embed.hub.catalog.RERANKER_CATALOG`
-                (``"0.6B"``, ``"4B"``, ``"8B"``), any Hub repo id holding reranker GGUF files, or a
-                local ``.gguf`` path.
-            quant: Quantization (``"Q8_0"``, ``"f16"``, ``"auto"``, ...); default: the catalog
-                entry's, else ``"Q8_0"``.
-            filename, revision, cache_dir, token, endpoint, local_files_only, memory_budget:
-                as for :meth:`Embedder.from_pretrained <qwen_embed.Embedder.from_pretrained>`.
-            download_progress: Show a progress bar while downloading.
-            **options: Keyword options of :class:`Reranker`.
-        """
+    def _hub_target(cls, model: str, quant: str | None) -> tuple[str, str]:
         from .hub.catalog import lookup_reranker_repo
-        from .hub.download import fetch_model
 
-        local = Path(os.path.expanduser(str(model)))
-        if str(model).lower().endswith(".gguf") and local.is_file():
-            return cls(local, **options)
-        repo_id, entry = lookup_reranker_repo(str(model))
-        path, resolution = fetch_model(
-            repo_id,
-            quant=quant or (entry.default_quant if entry else "Q8_0"),
-            filename=filename,
-            revision=revision,
-            cache_dir=cache_dir,
-            token=token,
-            endpoint=endpoint,
-            local_files_only=local_files_only,
-            memory_budget=memory_budget,
-            progress=download_progress,
-        )
-        logger.info("%s@%s: %s", resolution.repo_id, resolution.revision, resolution.reason)
-        reranker = cls(path, **options)
-        reranker._resolution = resolution
-        return reranker
-
-    # ------------------------------------------------------------------ metadata
-
-    @property
-    def resolution(self) -> ModelResolution | None:
-        """How :meth:`from_pretrained` chose the file; ``None`` otherwise."""
-        return self._resolution
-
-    @property
-    def model_path(self) -> Path:
-        return self._path
+        repo_id, entry = lookup_reranker_repo(model)
+        return repo_id, quant or (entry.default_quant if entry else "Q8_0")
 
     @property
     def head(self) -> RerankHead:
@@ -260,18 +193,6 @@ class Reranker:
     @property
     def context_length(self) -> int:
         return self._context_length
-
-    @property
-    def quantization(self) -> str:
-        return self._info.quantization
-
-    @property
-    def backend(self) -> str:
-        return self._backend
-
-    @property
-    def n_threads(self) -> int:
-        return self._n_threads
 
     @property
     def engine(self) -> str:
@@ -486,33 +407,6 @@ class Reranker:
                 )
             ids.append(int(tokens[0]))
         return ids[0], ids[1]
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def _require_engine(self) -> Engine:
-        if self._engine is None:
-            raise EmbedderClosedError(f"{self._path.name}: this Reranker was closed; create a new one.")
-        return self._engine
-
-    def close(self) -> None:
-        """Free the model; further use raises :class:`~qwen_embed.EmbedderClosedError`."""
-        engine, self._engine = self._engine, None
-        if engine is not None:
-            engine.close()
-
-    def __enter__(self) -> Reranker:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

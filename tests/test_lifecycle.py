@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qwen_embed import Embedder, EmbedderClosedError, InputTooLongError, UnsafeForkError
+from qwen_embed import Embedder, EmbedderClosedError, InputTooLongError
 
 from .conftest import ModelFactory
 
@@ -224,7 +224,9 @@ def test_pickles_as_a_recipe(tiny_model: Path) -> None:
     assert clone is not emb and clone.model_path == emb.model_path
     assert (clone.dim, clone.long_text, clone.n_threads) == (32, "truncate", 1)
     assert "mine" in clone.list_prompts()
-    np.testing.assert_allclose(clone.encode(["x y"], prompt_name="mine"), emb.encode(["x y"], prompt_name="mine"), atol=5e-4)
+    np.testing.assert_allclose(
+        clone.encode(["x y"], prompt_name="mine"), emb.encode(["x y"], prompt_name="mine"), atol=5e-4
+    )
     emb.close()
     clone.close()
     assert pickle.loads(pickle.dumps(emb)).encode("closed ones pickle too").shape == (32,)
@@ -247,12 +249,17 @@ def test_from_pretrained_embedder_unpickles_through_the_hub_when_the_file_is_gon
     import shutil
 
     emb = Embedder.from_pretrained(
-        "0.6B", quant="Q8_0", endpoint=hub.url, download_progress=False, token="hf_not_in_the_pickle"  # type: ignore[attr-defined]
+        "0.6B",
+        quant="Q8_0",
+        endpoint=hub.url,  # type: ignore[attr-defined]
+        cache_dir=tmp_path / "cache",
+        download_progress=False,
+        token="hf_not_in_the_pickle",
     )
     data = pickle.dumps(emb)
     assert b"hf_not_in_the_pickle" not in data
     emb.close()
-    shutil.rmtree(os.environ["HF_HUB_CACHE"])
+    shutil.rmtree(tmp_path / "cache")
     clone = pickle.loads(data)
     assert clone.resolution is not None and clone.resolution.quant == "Q8_0"
     assert clone.encode("back").shape == (clone.dim,)

@@ -389,3 +389,25 @@ def test_two_stage_retrieval_example(
     out = capsys.readouterr().out
     assert out.count("(50 candidates -> top 5)") == 2
     assert "reranker: Reranker(" in out and len(re.findall(r"^  [01]\.\d{3}  #", out, flags=re.M)) == 10
+
+
+def test_a_reranker_pickles_as_a_recipe(rerank_files: dict[str, Path]) -> None:
+    import pickle
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    path = next(iter(rerank_files.values()))
+    with Reranker(path, n_threads=1, instruction="Find the answer") as rr:
+        clone = pickle.loads(pickle.dumps(rr))
+        assert clone.instruction == "Find the answer" and clone.model_path == rr.model_path
+        pairs = _pairs()
+        np.testing.assert_allclose(clone.predict(pairs), rr.predict(pairs), atol=1e-5)
+        clone.close()
+        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as executor:
+            remote = executor.submit(_predict_with, rr, pairs).result(timeout=180)
+        np.testing.assert_allclose(remote, rr.predict(pairs), atol=1e-4)
+
+
+def _predict_with(rr: Reranker, pairs: list[tuple[str, str]]) -> np.ndarray:
+    with rr:
+        return rr.predict(pairs)

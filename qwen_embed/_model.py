@@ -1,0 +1,249 @@
+"""What the Embedder and the Reranker share: a GGUF file, an engine's lifecycle, the Hub, pickling.
+
+A model class records the options it was built with (its *recipe*), so that it pickles as
+"this file (or this Hub repo, quant and revision) with these options" and loads again
+wherever it is unpickled; it never pickles native state.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar, TypeVar
+
+from .engines.base import Engine
+from .engines.gguf_info import GGUFInfo
+from .errors import ConfigurationError, EmbedderClosedError
+from .hub.download import ModelResolution
+
+__all__ = ["GGUFModel"]
+
+logger = logging.getLogger(__name__)
+
+M = TypeVar("M", bound="GGUFModel")
+
+_FLOAT_TYPES = {"F32", "F16", "BF16", "F64"}
+
+
+class GGUFModel:
+    """Base of :class:`~qwen_embed.Embedder` and :class:`~qwen_embed.Reranker` (not used directly)."""
+
+    _DEFAULT_MODEL: ClassVar[str] = "0.6B"
+
+    _engine: Engine | None
+    _info: GGUFInfo
+    _path: Path
+    _backend: str
+    _backend_reason: str
+    _n_threads: int
+
+    def _start(self, options: dict[str, Any]) -> None:
+        """Record the recipe (the constructor's keyword options) before anything can fail."""
+        self._options = {k: v for k, v in options.items() if k not in ("self", "model_path", "__class__")}
+        self._hub_recipe: dict[str, Any] | None = None
+        self._resolution: ModelResolution | None = None
+        self._engine = None
+
+    # ------------------------------------------------------------------ the Hub
+
+    @classmethod
+    def _hub_target(cls, model: str, quant: str | None) -> tuple[str, str]:
+        """``(repo id or alias, quant)`` to fetch for ``model``; subclasses map their catalog."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_pretrained(
+        cls: type[M],
+        model: str | None = None,
+        *,
+        quant: str | None = None,
+        filename: str | None = None,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        token: str | bool | None = None,
+        endpoint: str | None = None,
+        local_files_only: bool = False,
+        memory_budget: int | None = None,
+        download_progress: bool = True,
+        **options: Any,
+    ) -> M:
+        """Fetch (once, into the Hugging Face cache) and load a GGUF of this model family.
+
+        >>> emb = Embedder.from_pretrained("0.6B", quant="Q8_0")     # doctest: +SKIP
+        >>> rr = Reranker.from_pretrained("0.6B")                    # doctest: +SKIP
+
+        Args:
+            model: A catalog size or alias (``"0.6B"``, ``"4B"``, ``"8B"``, ``"qwen3-embedding-8b"``),
+                any Hub repo id holding GGUF files, or the path of a local ``.gguf`` file
+                (default: ``"0.6B"``).
+            quant: Quantization in any case (``"Q8_0"``, ``"q4_k_m"``, ``"f16"``), or ``"auto"``: the
+                best quality whose file plus working memory fits ``memory_budget`` (default: the RAM
+                available now); default: the catalog entry's (``"Q8_0"``). :attr:`resolution` says
+                what was chosen and why.
+            filename: Pick a file by name instead (when several match one quant).
+            revision, cache_dir, token, endpoint, local_files_only: passed to ``huggingface_hub``;
+                ``HF_HUB_OFFLINE=1`` is honoured. A cached file is used without any network call.
+            download_progress: Show a progress bar while downloading.
+            **options: Keyword options of the class (``dim``, ``long_text``, ``n_threads``, ...).
+        """
+        from .hub.download import fetch_model
+
+        model = cls._DEFAULT_MODEL if model is None else model
+        local = Path(os.path.expanduser(str(model)))
+        if str(model).lower().endswith(".gguf") and local.is_file():
+            return cls(local, **options)  # type: ignore[call-arg]
+        repo, chosen_quant = cls._hub_target(str(model), quant)
+        recipe = dict(
+            model=model,
+            quant=quant,
+            filename=filename,
+            revision=revision,
+            cache_dir=cache_dir,
+            endpoint=endpoint,
+            local_files_only=local_files_only,
+            memory_budget=memory_budget,
+            download_progress=download_progress,
+        )  # the token stays out: a pickle must not carry secrets (the receiver uses HF_TOKEN)
+        path, resolution = fetch_model(
+            repo,
+            quant=chosen_quant,
+            filename=filename,
+            revision=revision,
+            cache_dir=cache_dir,
+            token=token,
+            endpoint=endpoint,
+            local_files_only=local_files_only,
+            memory_budget=memory_budget,
+            progress=download_progress,
+        )
+        logger.info("%s@%s: %s", resolution.repo_id, resolution.revision, resolution.reason)
+        loaded = cls(path, **options)  # type: ignore[call-arg]
+        loaded._resolution = resolution
+        loaded._hub_recipe = recipe
+        return loaded
+
+    def __reduce__(self) -> tuple[Any, tuple[type[GGUFModel], dict[str, Any]]]:
+        """Pickle as a recipe: the file (or the Hub resolution) and the options, never native state.
+
+        Unpickling loads the model in the receiving process (a spawn pool worker, a Ray task, a
+        Spark executor): from the same path when that file exists there, else through
+        :meth:`from_pretrained` with the same repo, quant and revision (token from ``HF_TOKEN``).
+        """
+        state = {"path": str(self._path), "options": self._options, "hub": self._hub_recipe}
+        return (_restore, (type(self), state))
+
+    # ------------------------------------------------------------------ metadata
+
+    @property
+    def resolution(self) -> ModelResolution | None:
+        """How :meth:`from_pretrained` chose the file (repo, revision, quant, reason); ``None`` otherwise."""
+        return self._resolution
+
+    @property
+    def model_path(self) -> Path:
+        """The GGUF file."""
+        return self._path
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The file's GGUF metadata (long arrays are summarized)."""
+        return dict(self._info.metadata)
+
+    @property
+    def architecture(self) -> str:
+        return str(self._info.architecture)
+
+    @property
+    def quantization(self) -> str:
+        """Weight type of the file (``"Q8_0"``, ``"F16"``, ``"Q4_K_M"``, ...)."""
+        return self._info.quantization
+
+    @property
+    def quantized(self) -> bool:
+        """Whether the file's matrices are quantized (not F32/F16/BF16)."""
+        return any(t.type_name not in _FLOAT_TYPES for t in self._info.tensors if len(t.shape) >= 2)
+
+    @property
+    def n_threads(self) -> int:
+        return self._n_threads
+
+    @property
+    def backend(self) -> str:
+        """``"llama"`` or ``"torch"``: the engine in use."""
+        return self._backend
+
+    @property
+    def backend_reason(self) -> str:
+        """Why this backend was chosen (``backend="auto"`` explains its pick)."""
+        return self._backend_reason
+
+    @property
+    def workarounds(self) -> tuple[str, ...]:
+        """Workarounds for engine bugs in force for this model."""
+        return self._require_engine().workarounds
+
+    def _torch_engine(self, *, pooling: str, dtype: str | None, device: str | None, max_sequences: int,
+                      batch_tokens: int) -> Engine:  # fmt: skip
+        from .engines.torch import TorchEngine
+
+        return TorchEngine(
+            self._path,
+            pooling=pooling,
+            n_threads=self._n_threads,
+            dtype=dtype,
+            device=device or ("cuda" if "CUDA" in self._backend_reason else "cpu"),
+            max_sequences=max_sequences,
+            batch_tokens=batch_tokens,
+        )
+
+    @staticmethod
+    def _no_torch_options(dtype: str | None, device: str | None) -> None:
+        if dtype is not None or device is not None:
+            raise ConfigurationError("dtype= and device= apply to backend='torch'; llama.cpp runs the file's types")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _require_engine(self) -> Engine:
+        if self._engine is None:
+            raise EmbedderClosedError(f"{self._path.name}: this {type(self).__name__} was closed; create a new one.")
+        return self._engine
+
+    def close(self) -> None:
+        """Free the model; further use raises :class:`~qwen_embed.EmbedderClosedError`.
+
+        Returns at once, from any thread: calls running in other threads stop at their next
+        engine step (a llama.cpp decode stops between graph nodes) and raise
+        :class:`~qwen_embed.EmbedderClosedError`; the native memory is freed when the last ends.
+        """
+        engine, self._engine = getattr(self, "_engine", None), None
+        if engine is not None:
+            engine.close()
+
+    def __enter__(self: M) -> M:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def _restore(cls: type[M], state: dict[str, Any]) -> M:
+    """Unpickle a model: load its file here, or fetch it as it was fetched."""
+    options, hub = dict(state["options"]), state.get("hub")
+    path = Path(state["path"])
+    if path.is_file() or hub is None:
+        loaded = cls(path, **options)  # type: ignore[call-arg]
+    else:
+        recipe = dict(hub)
+        loaded = cls.from_pretrained(recipe.pop("model"), **recipe, **options)
+    loaded._hub_recipe = hub
+    return loaded
