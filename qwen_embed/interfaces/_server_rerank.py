@@ -1,9 +1,9 @@
 """``POST /v1/rerank`` (and ``/rerank``): Qwen3-Reranker scores in the shape llama-server, Jina and Cohere use.
 
 Request fields: ``query`` (a string), ``documents`` (strings or ``{"text": ...}`` objects),
-``top_n`` (default: all), ``return_documents`` (default ``false``, as Cohere and llama-server;
-Jina's default is ``true``), ``model`` (optional; a name of the reranker) and one of ours,
-``instruction`` (the task, default the reranker's). The answer lists the documents best first:
+``top_n`` (default: all), ``return_documents`` (default ``false``, Cohere's default; llama-server
+never returns them, Jina defaults to ``true``), ``model`` (optional; a name of the reranker) and
+one of ours, ``instruction`` (the task, default the reranker's). The answer, best first:
 
     {"object": "list", "model": "...", "results": [{"index": 2, "relevance_score": 0.93,
      "document": {"text": "..."}}, ...], "usage": {"prompt_tokens": 812, "total_tokens": 812}}
