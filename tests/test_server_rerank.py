@@ -117,6 +117,8 @@ def test_top_n_return_documents_objects_and_instruction(both: Running, rr: Reran
         ({"documents": ["a", 3]}, 400, "documents", "documents[1] is a number"),
         ({"documents": [{"title": "a"}]}, 400, "documents", "documents[0] is an object whose 'text' is null"),
         ({"documents": ["d"] * 9}, 400, "documents", "Too many documents: 9 (at most 8"),
+        ({"query": "q\ud800"}, 400, "query", "'query' holds a lone surrogate at character 1"),
+        ({"documents": ["a", "\ud800"]}, 400, "documents", "documents[1] holds a lone surrogate at character 0"),
         ({"top_n": 0}, 400, "top_n", "'top_n' must be a positive integer, not 0"),
         ({"top_n": "2"}, 400, "top_n", 'not "2"'),
         ({"top_n": True}, 400, "top_n", "not true"),

@@ -73,6 +73,7 @@ def parse_rerank(raw: bytes, *, aliases: set[str], name: str, max_inputs: int) -
     if not isinstance(query, str) or not query.strip():
         got = "missing" if query is None else "blank" if isinstance(query, str) else json_kind(query)
         raise RequestError(400, f"'query' must be a non-empty string (it is {got}).", param="query")
+    _check_unicode(query, "'query'", "query")
     documents = _documents(body.get("documents"), max_inputs)
     top_n = body.get("top_n")
     if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
@@ -87,6 +88,8 @@ def parse_rerank(raw: bytes, *, aliases: set[str], name: str, max_inputs: int) -
     instruction = body.get("instruction")
     if instruction is not None and (not isinstance(instruction, str) or not instruction.strip()):
         raise RequestError(400, "'instruction' must be a non-empty string.", param="instruction")
+    if instruction is not None:
+        _check_unicode(instruction, "'instruction'", "instruction")
     return RerankRequest(query, documents, top_n, flag, instruction)
 
 
@@ -113,8 +116,21 @@ def _documents(raw: object, max_inputs: int) -> list[str]:
             raise RequestError(
                 400, f'documents[{i}] is {shown}; send a string or {{"text": "..."}}.', param="documents"
             )
+        _check_unicode(text, f"documents[{i}]", "documents")
         texts.append(text)
     return texts
+
+
+def _check_unicode(text: str, where: str, param: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise RequestError(
+            400,
+            f"{where} holds a lone surrogate at character {error.start} ({error.object[error.start]!r}), "
+            "which is not Unicode text; fix the bad decode that made it, or replace it.",
+            param=param,
+        ) from None
 
 
 def count_tokens(reranker: Reranker, request: RerankRequest, *, stop: threading.Event, budget: int) -> int:
