@@ -24,7 +24,7 @@ from .server_support import HANG
     [
         ("--port", "99999", "not a port: '99999'"),
         ("--port", "http", "not a port"),
-        ("--max-inputs", "0", "at least 1, not '0'"),
+        ("--max-inputs", "0", "not a whole number of at least 1: '0'"),
         ("--max-request-tokens", "-5", "at least 1"),
         ("--body-timeout", "0", "seconds above 0"),
         ("--header-timeout", "inf", "seconds above 0"),

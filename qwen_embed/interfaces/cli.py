@@ -483,34 +483,24 @@ def _load_serve_reranker(args: argparse.Namespace) -> Any:
     )
 
 
-def _port_number(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"not a port: {text!r} (0 to 65535; 0 picks a free one)")
-    return port
+def _number_in(kind: type[int] | type[float], low: float, high: float, what: str, hint: str = "") -> Any:
+    """An argparse type: a number of ``kind`` with ``low <= value <= high``, else ``not WHAT: TEXT HINT``."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}{hint}")
+        return value
+
+    return parse
 
 
-def _positive_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"not a number of seconds above 0: {text!r}")
-    return value
+_port_number = _number_in(int, 0, 65535, "a port", " (0 to 65535; 0 picks a free one)")
+_positive_count = _number_in(int, 1, float("inf"), "a whole number of at least 1")
+_seconds = _number_in(float, 1e-9, 1e9, "a number of seconds above 0")
 
 
 def _bytes(text: str) -> int:
