@@ -24,10 +24,7 @@ from ..errors import ConfigurationError, EngineError, ModelLoadError
 from ._guard import NativeGuard, check_fork_safe, mark_threads_started
 from .gguf_info import GGUFInfo, read_gguf_info
 
-__all__ = ["DTYPES", "TorchEngine", "cpu_flags", "default_torch_dtype", "torch_available"]
-
-#: What ``dtype=`` takes: the matrices' type (int8: int8 weights and activations, CPU only).
-DTYPES = ("float32", "bfloat16", "float16", "int8")
+__all__ = ["TorchEngine", "cpu_flags", "default_torch_dtype", "torch_available"]
 
 logger = logging.getLogger(__name__)
 
@@ -214,15 +211,10 @@ class TorchEngine:
         self._pooling = pooling
         self._device = device
         dtype = dtype or default_torch_dtype(device)
-        if dtype not in DTYPES:
-            raise ConfigurationError(f"dtype must be one of {', '.join(map(repr, DTYPES))}, not {dtype!r}")
+        if dtype not in ("float32", "bfloat16", "float16"):
+            raise ConfigurationError(f"dtype must be 'float32', 'bfloat16' or 'float16', not {dtype!r}")
         self.dtype = dtype
-        self._int8 = dtype == "int8"
-        if self._int8:
-            _check_int8(torch, device)
-        # int8: bfloat16 weights first (quantized per row after loading), float32 activations.
-        self._dtype = torch.bfloat16 if self._int8 else getattr(torch, dtype)
-        self._act_dtype = torch.float32 if self._int8 else self._dtype
+        self._dtype = getattr(torch, dtype)
         self._max_sequences = max_sequences
         self._batch_tokens = batch_tokens
         if device == "cpu":
@@ -283,7 +275,7 @@ class TorchEngine:
         from ._weights import load_gguf_weights
 
         try:
-            weights = load_gguf_weights(
+            return load_gguf_weights(
                 info,
                 n_layer=self._n_layer,
                 torch=self._torch,
@@ -293,12 +285,6 @@ class TorchEngine:
             )
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"{self._path}: {error}") from error
-        if self._int8:  # every layer matrix to int8 rows, one at a time (the embedding table stays bfloat16)
-            from ._int8 import quantize_rows
-
-            for key in [k for k, v in weights.items() if v.dim() == 2 and k != "token_embd"]:
-                weights[key] = quantize_rows(self._torch, weights[key])
-        return weights
 
     # ------------------------------------------------------------------ the Engine protocol
 
@@ -394,8 +380,7 @@ class TorchEngine:
         mask = causal[None, None] & valid[:, None, None, :]  # (B, 1, T, T)
         last = lengths - 1
         rows = torch.arange(batch, device=ids.device)
-        x = F.embedding(ids, w["token_embd"]).to(self._act_dtype)
-        linear = _linear
+        x = F.embedding(ids, w["token_embd"])
         for i in range(self._n_layer):
             if self._stop:  # close() was called: the guard turns this into EmbedderClosedError
                 raise EngineError("forward stopped: the model is being closed")
@@ -403,12 +388,12 @@ class TorchEngine:
             final = i == self._n_layer - 1 and self._pooling == "last"
             hn = self._rms(x, w[p + "attn_norm"])
             if final:  # only the last token's query, attention output and FFN are needed
-                kv = linear(hn, w[p + "attn_qkv"][q_size:])
-                q = linear(hn[rows, last][:, None], w[p + "attn_qkv"][:q_size])
+                kv = F.linear(hn, w[p + "attn_qkv"][q_size:])
+                q = F.linear(hn[rows, last][:, None], w[p + "attn_qkv"][:q_size])
                 q_cos, q_sin = cos[last][:, None, None, :], sin[last][:, None, None, :]
                 q_mask = valid[:, None, None, :]
             else:
-                qkv = linear(hn, w[p + "attn_qkv"])
+                qkv = F.linear(hn, w[p + "attn_qkv"])
                 q, kv = qkv[..., :q_size], qkv[..., q_size:]
                 q_cos, q_sin, q_mask = cos[None, None], sin[None, None], mask
             k, v = kv[..., :kv_size], kv[..., kv_size:]
@@ -420,36 +405,15 @@ class TorchEngine:
             attn = F.scaled_dot_product_attention(q, k, v, attn_mask=q_mask, enable_gqa=hkv != h)
             attn = attn.transpose(1, 2).reshape(batch, q.shape[2], q_size)
             residual = x[rows, last][:, None] if final else x
-            x = residual + linear(attn, w[p + "attn_output"])
+            x = residual + F.linear(attn, w[p + "attn_output"])
             hn = self._rms(x, w[p + "ffn_norm"])
-            gate, up = linear(hn, w[p + "ffn_gate_up"]).chunk(2, dim=-1)
-            x = x + linear(F.silu(gate) * up, w[p + "ffn_down"])
+            gate, up = F.linear(hn, w[p + "ffn_gate_up"]).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, w[p + "ffn_down"])
         x = self._rms(x, w["output_norm"])
         if self._pooling == "last":
             return x[:, -1] if x.shape[1] == 1 else x[rows, last]
         m = valid[:, :, None].to(x.dtype)
         return (x * m).sum(1) / m.sum(1)
-
-
-def _linear(x: Any, weight: Any) -> Any:
-    """``x @ weight.T`` for a float matrix or an :class:`~._int8.Int8Linear`."""
-    if callable(weight):
-        return weight(x)
-    import torch.nn.functional as F
-
-    return F.linear(x, weight)
-
-
-def _check_int8(torch: Any, device: str) -> None:
-    from ._int8 import int8_supported
-
-    if not device.startswith("cpu"):
-        raise ConfigurationError(f"dtype='int8' runs on the CPU only, not device={device!r}; use 'bfloat16' there")
-    if not int8_supported(torch):
-        raise ConfigurationError(
-            f"dtype='int8' needs torch._int_mm on the CPU, which PyTorch {torch.__version__} lacks; "
-            "use 'bfloat16' or 'float32'"
-        )
 
 
 def _check_device(torch: Any, device: object) -> str:
