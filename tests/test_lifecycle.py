@@ -237,7 +237,7 @@ def test_spawn_pool_and_process_pool_executor_receive_a_working_embedder(tiny_mo
     texts = ["first text", "second one", "a third"]
     expected = emb.encode(texts)
     with get_context("spawn").Pool(2) as pool:
-        results = pool.starmap(_encode_with, [(emb, texts)] * 2)
+        results = pool.starmap_async(_encode_with, [(emb, texts)] * 2).get(timeout=180)  # fail, never hang
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as executor:
         results.append(executor.submit(_encode_with, emb, texts).result(timeout=180))
     for result in results:
