@@ -13,9 +13,17 @@ f16 and quantized from it, so the Transformers peer and the GGUF engines share t
 Peers, in the same run: llama-cpp-python ``Llama.embed``; llama.cpp's ``llama-server``
 (``/v1/embeddings`` over loopback, one request per client batch); Transformers on CPU in
 float32 and bfloat16 (the official recipe, batches sorted by length as sentence-transformers
-does). Then quantization rows (speed, file size, peak RSS, load time, cosine to f16; each in a
-child process), a 4B-shaped row, and a roofline line (achieved GFLOP/s against a dense matmul
-measured in the same run).
+does); sentence-transformers in float32 and bfloat16 (the model card's usage: left padding,
+last-token pooling, ``prompt_name="query"`` for queries). Our rows: ``qwen_embed`` (llama.cpp
+on Q8_0), ``qwen_embed auto`` (the default ``Embedder(path)`` on the Q8_0 file, whichever
+engine ``auto`` picks here) and the torch engine on the f16 file (the same weights as
+Transformers). Then the GEMM peaks of this machine on the model's own GEMM shapes (float32,
+bfloat16, int8) and each engine as a fraction of its peak; start-up (imports + load) and
+first-query latency, one child process per engine; torch-engine loading of the 0.6B and 4B
+shapes (seconds, peak RSS against the weights); quantization rows; a 4B-shaped row.
+
+``--quick`` runs the whole path on a small shape in a few minutes (a smoke test of the script;
+its numbers are not the recorded ones).
 """
 
 from __future__ import annotations
@@ -54,33 +62,74 @@ SHAPE_06B = {
     "num_key_value_heads": 8,
     "head_dim": 128,
 }
+SHAPE_QUICK = {
+    "hidden_size": 256,
+    "intermediate_size": 512,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "head_dim": 32,
+}
 CASES = [("short (~20 tok)", 32, 19), ("medium (~200 tok)", 8, 199), ("long (~2,000 tok)", 2, 1999)]
+CASES_QUICK = [("short (~20 tok)", 8, 19), ("medium (~200 tok)", 4, 199), ("long (~2,000 tok)", 1, 1999)]
 QUANTS = ["F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M"]
+QUERY = "how do I run an embedding model on a laptop"
+QUERY_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 
 
 # ----------------------------------------------------------------------------- models
 
 
-def build_models(vocab_path: Path | None) -> tuple[Path, dict[str, Path]]:
-    """The HF checkpoint (0.6B shape) and its GGUFs by quant, built once."""
+def build_models(vocab_path: Path | None, *, quick: bool = False) -> tuple[Path, dict[str, Path]]:
+    """The HF checkpoint (0.6B shape, or a small one with ``quick``) and its GGUFs by quant, built once."""
     from qwen_embed.testing import load_vocabulary, quantize_model, train_vocabulary
     from tests.parity_support import convert, llama_cpp_source, make_hf_checkpoint
 
     tag = "qwen2vocab" if vocab_path else "bpevocab"
-    hf_dir = MODELS / f"hf-0.6B-{tag}"
+    size = "small" if quick else "0.6B"
+    hf_dir = MODELS / f"hf-{size}-{tag}"
     if not (hf_dir / "model.safetensors").exists():
         vocab = load_vocabulary(vocab_path) if vocab_path else train_vocabulary()
-        print("building the 0.6B-shaped HF checkpoint ...", file=sys.stderr, flush=True)
-        make_hf_checkpoint(hf_dir, vocab, shape=SHAPE_06B)
-    files = {"F16": MODELS / f"conv-0.6B-F16-{tag}.gguf"}
+        print(f"building the {size}-shaped HF checkpoint ...", file=sys.stderr, flush=True)
+        make_hf_checkpoint(hf_dir, vocab, shape=SHAPE_QUICK if quick else SHAPE_06B)
+    write_sentence_transformers_config(hf_dir)
+    files = {"F16": MODELS / f"conv-{size}-F16-{tag}.gguf"}
     if not files["F16"].exists():
         print("converting with convert_hf_to_gguf.py ...", file=sys.stderr, flush=True)
         convert(llama_cpp_source(MODELS / "cache"), hf_dir, files["F16"], outtype="f16", real_vocab=bool(vocab_path))
     for quant in QUANTS[1:]:
-        files[quant] = MODELS / f"conv-0.6B-{quant}-{tag}.gguf"
+        files[quant] = MODELS / f"conv-{size}-{quant}-{tag}.gguf"
         if not files[quant].exists():
             quantize_model(files["F16"], files[quant], quant)
     return hf_dir, files
+
+
+def write_sentence_transformers_config(hf_dir: Path) -> None:
+    """The module files the official Qwen3-Embedding repos ship for sentence-transformers."""
+    config = json.loads((hf_dir / "config.json").read_text())
+    files = {
+        "modules.json": [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+        ],
+        "1_Pooling/config.json": {
+            "word_embedding_dimension": config["hidden_size"],
+            "pooling_mode_lasttoken": True,
+            "include_prompt": True,
+        },
+        "config_sentence_transformers.json": {
+            "prompts": {"query": f"Instruct: {QUERY_INSTRUCTION}\nQuery:", "document": ""},
+            "default_prompt_name": None,
+            "similarity_fn_name": "cosine",
+        },
+        "sentence_bert_config.json": {"max_seq_length": 8192, "do_lower_case": False},
+    }
+    for name, content in files.items():
+        path = hf_dir / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(content, indent=2))
 
 
 # ----------------------------------------------------------------------------- engines
@@ -91,6 +140,10 @@ class Engine:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         raise NotImplementedError
+
+    def query(self, text: str) -> np.ndarray:
+        """One search query, with the instruction (the model card's query usage)."""
+        return self.encode([f"Instruct: {QUERY_INSTRUCTION}\nQuery:{text}"])
 
     def close(self) -> None:
         pass
@@ -106,6 +159,9 @@ class Ours(Engine):
 
     def encode(self, texts: list[str]) -> np.ndarray:
         return self.emb.encode(texts)
+
+    def query(self, text: str) -> np.ndarray:
+        return self.emb.encode_queries([text])
 
     def close(self) -> None:
         self.emb.close()
@@ -199,6 +255,27 @@ class Transformers(Engine):
         return out
 
 
+class SentenceTransformers(Engine):
+    def __init__(self, hf_dir: Path, threads: int, dtype: str) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(threads)
+        self.name = f"sentence-transformers {dtype}"
+        self.model = SentenceTransformer(
+            str(hf_dir),
+            device="cpu",
+            model_kwargs={"dtype": getattr(torch, dtype)},
+            tokenizer_kwargs={"padding_side": "left"},
+        )
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(self.model.encode(texts, batch_size=32, normalize_embeddings=True), dtype=np.float32)
+
+    def query(self, text: str) -> np.ndarray:
+        return np.asarray(self.model.encode([text], prompt_name="query"), dtype=np.float32)
+
+
 # ----------------------------------------------------------------------------- measuring
 
 
@@ -222,18 +299,41 @@ def latency(run: Callable[[], object], n: int = 15) -> tuple[float, float]:
     return statistics.median(times), times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
 
 
-def matmul_peak(threads: int) -> dict[str, float]:
-    """Dense matmul GFLOP/s on this machine (torch, 2048^3), float32 and bfloat16."""
+def gemm_peaks(shape: dict[str, int], tokens: int, threads: int, repeats: int = 3) -> dict[str, float]:
+    """GFLOP/s (GOP/s for int8) of the model's own layer GEMMs at ``tokens`` rows, per dtype.
+
+    The four GEMMs of a layer (q/k/v fused, attention output, gate/up fused, down), each timed
+    best-of-``repeats``, summed: total work over total time. int8 is ``torch._int_mm`` (int32
+    accumulation), the kernel an int8 path would run; float32 and bfloat16 are ``F.linear``.
+    """
     import torch
 
     torch.set_num_threads(threads)
-    n = 2048
-    peaks = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        torch.mm(a, b)
-        seconds = best_seconds(lambda a=a, b=b: torch.mm(a, b), 5)
-        peaks[str(dtype).split(".")[-1]] = 2 * n**3 / seconds / 1e9
+    d, f = shape["hidden_size"], shape["intermediate_size"]
+    q = shape["num_attention_heads"] * shape["head_dim"]
+    kv = shape["num_key_value_heads"] * shape["head_dim"]
+    gemms = [(d, q + 2 * kv), (q, d), (d, 2 * f), (f, d)]  # (K, N)
+    peaks: dict[str, float] = {}
+    for dtype in ("float32", "bfloat16", "int8"):
+        work = seconds = 0.0
+        for k, n in gemms:
+            if dtype == "int8":
+                a = torch.randint(-127, 128, (tokens, k), dtype=torch.int8)
+                w = torch.randint(-127, 128, (n, k), dtype=torch.int8)
+
+                def run(a: Any = a, w: Any = w) -> object:
+                    return torch._int_mm(a, w.t())
+            else:
+                a = torch.randn(tokens, k, dtype=getattr(torch, dtype))
+                w = torch.randn(n, k, dtype=getattr(torch, dtype))
+
+                def run(a: Any = a, w: Any = w) -> object:
+                    return torch.nn.functional.linear(a, w)
+
+            run()
+            seconds += best_seconds(run, repeats)
+            work += 2.0 * tokens * k * n
+        peaks[dtype] = work / seconds / 1e9
     return peaks
 
 
@@ -244,6 +344,68 @@ def flops_per_token(shape: dict[str, int], context: int) -> float:
     kv = shape["num_key_value_heads"] * shape["head_dim"]
     per_layer = 2 * (d * q + 2 * d * kv + q * d + 3 * d * f) + 2 * 2 * q * context
     return float(layers * per_layer)
+
+
+def peak_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def child_startup(kind: str, path: str, threads: int) -> None:
+    """Run in a fresh child process: imports + load, first query, peak RSS (one JSON line).
+
+    ``kind``: ``ours:<backend>[:<dtype>]`` on the GGUF ``path``; ``llama-embed``; or
+    ``transformers:<dtype>`` / ``sentence-transformers:<dtype>`` on the HF folder ``path``.
+    """
+    start = time.perf_counter()
+    name, _, rest = kind.partition(":")
+    if name in ("ours", "llama-embed"):
+        import qwen_embed  # noqa: F401
+    if name != "llama-embed" and (name != "ours" or not rest.startswith("llama")):
+        import torch  # noqa: F401
+    if name == "sentence-transformers":
+        import sentence_transformers  # noqa: F401
+    imported = time.perf_counter()
+    engine: Engine
+    weights_mib = 0.0
+    if name == "ours":
+        backend, _, dtype = rest.partition(":")
+        options: dict[str, Any] = {"backend": backend}
+        if dtype:
+            options["dtype"] = dtype
+        engine = Ours(Path(path), threads, **options)
+        inner = getattr(engine.emb, "_engine", None)
+        if getattr(inner, "_weights", None):
+            weights_mib = sum(t.numel() * t.element_size() for t in inner._weights.values()) / 2**20
+    elif name == "llama-embed":
+        engine = LlamaEmbed(Path(path), threads)
+    elif name == "transformers":
+        engine = Transformers(Path(path), threads, rest)
+    else:
+        engine = SentenceTransformers(Path(path), threads, rest)
+    loaded = time.perf_counter()
+    engine.query(QUERY)
+    first = time.perf_counter()
+    row = {
+        "import_s": imported - start,
+        "load_s": loaded - imported,
+        "first_query_ms": (first - loaded) * 1000,
+        "peak_rss_mib": peak_rss_mib(),
+        "weights_mib": weights_mib,
+        "engine": getattr(getattr(engine, "emb", None), "engine", ""),
+    }
+    print(json.dumps(row))
+
+
+def run_child(*args: str) -> dict[str, Any]:
+    """``bench_suite.py ARGS`` in a fresh interpreter; its last stdout line as JSON."""
+    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise RuntimeError(f"child {' '.join(args[:2])} failed: {' | '.join(tail)}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def child_quant_row(path: str, texts_file: str, threads: int) -> None:
@@ -257,55 +419,77 @@ def child_quant_row(path: str, texts_file: str, threads: int) -> None:
     seconds = best_seconds(lambda: engine.encode(texts), 2)
     vectors = engine.encode(texts)
     np.save(texts_file + f".{Path(path).stem}.npy", vectors)
-    rss = 0.0
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            rss = int(line.split()[1]) / 1024
-    print(json.dumps({"load_s": load, "tok_s": n_tokens / seconds, "peak_rss_mib": rss}))
+    print(json.dumps({"load_s": load, "tok_s": n_tokens / seconds, "peak_rss_mib": peak_rss_mib()}))
 
 
 # ----------------------------------------------------------------------------- main
 
 
+def machine_line() -> str:
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    wanted = ("avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    have = [f for f in wanted if f in flags] or ["none of AVX-512/VNNI/BF16/AMX"]
+    return f"{cpu_name()}, {os.cpu_count()} CPUs ({', '.join(have)}), {platform.system()} {platform.machine()}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", default="1,2", help="thread counts to measure")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", default=None, help="thread counts to measure (default: 1,2; --quick: 2)")
+    parser.add_argument("--repeats", type=int, default=None, help="best of this many runs per cell (default: 2)")
     parser.add_argument("--llama-server", default=os.environ.get("LLAMA_SERVER", str(HERE / "build" / "llama-server")))
     parser.add_argument("--skip-4b", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="a small shape and few texts: proves the script runs")
     parser.add_argument("--record", action="store_true")
     parser.add_argument("--child-quant", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--child-startup", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_quant:
         child_quant_row(args.child_quant[0], args.child_quant[1], int(args.child_quant[2]))
         return 0
+    if args.child_startup:
+        child_startup(args.child_startup[0], args.child_startup[1], int(args.child_startup[2]))
+        return 0
 
     import llama_cpp
+    import sentence_transformers
     import torch
     import transformers
 
     import qwen_embed
 
+    quick = args.quick
+    threads_arg = args.threads or ("2" if quick else "1,2")
+    repeats = args.repeats or (1 if quick else 2)
+    shape = SHAPE_QUICK if quick else SHAPE_06B
     vocab = SHARED_VOCAB if SHARED_VOCAB.exists() else None
-    hf_dir, files = build_models(vocab)
+    hf_dir, files = build_models(vocab, quick=quick)
+    quants = QUANTS[:2] if quick else QUANTS
     server_bin = Path(args.llama_server)
     if not server_bin.exists():
         found = shutil.which("llama-server")
         server_bin = Path(found) if found else server_bin
-    threads_list = [int(t) for t in args.threads.split(",")]
-    probe = Ours(files["Q8_0"], 1)
+    threads_list = [int(t) for t in threads_arg.split(",")]
+    probe = Ours(files["Q8_0"], 1, backend="llama")
     cases = []
-    for label, n, words in CASES:
+    for label, n, words in CASES_QUICK if quick else CASES:
         texts = make_texts(n, words, seed=words)
         cases.append((label, texts, sum(probe.emb.count_tokens(t) for t in texts)))
-    query = "how do I run an embedding model on a laptop"
     probe.close()
 
     lines: list[str] = []
-    summary: dict[str, list[float]] = {}
+    medium: dict[str, float] = {}
+    auto_name = "qwen_embed auto"
     for threads in threads_list:
         makers: list[tuple[str, Callable[[], Engine]]] = [
-            ("qwen_embed", lambda t=threads: Ours(files["Q8_0"], t)),
+            ("qwen_embed", lambda t=threads: Ours(files["Q8_0"], t, backend="llama")),
+            (auto_name, lambda t=threads: Ours(files["Q8_0"], t)),
             ("Llama.embed", lambda t=threads: LlamaEmbed(files["Q8_0"], t)),
         ]
         if server_bin.exists():
@@ -315,23 +499,29 @@ def main() -> int:
             ("qwen_embed torch bfloat16", lambda t=threads: Ours(files["F16"], t, backend="torch", dtype="bfloat16")),
             ("Transformers float32", lambda t=threads: Transformers(hf_dir, t, "float32")),
             ("Transformers bfloat16", lambda t=threads: Transformers(hf_dir, t, "bfloat16")),
+            ("sentence-transformers float32", lambda t=threads: SentenceTransformers(hf_dir, t, "float32")),
+            ("sentence-transformers bfloat16", lambda t=threads: SentenceTransformers(hf_dir, t, "bfloat16")),
         ]
         rows: dict[str, list[Any]] = {}
         for name, make in makers:
             print(f"[{threads} threads] {name} ...", file=sys.stderr, flush=True)
             engine = make()
+            if name == auto_name:
+                name = f"{auto_name} ({engine.emb.engine})"  # type: ignore[attr-defined]
+                auto_name = name
             engine.encode(cases[0][1][:2])
             cells = []
             for _label, texts, n_tokens in cases:
-                seconds = best_seconds(lambda e=engine, x=texts: e.encode(x), args.repeats)
+                seconds = best_seconds(lambda e=engine, x=texts: e.encode(x), repeats)
                 cells.append((n_tokens / seconds, len(texts) / seconds))
-            p50, p95 = latency(lambda e=engine: e.encode([query]))
+            p50, p95 = latency(lambda e=engine: e.query(QUERY), n=5 if quick else 15)
             rows[name] = [cells, p50, p95]
             engine.close()
             del engine
         lines += [
-            f"#### {threads} thread{'s' if threads > 1 else ''}: tokens/s (texts/s); llama.cpp engines on Q8_0, "
-            "the torch engine on the f16 GGUF, Transformers on the HF checkpoint",
+            f"#### {threads} thread{'s' if threads > 1 else ''}: tokens/s (texts/s); llama.cpp engines and "
+            "`qwen_embed auto` on Q8_0, the torch engine on the f16 GGUF, Transformers and sentence-transformers "
+            "on the HF checkpoint",
             "",
             "| engine | " + " | ".join(c[0] for c in cases) + " | 1 query p50 / p95 ms |",
             "|---|" + "---|" * len(cases) + "---|",
@@ -339,32 +529,99 @@ def main() -> int:
         for name, (cells, p50, p95) in rows.items():
             body = " | ".join(f"{tok:.1f} ({txt:.1f})" for tok, txt in cells)
             lines.append(f"| {name} | {body} | {p50:.0f} / {p95:.0f} |")
-        ours_cells = rows["qwen_embed"][0]
-        for name, (cells, _, _) in rows.items():
-            if name != "qwen_embed":
-                ratios = [o[0] / c[0] for o, c in zip(ours_cells, cells)]
-                summary.setdefault(f"{name} @{threads}t", ratios)
-                lines.append(f"| *qwen_embed ÷ {name}* | " + " | ".join(f"{r:.2f}x" for r in ratios) + " | |")
+        pairs = [(auto_name, other) for other in rows if other != auto_name]
+        pairs += [("qwen_embed torch bfloat16", "Transformers bfloat16")]
+        pairs += [("qwen_embed torch bfloat16", "sentence-transformers bfloat16")]
+        for ours, other in pairs:
+            ratios = [o[0] / c[0] for o, c in zip(rows[ours][0], rows[other][0])]
+            lines.append(f"| *{ours} ÷ {other}* | " + " | ".join(f"{r:.2f}x" for r in ratios) + " | |")
         lines.append("")
         if threads == max(threads_list):
-            medium_rate = ours_cells[1][0]
+            medium = {name: cells[1][0] for name, (cells, _, _) in rows.items()}
+
+    # This machine's GEMM peaks on the model's own shapes, and each engine as a fraction of its peak.
+    threads = max(threads_list)
+    tokens = cases[1][2]
+    print("GEMM peaks ...", file=sys.stderr, flush=True)
+    peaks = gemm_peaks(shape, tokens, threads)
+    flops = flops_per_token(shape, context=tokens // len(cases[1][1]))
+    lines += [
+        f"#### Against this machine's peaks: medium texts, {threads} threads",
+        "",
+        f"GEMM peaks on the model's layer GEMMs at {tokens} rows (torch, same run): float32 "
+        f"{peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.0f} GFLOP/s, int8 (`torch._int_mm`) "
+        f"{peaks['int8']:.0f} GOP/s. One token costs {flops / 1e9:.2f} GFLOP (encoder only, attention at "
+        f"{tokens // len(cases[1][1])} tokens). llama.cpp on Q8_0 multiplies int8 quants, so its rows are set "
+        "against the int8 peak.",
+        "",
+        "| engine | GFLOP/s | peak it is set against | fraction of that peak |",
+        "|---|---|---|---|",
+    ]
+    for name, rate in medium.items():
+        kind = "bfloat16" if "bfloat16" in name else "float32" if "float32" in name else "int8"
+        achieved = rate * flops / 1e9
+        lines.append(f"| {name} | {achieved:.0f} | {kind} {peaks[kind]:.0f} | {achieved / peaks[kind]:.0%} |")
+    lines.append("")
+
+    # Start-up and first query: each engine in a fresh process (imports included).
+    startup_kinds = [
+        ("qwen_embed", "ours:llama", files["Q8_0"]),
+        ("qwen_embed auto", "ours:auto", files["Q8_0"]),
+        ("qwen_embed torch float32 (Q8_0 file)", "ours:torch:float32", files["Q8_0"]),
+        ("qwen_embed torch bfloat16 (Q8_0 file)", "ours:torch:bfloat16", files["Q8_0"]),
+        ("Llama.embed", "llama-embed", files["Q8_0"]),
+        ("Transformers float32", "transformers:float32", hf_dir),
+        ("Transformers bfloat16", "transformers:bfloat16", hf_dir),
+        ("sentence-transformers float32", "sentence-transformers:float32", hf_dir),
+        ("sentence-transformers bfloat16", "sentence-transformers:bfloat16", hf_dir),
+    ]
+    lines += [
+        f"#### Start-up and first query: one fresh process per engine, {threads} threads",
+        "",
+        "| engine | imports s | load s | first query ms | peak RSS MiB |",
+        "|---|---|---|---|---|",
+    ]
+    for label, kind, path in startup_kinds:
+        print(f"start-up: {label} ...", file=sys.stderr, flush=True)
+        row = run_child("--child-startup", kind, str(path), str(threads))
+        if kind == "ours:auto":
+            label = f"{label} ({row['engine']})"
+        lines.append(
+            f"| {label} | {row['import_s']:.2f} | {row['load_s']:.2f} | {row['first_query_ms']:.0f} "
+            f"| {row['peak_rss_mib']:.0f} |"
+        )
+    lines.append("")
+
+    # Torch-engine loading on generated Q8_0 files of the real shapes (0.6B and 4B).
+    from bench_throughput import build_model
+
+    load_shapes = ["small"] if quick else (["0.6B"] if args.skip_4b else ["0.6B", "4B"])
+    lines += [
+        f"#### Torch engine loading a Q8_0 GGUF: fresh process, {threads} threads (load excludes imports)",
+        "",
+        "| shape | dtype | load s | weights MiB | peak RSS MiB | peak RSS ÷ weights |",
+        "|---|---|---|---|---|---|",
+    ]
+    for load_shape in load_shapes:
+        path = build_model(load_shape, "Q8_0")
+        for dtype in ("bfloat16", "float32"):
+            print(f"loading {path.name} as {dtype} ...", file=sys.stderr, flush=True)
+            row = run_child("--child-startup", f"ours:torch:{dtype}", str(path), str(threads))
+            lines.append(
+                f"| {load_shape} | {dtype} | {row['load_s']:.2f} | {row['weights_mib']:.0f} "
+                f"| {row['peak_rss_mib']:.0f} | {row['peak_rss_mib'] / max(row['weights_mib'], 1):.2f} |"
+            )
+    lines.append("")
 
     # Quantization rows: each in a child process (clean peak RSS), medium texts, the most threads.
-    threads = max(threads_list)
     texts_file = MODELS / "suite-medium-texts.json"
     texts_file.write_text(json.dumps(cases[1][1]))
     quant_rows = []
-    for quant in QUANTS:
-        done = subprocess.run(
-            [sys.executable, __file__, "--child-quant", str(files[quant]), str(texts_file), str(threads)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        quant_rows.append((quant, json.loads(done.stdout.strip().splitlines()[-1])))
+    for quant in quants:
+        quant_rows.append((quant, run_child("--child-quant", str(files[quant]), str(texts_file), str(threads))))
     ref = np.load(f"{texts_file}.{files['F16'].stem}.npy")
     lines += [
-        f"#### Quantizations: medium texts, {threads} threads, one child process each",
+        f"#### Quantizations (llama.cpp engine): medium texts, {threads} threads, one child process each",
         "",
         "| quant | file MiB | load s | tokens/s | peak RSS MiB | min cosine to f16 |",
         "|---|---|---|---|---|---|",
@@ -380,9 +637,7 @@ def main() -> int:
     lines.append("")
 
     # 4B shape: qwen_embed and Llama.embed on a generated Q8_0 (no HF checkpoint: 16 GB in float32).
-    if not args.skip_4b:
-        from bench_throughput import build_model
-
+    if not (args.skip_4b or quick):
         path4 = build_model("4B", "Q8_0")
         texts = cases[1][1][:4]
         row4 = []
@@ -390,7 +645,8 @@ def main() -> int:
         for make in (lambda: Ours(path4, threads), lambda: LlamaEmbed(path4, threads)):
             engine = make()
             engine.encode(texts[:1])
-            row4.append((engine.name, n_tokens / best_seconds(lambda e=engine: e.encode(texts), 1)))
+            label = f"qwen_embed auto ({engine.emb.engine})" if isinstance(engine, Ours) else engine.name
+            row4.append((label, n_tokens / best_seconds(lambda e=engine: e.encode(texts), 1)))
             engine.close()
         lines += [
             f"#### 4B shape (generated Q8_0, {path4.stat().st_size / 2**30:.1f} GiB), 4 medium texts, "
@@ -403,27 +659,25 @@ def main() -> int:
             "",
         ]
 
-    peaks = matmul_peak(threads)
-    flops = flops_per_token(SHAPE_06B, context=200)
-    achieved = medium_rate * flops / 1e9
-    lines += [
-        f"Roofline ({threads} threads): qwen_embed on Q8_0, medium texts, does {flops / 1e9:.2f} GFLOP per token "
-        f"(encoder only, attention at 200 tokens) at {medium_rate:.0f} tok/s = **{achieved:.0f} GFLOP/s**; a dense "
-        f"2048x2048 matmul in torch on the same cores reaches {peaks['float32']:.0f} GFLOP/s in float32 and "
-        f"{peaks['bfloat16']:.0f} GFLOP/s in bfloat16 ({achieved / peaks['float32']:.0%} of the float32 peak).",
-        "",
-    ]
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU only)"
+    command = "python benchmarks/bench_suite.py" + (" --quick" if quick else "")
+    if args.threads:
+        command += f" --threads {args.threads}"
+    if args.repeats:
+        command += f" --repeats {args.repeats}"
+    if args.skip_4b:
+        command += " --skip-4b"
     header = [
-        f"### {dt.date.today().isoformat()}: benchmark suite, 0.6B shape (random weights, converted from HF)",
+        f"### {dt.date.today().isoformat()}: benchmark suite, {'small shape (--quick)' if quick else '0.6B shape'} "
+        "(random weights, converted from HF)",
         "",
-        f"- Machine: {cpu_name()}, {os.cpu_count()} CPUs, {platform.system()} {platform.machine()}, "
-        f"Python {platform.python_version()}",
+        f"- Machine: {machine_line()}, Python {platform.python_version()}; GPU: {gpu}",
         f"- Versions: qwen_embed {qwen_embed.__version__}, llama-cpp-python {llama_cpp.__version__}, "
-        f"torch {torch.__version__}, transformers {transformers.__version__}, llama-server "
+        f"torch {torch.__version__}, transformers {transformers.__version__}, sentence-transformers "
+        f"{sentence_transformers.__version__}, llama-server "
         f"{'built from the vendored llama.cpp of the same llama-cpp-python' if server_bin.exists() else 'not built'}",
         f"- Models: `{hf_dir.name}` (HF, float32) and its conversions `{files['Q8_0'].name}` etc.",
-        f"- Command: `python benchmarks/bench_suite.py --threads {args.threads} --repeats {args.repeats}` "
-        "(all engines in one run; best of the repeats per cell)",
+        f"- Command: `{command}` (all engines in one run; best of {repeats} per cell)",
         "",
     ]
     report = "\n".join(header + lines)

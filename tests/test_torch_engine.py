@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from qwen_embed import (
     InputTypeError,
     InvalidInputError,
 )
+from qwen_embed.engines import base
 from qwen_embed.engines import torch as te
 from qwen_embed.engines.base import choose_backend
 from qwen_embed.engines.gguf_info import read_gguf_info
@@ -171,7 +174,7 @@ def test_bad_options(small_f32: Path) -> None:
 def test_auto_is_the_default_and_falls_back_without_torch(small_f32: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with Embedder(small_f32, n_threads=2) as emb:  # 256 wide: llama.cpp on every machine
         assert emb.backend == "llama", emb.backend_reason
-        assert emb.backend_reason.startswith("auto: ")
+        assert emb.backend_reason == "auto: the model is 256 wide, under 1024, where llama.cpp is faster"
     with Embedder(small_f32, n_threads=2, dtype="float32") as emb:  # only torch takes dtype=
         assert emb.backend == "torch" and "dtype='float32' given" in emb.backend_reason
     monkeypatch.setattr(te, "torch_available", lambda: False)  # failure injection: a machine without torch
@@ -195,7 +198,7 @@ def wide_model(model_factory: ModelFactory) -> Path:
 def _machine(monkeypatch: pytest.MonkeyPatch, flags: set[str]) -> None:
     """Failure injection: this CPU's feature flags, and no CUDA."""
     monkeypatch.setattr(te, "cpu_flags", lambda: flags)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(base, "_cuda_available", lambda: False)
 
 
 def test_auto_picks_torch_on_bfloat16_cpus_for_wide_models_that_fit(
@@ -220,10 +223,25 @@ def test_auto_picks_torch_on_bfloat16_cpus_for_wide_models_that_fit(
 
 def test_auto_on_cuda_counts_gpu_memory(wide_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     info = read_gguf_info(wide_model)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # failure injection: a GPU machine
+    monkeypatch.setattr(base, "_cuda_available", lambda: True)  # failure injection: a GPU machine
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (1 << 40, 1 << 40))
     chosen, reason = choose_backend("auto", None, info=info)
     assert chosen == "torch" and reason.startswith("auto: CUDA is available; bfloat16 weights fit the free GPU memory")
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (1 << 20, 1 << 40))
     chosen, reason = choose_backend("auto", None, info=info)
     assert chosen == "llama" and "more than the free GPU memory" in reason
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or os.path.exists("/proc/driver/nvidia/version"),
+    reason="Linux without an NVIDIA driver",
+)
+def test_auto_does_not_import_torch_to_pick_llama_cpp(small_f32: Path) -> None:
+    """The default backend costs no ``import torch`` (about a second) where torch would not run."""
+    code = (
+        "import sys; from qwen_embed import Embedder; "
+        f"e = Embedder({str(small_f32)!r}, n_threads=1); print(e.backend, 'torch' in sys.modules); e.close()"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["llama", "False"]

@@ -9,6 +9,8 @@ GGUF) implement it; neither is imported until a model is loaded.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 from typing import Literal, Protocol
 
@@ -109,13 +111,13 @@ def choose_backend(
                 f'{" and ".join(given)} apply to the torch engine, which needs PyTorch: pip install "qwen-embed[torch]"'
             )
         return "llama", "auto: PyTorch is not installed"
-    import torch
-
     if given:
-        gpu = "; CUDA is available" if device is None and torch.cuda.is_available() else ""
+        gpu = "; CUDA is available" if device is None and _cuda_available() else ""
         return "torch", f"auto: {' and '.join(given)} given, which only the torch engine takes{gpu}"
-
-    cuda = torch.cuda.is_available()
+    width = int(info.embedding_length or 0) if info is not None else AUTO_TORCH_MIN_WIDTH
+    if width < AUTO_TORCH_MIN_WIDTH:  # checked first: it needs no torch import
+        return "llama", f"auto: the model is {width} wide, under {AUTO_TORCH_MIN_WIDTH}, where llama.cpp is faster"
+    cuda = _cuda_available()
     if cuda:
         why = "CUDA is available"
     else:
@@ -125,13 +127,16 @@ def choose_backend(
         why = f"PyTorch with bfloat16 matmuls on this CPU ({', '.join(found)})"
     if info is None:
         return "torch", f"auto: {why}"
-    width = int(info.embedding_length or 0)
-    if width < AUTO_TORCH_MIN_WIDTH:
-        return "llama", (
-            f"auto: the model is {width} wide, under {AUTO_TORCH_MIN_WIDTH}, where llama.cpp is faster "
-            f"even though {why[0].lower() + why[1:]}"
-        )
     return _check_budget(info, default_torch_dtype("cuda" if cuda else "cpu"), memory_budget, cuda, why)
+
+
+def _cuda_available() -> bool:
+    """``torch.cuda.is_available()``, without importing torch (a second) on Linux hosts with no NVIDIA driver."""
+    if sys.platform.startswith("linux") and not os.path.exists("/proc/driver/nvidia/version"):
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def _check_budget(info: GGUFInfo, dtype: str, budget: int | None, cuda: bool, why: str) -> tuple[str, str]:

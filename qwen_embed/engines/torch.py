@@ -45,11 +45,10 @@ _TOKENIZER_PROBES = (
 
 
 def torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether PyTorch is installed (found, not imported: importing it takes about a second)."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
 
 
 def cpu_flags() -> set[str]:
