@@ -111,7 +111,10 @@ def test_real_quantized_files_load_exactly_as_gguf_py_dequantizes(
     weights = _weights.load_gguf_weights(info, n_layer=n_layer, torch=torch, dtype=torch.float32, device="cpu")
     data = np.fromfile(path, dtype=np.uint8)
     types: set[str] = set()
-    for key, (_, matrix, names) in _weights.weight_shapes(info, n_layer).items():
+    for key, (shape, matrix, names) in _weights.weight_shapes(info, n_layer).items():
+        got = weights[key]
+        if key == "token_embd":  # kept as raw rows: look every row up
+            got = got.lookup(torch.arange(shape[0]), torch.float32)
         parts = []
         for name in names:
             tensor = next(t for t in info.tensors if t.name == name)
@@ -121,7 +124,7 @@ def test_real_quantized_files_load_exactly_as_gguf_py_dequantizes(
                 _gguf(data[start : start + tensor.n_bytes], tensor.type_name).reshape(tuple(reversed(tensor.shape)))
             )
         expected = np.concatenate(parts) if matrix else parts[0]
-        np.testing.assert_array_equal(weights[key].numpy().view(np.uint32), expected.view(np.uint32), err_msg=key)
+        np.testing.assert_array_equal(got.numpy().view(np.uint32), expected.view(np.uint32), err_msg=key)
     main_type = {"Q4_K_M": "Q4_K", "Q5_K_M": "Q5_K"}.get(quant, quant)
     assert main_type in types, types  # the file really held that type (K-quant mixes add Q6_K)
 
@@ -138,10 +141,28 @@ def test_threads_give_the_same_weights(
     two = _weights.load_gguf_weights(info, n_layer=n_layer, torch=torch, dtype=torch.bfloat16, device="cpu", threads=2)
     assert torch.get_num_threads() == threads_before  # the intra-op pool is restored
     assert one.keys() == two.keys()
+    table = one.pop("token_embd")
+    assert torch.equal(table.raw, two.pop("token_embd").raw)
     for key in one:
         assert torch.equal(one[key], two[key]), key
     expected = _weights.weight_bytes(info, n_layer, 2)
-    assert expected == sum(t.numel() * t.element_size() for t in one.values())
+    assert expected == table.nbytes() + sum(t.numel() * t.element_size() for t in one.values())
+
+
+@pytest.mark.parametrize("quant", ["Q8_0", "Q4_K_M", "F16"])
+def test_embedding_rows_look_up_exactly_what_the_whole_table_dequantizes_to(
+    model_factory: ModelFactory, tmp_path: Path, quant: str
+) -> None:
+    path = quantize_model(model_factory(shape="small", seed=7), tmp_path / f"m-{quant}.gguf", quant)
+    info = read_gguf_info(path)
+    table = _weights.load_gguf_weights(info, n_layer=0, torch=torch, dtype=torch.bfloat16, device="cpu")["token_embd"]
+    tensor = next(t for t in info.tensors if t.name == "token_embd.weight")
+    start = info.data_offset + tensor.offset
+    whole = _gguf(np.fromfile(path, dtype=np.uint8)[start : start + tensor.n_bytes], tensor.type_name)
+    whole_t = torch.from_numpy(whole.reshape(table.shape))
+    ids = torch.tensor([[5, 0, 17], [table.shape[0] - 1, 5, 3]])
+    assert torch.equal(table.lookup(ids, torch.float32), whole_t[ids])
+    assert torch.equal(table.lookup(ids, torch.bfloat16), whole_t[ids].to(torch.bfloat16))
 
 
 def test_a_truncated_read_is_a_clear_error(model_factory: ModelFactory, tmp_path: Path) -> None:

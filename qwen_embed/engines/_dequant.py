@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["BLOCK_SIZES", "dequantize_blocks", "dequantize_rows_into", "supported"]
+__all__ = ["BLOCK_SIZES", "dequantize_blocks", "dequantize_rows_into", "supported", "unpack_into"]
 
 QK_K = 256
 
@@ -126,13 +126,15 @@ _UNPACK: dict[str, Callable[[Any, Any], _Parts]] = {
 }
 
 
-def _unpack_into(torch: Any, out: Any, blocks: Any, type_name: str, scratch: Any = None) -> Any:
+def unpack_into(torch: Any, out: Any, blocks: Any, type_name: str, scratch: Any = None) -> Any:
     """Float values of ``blocks`` written into ``out`` (``(n, block_size)``, any float dtype); returns ``out``.
 
     ``scratch`` (float32, at least ``out.numel()`` values) avoids a temporary when ``out`` is not float32.
     """
     if type_name in _FLOATS:
         return out.copy_(blocks.contiguous().view(getattr(torch, _FLOATS[type_name])).reshape(out.shape))
+    if type_name not in _UNPACK:
+        return out.copy_(_numpy_unpack(torch, blocks.reshape(-1).cpu(), type_name).reshape(out.shape))
     q, scale, minimum = _UNPACK[type_name](torch, blocks)
     work = out if out.dtype == torch.float32 and out.is_contiguous() else None
     if work is None:
@@ -157,7 +159,7 @@ def dequantize_blocks(torch: Any, raw: Any, type_name: str) -> Any:
         raise ValueError(f"{raw.numel()} bytes are not whole {type_name} blocks of {size} bytes")
     blocks = raw.reshape(-1, size)
     out = torch.empty((blocks.shape[0], block), dtype=torch.float32, device=raw.device)
-    return _unpack_into(torch, out, blocks, type_name).reshape(-1)
+    return unpack_into(torch, out, blocks, type_name).reshape(-1)
 
 
 def _numpy_unpack(torch: Any, raw: Any, type_name: str) -> Any:
@@ -205,7 +207,7 @@ def dequantize_rows_into(
         target = out[start:stop]
         if type_name in _UNPACK or type_name in _FLOATS:
             dest = target if target.device.type == "cpu" else torch.empty(target.shape, dtype=target.dtype)
-            _unpack_into(torch, dest.view(-1, block_size), chunk.view(-1, type_size), type_name, scratch)
+            unpack_into(torch, dest.view(-1, block_size), chunk.view(-1, type_size), type_name, scratch)
             if dest is not target:
                 target.copy_(dest)
         else:

@@ -379,7 +379,7 @@ class TorchEngine:
         mask = causal[None, None] & valid[:, None, None, :]  # (B, 1, T, T)
         last = lengths - 1
         rows = torch.arange(batch, device=ids.device)
-        x = F.embedding(ids, w["token_embd"])
+        x = w["token_embd"].lookup(ids, self._dtype)
         for i in range(self._n_layer):
             if self._stop:  # close() was called: the guard turns this into EmbedderClosedError
                 raise EngineError("forward stopped: the model is being closed")
