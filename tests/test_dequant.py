@@ -146,7 +146,7 @@ def test_threads_give_the_same_weights(
     for key in one:
         assert torch.equal(one[key], two[key]), key
     expected = _weights.weight_bytes(info, n_layer, 2)
-    assert expected == table.nbytes() + sum(t.numel() * t.element_size() for t in one.values())
+    assert expected == table.nbytes + sum(t.numel() * t.element_size() for t in one.values())
 
 
 @pytest.mark.parametrize("quant", ["Q8_0", "Q4_K_M", "F16"])

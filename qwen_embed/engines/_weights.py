@@ -51,7 +51,9 @@ class EmbeddingRows:
     def shape(self) -> tuple[int, int]:
         return int(self.raw.shape[0]), self.cols
 
+    @property
     def nbytes(self) -> int:
+        """Bytes held (the file's raw rows)."""
         return int(self.raw.numel())
 
     def lookup(self, ids: Any, dtype: Any) -> Any:
