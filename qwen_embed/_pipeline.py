@@ -154,12 +154,15 @@ def check_gpu_layers(n_gpu_layers: object) -> int:
     return int(n_gpu_layers)
 
 
-def check_utf8(text: str, index: int | None, *, text_offset: int = 0) -> None:
-    """InvalidInputError naming the character when ``text`` cannot be UTF-8 (a lone surrogate)."""
+def check_utf8(text: str, index: int | None, *, text_offset: int = 0, label: str | None = None) -> None:
+    """InvalidInputError naming the character when ``text`` cannot be UTF-8 (a lone surrogate).
+
+    ``label`` names the text in the message (default ``"Text #index"``).
+    """
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        where = "The text" if index is None else f"Text #{index}"
+        where = label or ("The text" if index is None else f"Text #{index}")
         raise InvalidInputError(
             f"{where} cannot be encoded as UTF-8 at character {exc.start - text_offset} ({exc.reason}: "
             f"{text[exc.start : exc.end]!r}); a lone surrogate usually comes from a bad decode. "
@@ -185,17 +188,17 @@ class TextTokenizer:
         self._engine = engine
         self._pieces: dict[str, np.ndarray] = {}
 
-    def tokens(self, text: object, index: int | None, *, text_offset: int = 0) -> np.ndarray:
-        """Token ids of ``text`` (``index``/``text_offset`` place errors in the caller's input)."""
+    def tokens(self, text: object, index: int | None, *, text_offset: int = 0, label: str | None = None) -> np.ndarray:
+        """Token ids of ``text`` (``index``, ``text_offset`` and ``label`` place errors in the caller's input)."""
         if not isinstance(text, str):
-            where = "The input" if index is None else f"Input #{index}"
+            where = label or ("The input" if index is None else f"Input #{index}")
             raise InputTypeError(f"{where} is {type(text).__name__}, not str; every text must be a str.")
         engine = self._engine()
         nfc = text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
         try:
             return engine.tokenize(nfc)
         except UnicodeEncodeError:
-            check_utf8(text, index, text_offset=text_offset)  # names the position in the caller's text
+            check_utf8(text, index, text_offset=text_offset, label=label)  # names the place in the caller's text
             raise
 
     def piece(self, text: str) -> np.ndarray:

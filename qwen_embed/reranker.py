@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +13,15 @@ import numpy as np
 
 from . import _config
 from ._model import GGUFModel
-from ._pipeline import check_bool, check_gpu_layers, check_threads, plan_batches, positive_int, progress_bar
+from ._pipeline import (
+    TextTokenizer,
+    check_bool,
+    check_gpu_layers,
+    check_threads,
+    plan_batches,
+    positive_int,
+    progress_bar,
+)
 from ._setup import check_model_path
 from .engines.base import Engine, choose_backend
 from .engines.gguf_info import read_gguf_info
@@ -23,7 +30,6 @@ from .errors import (
     ConfigurationError,
     EngineError,
     InputTypeError,
-    InvalidInputError,
     UnsupportedModelError,
 )
 from .text.rerank_prompt import (
@@ -108,6 +114,7 @@ class Reranker(GGUFModel):
         flash_attn: bool | None = False,
     ) -> None:
         self._start(locals())  # the recipe this Reranker pickles as: its file and its options
+        self._tokenizer = TextTokenizer(self._require_engine)
         check_model_path(model_path)
         info = read_gguf_info(model_path)
         check_reranker_file(info)
@@ -322,16 +329,8 @@ class Reranker(GGUFModel):
         return _Pair(key, np.concatenate([self._prefix, body_head[:budget]]), self._suffix.copy(), False)
 
     def _tokens(self, text: str, index: int, what: str) -> np.ndarray:
-        engine = self._require_engine()
-        # The official tokenizer applies NFC before BPE; llama.cpp does not, so do it here.
-        nfc = text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
-        try:
-            return np.asarray(engine.tokenize(nfc, special=False), dtype=np.int32)  # user text: never control tokens
-        except UnicodeEncodeError as exc:
-            raise InvalidInputError(
-                f"Pair #{index}: the {what} cannot be encoded as UTF-8 ({exc.reason}); a lone surrogate usually "
-                "comes from a bad decode. Clean it with text.encode('utf-8', 'replace').decode()."
-            ) from exc
+        """User text (query, document, instruction): NFC, never parsed for control tokens."""
+        return self._tokenizer.tokens(text, index, label=f"Pair #{index}: the {what}")
 
     def _log_odds(self, pairs: list[_Pair], limit: int, show_progress: bool | None) -> np.ndarray:
         engine = self._require_engine()
