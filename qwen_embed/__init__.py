@@ -9,10 +9,8 @@
 import logging as _logging
 
 from ._version import __version__
-from .hub.catalog import CATALOG, RERANKER_CATALOG, CatalogModel, KnownQuant, RerankerModel
-from .text.chunking import CHUNK_PRESETS, Chunk, ChunkConfig, LongEmbedding, SectionEmbedding
 from .embedder import Embedder
-from .reranker import Reranker
+from .engines.gguf_info import GGUFInfo, read_gguf_info
 from .errors import (
     AmbiguousFileError,
     CacheNotWritableError,
@@ -42,9 +40,11 @@ from .errors import (
     UnsafeForkError,
     UnsupportedModelError,
 )
-from .text.fusion import FUSIONS, FusionInput, register_fusion
-from .engines.gguf_info import GGUFInfo, read_gguf_info
+from .hub.catalog import CATALOG, RERANKER_CATALOG, CatalogModel, KnownQuant, RerankerModel
 from .hub.download import ModelResolution, QuantFile, download_model, list_quants, resolve_model
+from .reranker import Reranker
+from .text.chunking import CHUNK_PRESETS, Chunk, ChunkConfig, LongEmbedding, SectionEmbedding
+from .text.fusion import FUSIONS, FusionInput, register_fusion
 from .text.prompts import Prompt, PromptRegistry, get_prompt, list_prompts, load_prompts, register_prompt
 
 # Quiet by default: records reach a handler only if the application configures logging.

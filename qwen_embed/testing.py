@@ -27,8 +27,8 @@ from typing import Literal
 
 import numpy as np
 
-from .errors import QwenEmbedError
 from .engines.gguf_info import read_gguf_info
+from .errors import QwenEmbedError
 
 __all__ = ["SHAPES", "ModelShape", "Vocabulary", "load_vocabulary", "make_model", "quantize_model", "train_vocabulary"]
 

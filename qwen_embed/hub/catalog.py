@@ -16,9 +16,9 @@ from ..errors import UnknownModelError
 __all__ = [
     "CATALOG",
     "DEFAULT_MODEL",
-    "RERANKER_CATALOG",
     "DEFAULT_QUANT",
     "QUANT_QUALITY",
+    "RERANKER_CATALOG",
     "CatalogModel",
     "KnownQuant",
     "RerankerModel",

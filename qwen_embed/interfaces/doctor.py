@@ -28,8 +28,7 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
 
 def run_checks(out: TextIO) -> list[Check]:
     """Run every check, printing one line each to ``out``; return them."""
-    from .. import __version__
-    from .. import _config
+    from .. import __version__, _config
 
     checks: list[Check] = []
 
