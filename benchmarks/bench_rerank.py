@@ -191,10 +191,17 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=None, help="runs per measurement (default 3; quick 1)")
     parser.add_argument("--llama-server", default=os.environ.get("LLAMA_SERVER", str(HERE / "build" / "llama-server")))
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
+    parser.add_argument(
+        "--torch-dtypes", default="float32,bfloat16", help="dtypes of the PyTorch rows (ours and Transformers)"
+    )
+    parser.add_argument("--only-first-case", action="store_true", help="just the 1 query x 100 documents case")
     args = parser.parse_args()
     repeats = args.repeats or (1 if args.quick else 3)
     hf_dir, gguf = build_models(args.quick)
     cases = make_cases(args.quick)
+    if args.only_first_case:
+        cases = dict(list(cases.items())[:1])
+    dtypes = [d for d in args.torch_dtypes.split(",") if d]
     threads = args.threads
 
     makers: list[tuple[str, Callable[[], Peer]]] = [
@@ -202,16 +209,16 @@ def main() -> int:
         ("ours", lambda: Ours(gguf, threads, "qwen_embed llama.cpp, no sharing", share_prefix=False)),
     ]
     if not args.no_torch:
-        makers.append(
-            ("ours", lambda: Ours(gguf, threads, "qwen_embed torch bfloat16", backend="torch", dtype="bfloat16"))
-        )
+        makers += [
+            ("ours", lambda d=d: Ours(gguf, threads, f"qwen_embed torch {d}", backend="torch", dtype=d)) for d in dtypes
+        ]
     server = Path(args.llama_server)
     if server.exists():
         makers.append(("peer", lambda: LlamaServerRerank(server, gguf, threads)))
     else:
         print(f"no llama-server at {server}: run benchmarks/build_llama_server.sh for that row", file=sys.stderr)
     if not args.no_torch:
-        makers += [("peer", lambda d=d: Transformers(hf_dir, threads, d)) for d in ("float32", "bfloat16")]
+        makers += [("peer", lambda d=d: Transformers(hf_dir, threads, d)) for d in dtypes]
 
     reference: dict[str, np.ndarray] = {}
     if not args.no_torch:

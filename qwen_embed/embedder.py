@@ -444,7 +444,9 @@ class Embedder(GGUFModel):
         show_progress: bool | None,
         *,
         first_index: int = 0,
+        counts: list[int] | None = None,
     ) -> np.ndarray:
+        """The one encode path; ``counts`` (if given) receives each text's token count, prompt and EOS included."""
         texts = unwrap_scalar(texts)
         single = isinstance(texts, str)
         items = as_text_list(texts, first_index=first_index)
@@ -457,6 +459,8 @@ class Embedder(GGUFModel):
         for i, text in enumerate(items):
             index = None if single else first_index + i
             item = self._input_tokens(text, index, before, after)
+            if counts is not None:
+                counts.append(item.n_tokens)
             plan: LongPlan | None = None
             if isinstance(policy, ChunkPolicy) and item.n_tokens > self._max_length:
                 plan = self._planner.plan(text, index, before, after, self._chunking)

@@ -299,12 +299,18 @@ def test_npy_export_and_output_checks(tiny_embedder: Embedder, tmp_path: Path) -
 
 KILL_SCRIPT = textwrap.dedent(
     """
-    import sys
+    import json, sys, time
     from qwen_embed import Embedder
     from qwen_embed.corpus import embed_corpus
 
+    def rows():  # a slow reader (2 ms a row), so that the kills land mid-run even on a fast machine
+        with open(sys.argv[2], encoding="utf-8") as lines:
+            for line in lines:
+                time.sleep(0.002)
+                yield json.loads(line)
+
     with Embedder(sys.argv[1], n_threads=1) as emb:
-        embed_corpus(sys.argv[2], sys.argv[3], embedder=emb, text_field="body", id_field="id",
+        embed_corpus(rows(), sys.argv[3], embedder=emb, text_field="body", id_field="id",
                      shard_rows=150, chunk_size=50)
     print("done")
     """

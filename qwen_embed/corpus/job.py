@@ -317,22 +317,31 @@ class _Job:
             raise
         return writer.commit(start=start, stop=row, source_sha256=digest.hexdigest())
 
+    def _too_long(self, window: list[Row], first_row: int, index: int | None, n: int) -> InputTooLongError:
+        row = first_row if index is None else index
+        limit = self.emb.max_length
+        return InputTooLongError(
+            f"{self.corpus.name}: row {row}{_id_note(window[row - first_row][0])} is {n:,} tokens (prompt and "
+            f"EOS included), over max_length={limit:,}; pass long_text='truncate' or 'chunk' "
+            "(--long-text), or raise max_length.",
+            index=row,
+            n_tokens=n,
+            limit=limit,
+        )
+
     def _embed(self, window: list[Row], first_row: int) -> tuple[np.ndarray, list[int], list[Any] | None]:
         """Vectors, token counts and (with chunking) chunk spans of one window of rows."""
         emb, limit = self.emb, self.emb.max_length
         texts = [text for _, text in window]
+        if self.policy != "chunk":  # one pass: the encode call counts the tokens it makes anyway
+            counts: list[int] = []
+            try:
+                vectors = emb._encode(texts, self.before, self.after, self.dim, self.normalize, self.policy, None,
+                                      False, first_index=first_row, counts=counts)  # fmt: skip
+            except InputTooLongError as error:
+                raise self._too_long(window, first_row, error.index, error.n_tokens) from None
+            return vectors, counts, None
         n_tokens = [emb._input_tokens(t, first_row + i, self.before, self.after).n_tokens for i, t in enumerate(texts)]
-        if self.policy == "error":
-            for i, n in enumerate(n_tokens):
-                if n > limit:
-                    raise InputTooLongError(
-                        f"{self.corpus.name}: row {first_row + i}{_id_note(window[i][0])} is {n:,} tokens (prompt and "
-                        f"EOS included), over max_length={limit:,}; pass long_text='truncate' or 'chunk' "
-                        "(--long-text), or raise max_length.",
-                        index=first_row + i,
-                        n_tokens=n,
-                        limit=limit,
-                    )
         long_rows = [i for i, n in enumerate(n_tokens) if n > limit] if self.policy == "chunk" else []
         vectors = np.empty((len(texts), self.dim), dtype=np.float32)
         whole = [i for i in range(len(texts)) if n_tokens[i] <= limit] if long_rows else range(len(texts))
