@@ -10,7 +10,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qwen_embed import ChunkConfig, ConfigurationError, Embedder
-from qwen_embed.text.chunking import CHUNK_PRESETS, Chunker, Section, chunk_preset, markdown_sections, sections_from_pairs
+from qwen_embed.text.chunking import (
+    CHUNK_PRESETS,
+    Chunker,
+    Section,
+    chunk_preset,
+    markdown_sections,
+    sections_from_pairs,
+)
 
 
 @pytest.fixture(scope="module")

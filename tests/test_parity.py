@@ -20,8 +20,8 @@ import torch  # noqa: F401  (the parity extra: a missing dependency fails here, 
 import transformers  # noqa: F401
 
 from qwen_embed import Embedder
-from qwen_embed.text.prompts import DEFAULT_QUERY_INSTRUCTION, DEFAULT_REGISTRY, PromptRegistry
 from qwen_embed.testing import load_vocabulary, quantize_model, train_vocabulary
+from qwen_embed.text.prompts import DEFAULT_QUERY_INSTRUCTION, DEFAULT_REGISTRY, PromptRegistry
 
 from .conftest import PARITY_REPORT, real_vocab
 from .parity_support import OfficialRecipe, convert, llama_cpp_source, make_hf_checkpoint
