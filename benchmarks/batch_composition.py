@@ -63,7 +63,8 @@ def main() -> None:
         [
             f"### {dt.date.today()}: batch composition, {args.shape} shape, {args.quant or 'f32'} file",
             "",
-            f"- Machine: {platform.processor() or platform.machine()}, {args.threads} threads; qwen_embed {__version__}",
+            f"- Machine: {platform.processor() or platform.machine()}, {args.threads} threads; "
+            f"qwen_embed {__version__}",
             f"- Command: `python benchmarks/batch_composition.py --shape {args.shape}"
             + (f" --quant {args.quant}" if args.quant else "")
             + "`",
