@@ -139,23 +139,32 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     _hub_options(parser)
 
 
-def _load_embedder(args: argparse.Namespace, **options: Any) -> Any:
-    from ..embedder import Embedder
-
-    options.update(max_length=args.max_length, n_threads=args.threads, backend=args.backend, dtype=args.dtype)
+def _load_model(
+    cls: Any, args: argparse.Namespace, model: str, quant: str | None, *, path: str | None = None, **options: Any
+) -> Any:
+    """``cls`` (Embedder or Reranker) from ``path`` or else the Hub, with the command's engine and Hub options."""
+    options.update(n_threads=args.threads, backend=args.backend, dtype=args.dtype)
     if args.batch_size is not None:
         options["batch_size"] = args.batch_size
-    if args.model_path:
-        return Embedder(args.model_path, **options)
-    return Embedder.from_pretrained(
-        args.model,
-        quant=args.quant,
-        revision=args.revision,
+    if path:
+        return cls(path, **options)
+    return cls.from_pretrained(
+        model,
+        quant=quant,
+        revision=getattr(args, "revision", None),
         cache_dir=args.cache_dir,
         token=args.token,
         endpoint=args.endpoint,
         local_files_only=args.offline,
         **options,
+    )
+
+
+def _load_embedder(args: argparse.Namespace, **options: Any) -> Any:
+    from ..embedder import Embedder
+
+    return _load_model(
+        Embedder, args, args.model, args.quant, path=args.model_path, max_length=args.max_length, **options
     )
 
 
@@ -374,28 +383,10 @@ def _rerank(args: argparse.Namespace) -> int:
             documents.extend(line.rstrip("\r\n") for line in handle)
     if not documents:
         raise ConfigurationError("nothing to rank: pass documents after the query, -f FILE, or one per line on stdin")
-    options: dict[str, Any] = dict(
-        max_length=args.max_length,
-        n_threads=args.threads,
-        backend=args.backend,
-        dtype=args.dtype,
-        show_progress=None if args.no_progress else sys.stderr.isatty(),
+    progress = None if args.no_progress else sys.stderr.isatty()
+    reranker = _load_model(
+        Reranker, args, args.model, args.quant, path=args.model_path, max_length=args.max_length, show_progress=progress
     )
-    if args.batch_size is not None:
-        options["batch_size"] = args.batch_size
-    if args.model_path:
-        reranker = Reranker(args.model_path, **options)
-    else:
-        reranker = Reranker.from_pretrained(
-            args.model,
-            quant=args.quant,
-            revision=args.revision,
-            cache_dir=args.cache_dir,
-            token=args.token,
-            endpoint=args.endpoint,
-            local_files_only=args.offline,
-            **options,
-        )
     with reranker:
         ranked = reranker.rank(args.query, documents, top_k=args.top_k, instruction=args.instruction)
         if args.raw:
@@ -469,18 +460,7 @@ def _load_serve_reranker(args: argparse.Namespace) -> Any:
     """``serve --reranker``: a catalog size, a repo id or a local .gguf, with the command's threads and hub options."""
     from ..reranker import Reranker
 
-    options: dict[str, Any] = dict(n_threads=args.threads, backend=args.backend, dtype=args.dtype, show_progress=False)
-    if args.batch_size is not None:
-        options["batch_size"] = args.batch_size
-    return Reranker.from_pretrained(
-        args.reranker,
-        quant=args.reranker_quant,
-        cache_dir=args.cache_dir,
-        token=args.token,
-        endpoint=args.endpoint,
-        local_files_only=args.offline,
-        **options,
-    )
+    return _load_model(Reranker, args, args.reranker, args.reranker_quant, show_progress=False)
 
 
 def _number_in(kind: type[int] | type[float], low: float, high: float, what: str, hint: str = "") -> Any:
