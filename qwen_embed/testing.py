@@ -30,7 +30,16 @@ import numpy as np
 from .engines.gguf_info import read_gguf_info
 from .errors import QwenEmbedError
 
-__all__ = ["SHAPES", "ModelShape", "Vocabulary", "load_vocabulary", "make_model", "quantize_model", "train_vocabulary"]
+__all__ = [
+    "SHAPES",
+    "ModelShape",
+    "Vocabulary",
+    "add_qwen3_hparams",
+    "load_vocabulary",
+    "make_model",
+    "quantize_model",
+    "train_vocabulary",
+]
 
 ARCH = "qwen3"
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
@@ -200,6 +209,25 @@ def _random_tensor(rng: np.random.Generator, shape: tuple[int, ...], std: float 
     return out.astype(dtype, copy=False)
 
 
+def add_qwen3_hparams(writer: object, shape: ModelShape, *, context_length: int, pooling_type: int | None) -> None:
+    """Write a Qwen3 model's hyper-parameters (and pooling type) with a ``gguf.GGUFWriter``."""
+    import gguf
+
+    w: gguf.GGUFWriter = writer  # type: ignore[assignment]
+    w.add_context_length(context_length)
+    w.add_embedding_length(shape.n_embd)
+    w.add_block_count(shape.n_layer)
+    w.add_feed_forward_length(shape.n_ff)
+    w.add_head_count(shape.n_head)
+    w.add_head_count_kv(shape.n_head_kv)
+    w.add_key_length(shape.head_dim)
+    w.add_value_length(shape.head_dim)
+    w.add_rope_freq_base(shape.rope_base)
+    w.add_layer_norm_rms_eps(shape.rms_eps)
+    if pooling_type is not None:
+        w.add_pooling_type(gguf.PoolingType(pooling_type))
+
+
 def make_model(
     path: str | os.PathLike[str],
     *,
@@ -261,18 +289,7 @@ def make_model(
     try:
         writer.add_name(name)
         writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if dtype == "f16" else gguf.LlamaFileType.ALL_F32)
-        writer.add_context_length(context_length)
-        writer.add_embedding_length(s.n_embd)
-        writer.add_block_count(s.n_layer)
-        writer.add_feed_forward_length(s.n_ff)
-        writer.add_head_count(s.n_head)
-        writer.add_head_count_kv(s.n_head_kv)
-        writer.add_key_length(s.head_dim)
-        writer.add_value_length(s.head_dim)
-        writer.add_rope_freq_base(s.rope_base)
-        writer.add_layer_norm_rms_eps(s.rms_eps)
-        if pooling_type is not None:
-            writer.add_pooling_type(gguf.PoolingType(pooling_type))
+        add_qwen3_hparams(writer, s, context_length=context_length, pooling_type=pooling_type)
         writer.add_tokenizer_model("gpt2")
         writer.add_tokenizer_pre(vocabulary.pre)
         writer.add_token_list(list(vocabulary.tokens))

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from qwen_embed.testing import SHAPES, Vocabulary, _tensor_specs, load_vocabulary, quantize_model
+from qwen_embed.testing import SHAPES, Vocabulary, _tensor_specs, add_qwen3_hparams, load_vocabulary, quantize_model
 from qwen_embed.text.rerank_prompt import DEFAULT_RERANK_INSTRUCTION, PREFIX, SUFFIX
 
 from .parity_support import tokenizer_json
@@ -150,18 +150,7 @@ def make_reranker_gguf(
     try:
         writer.add_name(f"qwen3-reranker-random-{variant}")
         writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-        writer.add_context_length(context_length)
-        writer.add_embedding_length(s.n_embd)
-        writer.add_block_count(s.n_layer)
-        writer.add_feed_forward_length(s.n_ff)
-        writer.add_head_count(s.n_head)
-        writer.add_head_count_kv(s.n_head_kv)
-        writer.add_key_length(s.head_dim)
-        writer.add_value_length(s.head_dim)
-        writer.add_rope_freq_base(s.rope_base)
-        writer.add_layer_norm_rms_eps(s.rms_eps)
-        if pooling_type is not None:
-            writer.add_pooling_type(gguf.PoolingType(pooling_type))
+        add_qwen3_hparams(writer, s, context_length=context_length, pooling_type=pooling_type)
         if labels is not None:
             writer.add_classifier_output_labels(labels)
         writer.add_tokenizer_model("gpt2")
