@@ -16,6 +16,7 @@ from typing import Any, ClassVar, TypeVar
 from .engines.base import Engine
 from .engines.gguf_info import GGUFInfo
 from .errors import ConfigurationError, EmbedderClosedError
+from .hub.catalog import DEFAULT_QUANT
 from .hub.download import ModelResolution
 
 __all__ = ["GGUFModel"]
@@ -50,8 +51,9 @@ class GGUFModel:
 
     @classmethod
     def _hub_target(cls, model: str, quant: str | None) -> tuple[str, str]:
-        """``(repo id or alias, quant)`` to fetch for ``model``; subclasses map their catalog."""
-        raise NotImplementedError
+        """``(repo id or alias, quant)`` to fetch for ``model``: the embedding catalog, which the downloader
+        resolves itself; the Reranker maps its own catalog."""
+        return model, quant or DEFAULT_QUANT
 
     @classmethod
     def from_pretrained(

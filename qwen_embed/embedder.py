@@ -35,7 +35,6 @@ from ._setup import (
 from .engines.base import Engine, Pooling, choose_backend
 from .engines.gguf_info import read_gguf_info
 from .errors import ConfigurationError, DimensionError, EngineError, InputTypeError
-from .hub.catalog import DEFAULT_QUANT
 from .text.chunking import ChunkConfig, Chunker, LongEmbedding
 from .text.long_documents import LongPlan, LongPlanner, assemble, chunk_config, document_text, fuse
 from .text.long_text import ChunkPolicy, InputTokens, get_policy
@@ -44,7 +43,6 @@ from .text.prompts import DEFAULT_REGISTRY, OFFICIAL_TEMPLATE, Prompt, PromptReg
 __all__ = ["Embedder"]
 
 logger = logging.getLogger(__name__)
-
 
 
 class Embedder(GGUFModel):
@@ -172,10 +170,6 @@ class Embedder(GGUFModel):
             max_context=max(self._max_length, self._batch_tokens),  # one decode holds a whole batch
             quantized=self.quantized,
         )
-
-    @classmethod
-    def _hub_target(cls, model: str, quant: str | None) -> tuple[str, str]:
-        return model, quant or DEFAULT_QUANT  # the downloader resolves catalog aliases itself
 
     @property
     def native_dim(self) -> int:

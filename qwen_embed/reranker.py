@@ -22,7 +22,7 @@ from ._pipeline import (
     positive_int,
     progress_bar,
 )
-from ._setup import check_model_path
+from ._setup import check_model_path, resolve_max_length
 from .engines.base import Engine, choose_backend
 from .engines.gguf_info import read_gguf_info
 from .engines.heads import RerankHead, check_reranker_file, read_rerank_head
@@ -122,7 +122,7 @@ class Reranker(GGUFModel):
         self._path = info.path
         self._instruction = check_instruction(instruction, DEFAULT_RERANK_INSTRUCTION)
         self._context_length = int(info.context_length or _config.DEFAULT_MAX_LENGTH)
-        self._max_length = _resolve_max_length(max_length, self._context_length)
+        self._max_length = resolve_max_length(max_length, self._context_length)
         self._batch_size = positive_int("batch_size", batch_size)
         self._batch_tokens = positive_int("batch_tokens", batch_tokens)
         self._n_threads = check_threads(n_threads)
@@ -416,12 +416,3 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     e = np.exp(x[~pos])
     out[~pos] = e / (1.0 + e)
     return out
-
-
-def _resolve_max_length(max_length: int | None, context_length: int) -> int:
-    if max_length is None:
-        return min(_config.DEFAULT_MAX_LENGTH, context_length)
-    value = positive_int("max_length", max_length)
-    if value > context_length:
-        raise ConfigurationError(f"max_length={value} exceeds the model's trained context of {context_length} tokens.")
-    return value

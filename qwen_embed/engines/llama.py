@@ -231,35 +231,43 @@ class LlamaCppEngine:
                 logits[ends - 1] = 1
             else:
                 logits[:total] = 1
-            assert self._batch is not None
-            self._batch.n_tokens = total
-
             llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
-            self._capture = np.empty((n_out, self._n_embd), dtype=np.float32)
-            self._captured = 0
-            self._capture_error = None
-            try:
-                rc = self._decode()
-                captured, out, error = self._captured, self._capture, self._capture_error
-            finally:
-                self._capture = None
-            if self._interrupted:
-                raise KeyboardInterrupt
-            if rc == _ABORTED and self._guard.closed:
-                raise EngineError("decode stopped: the model is being closed")  # the guard reports it
-            if rc != 0:
-                raise EngineError(f"llama_decode failed with code {rc} ({n} sequences, {total} tokens)")
-            if error is not None or captured != n_out:
-                raise EngineError(
-                    error
-                    or f"llama.cpp produced {captured} hidden-state rows for {n_out} outputs; this "
-                    "llama.cpp build computes the graph differently than qwen_embed expects"
-                )
+            out = self._decode_marked(total, n_out)
 
         if self._pooling == "last":
             return out
         sums = np.add.reduceat(out, starts, axis=0)
         return (sums / lengths[:, None]).astype(np.float32, copy=False)
+
+    def _decode_marked(self, n_tokens: int, n_out: int) -> np.ndarray:
+        """Decode the first ``n_tokens`` of the batch arrays; the final-norm rows of the ``n_out`` marked tokens.
+
+        The caller holds the guard and the lock and has filled the batch arrays (and prepared the KV
+        cache); every engine on this context (embeddings, the reranker's shared prefix) decodes here.
+        """
+        assert self._batch is not None
+        self._batch.n_tokens = n_tokens
+        self._capture = np.empty((n_out, self._n_embd), dtype=np.float32)
+        self._captured = 0
+        self._capture_error = None
+        try:
+            rc = self._decode()
+            captured, rows, error = self._captured, self._capture, self._capture_error
+        finally:
+            self._capture = None
+        if self._interrupted:
+            raise KeyboardInterrupt
+        if rc == _ABORTED and self._guard.closed:
+            raise EngineError("decode stopped: the model is being closed")  # the guard reports it
+        if rc != 0:
+            raise EngineError(f"llama_decode failed with code {rc} ({n_tokens} tokens, {n_out} outputs)")
+        if error is not None or captured != n_out:
+            raise EngineError(
+                error
+                or f"llama.cpp produced {captured} hidden-state rows for {n_out} outputs; this "
+                "llama.cpp build computes the graph differently than qwen_embed expects"
+            )
+        return rows
 
     def _decode(self) -> int:
         """One ``llama_decode`` that close() can stop, and Ctrl-C too on the main thread."""
@@ -405,10 +413,6 @@ class LlamaCppEngine:
     @property
     def closed(self) -> bool:
         return self._guard.closed
-
-    def _check_open(self) -> None:
-        """Raise if closed (or a fork child). Subclasses wrap native calls in ``with self._guard.use():``."""
-        self._guard.check()
 
     def close(self) -> None:
         """Free the model and context once no call uses them; running decodes stop early. Returns at once."""

@@ -16,9 +16,8 @@ attention of a tail token sees the head's keys and values, which are the same nu
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -75,7 +74,7 @@ class SharedPrefixEngine(LlamaCppEngine):
         if not len(tails):
             return out
 
-        with self._session():
+        with self._guard.use(), self._lock:
             self._ensure_context(need)  # before the head: a new context would lose its cache
             memory = llama_cpp.llama_get_memory(self._ctx)
             llama_cpp.llama_memory_clear(memory, True)
@@ -111,33 +110,3 @@ class SharedPrefixEngine(LlamaCppEngine):
                 if on_batch is not None:
                     on_batch(n_tokens)
         return out
-
-    @contextlib.contextmanager
-    def _session(self) -> Iterator[None]:
-        """Exclusive use of the context (and, with the engine's close guard, of the model)."""
-        guard = getattr(self, "_guard", None)  # the close guard of newer LlamaCppEngine versions
-        with guard.use() if guard is not None else contextlib.nullcontext(), self._lock:
-            if guard is None:
-                self._check_open()
-            yield
-
-    def _decode_marked(self, n_tokens: int, n_out: int) -> np.ndarray:
-        """Decode the first ``n_tokens`` of the batch arrays; the hidden rows of the marked tokens."""
-        assert self._batch is not None
-        self._batch.n_tokens = n_tokens
-        self._capture = np.empty((n_out, self.n_embd), dtype=np.float32)
-        self._captured = 0
-        self._capture_error = None
-        try:
-            decode = getattr(self, "_decode", None)  # stoppable by close() and Ctrl-C where the engine has it
-            rc = decode() if decode is not None else llama_cpp.llama_decode(self._ctx, self._batch)
-            captured, rows, error = self._captured, self._capture, self._capture_error
-        finally:
-            self._capture = None
-        if getattr(self, "_interrupted", False):
-            raise KeyboardInterrupt
-        if rc != 0:
-            raise EngineError(f"llama_decode failed with code {rc} ({n_tokens} tokens, shared prefix)")
-        if error is not None or captured != n_out:
-            raise EngineError(error or f"llama.cpp produced {captured} hidden-state rows for {n_out} outputs")
-        return rows
