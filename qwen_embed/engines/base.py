@@ -141,12 +141,12 @@ def _cuda_available() -> bool:
 
 def _check_budget(info: GGUFInfo, dtype: str, budget: int | None, cuda: bool, why: str) -> tuple[str, str]:
     """Torch when its weights fit the budget (GPU memory on CUDA, else RAM); else llama.cpp, saying so."""
-    from ..hub.download import _OVERHEAD_BYTES, _size, available_memory
+    from .._memory import OVERHEAD_BYTES, available_memory, format_size
     from ._weights import weight_bytes
 
     itemsize = 4 if dtype == "float32" else 2
     try:
-        need = weight_bytes(info, int(info.block_count or 0), itemsize) + _OVERHEAD_BYTES
+        need = weight_bytes(info, int(info.block_count or 0), itemsize) + OVERHEAD_BYTES
     except Exception:  # an odd file: the engine itself will say what is wrong
         return "torch", f"auto: {why}"
     where = "available RAM"
@@ -161,7 +161,7 @@ def _check_budget(info: GGUFInfo, dtype: str, budget: int | None, cuda: bool, wh
         where = "memory_budget"
     if need > budget:
         return "llama", (
-            f"auto: the torch engine would need about {_size(need)} ({dtype} weights and working memory), "
-            f"more than the {where} ({_size(budget)}), so llama.cpp runs the file as it is"
+            f"auto: the torch engine would need about {format_size(need)} ({dtype} weights and working memory), "
+            f"more than the {where} ({format_size(budget)}), so llama.cpp runs the file as it is"
         )
-    return "torch", f"auto: {why}; {dtype} weights fit the {where} ({_size(need)} of {_size(budget)})"
+    return "torch", f"auto: {why}; {dtype} weights fit the {where} ({format_size(need)} of {format_size(budget)})"

@@ -33,6 +33,7 @@ from ..errors import (
     QuantNotFoundError,
     RepoNotFoundError,
 )
+from .._memory import OVERHEAD_BYTES, available_memory, format_size
 from ._network import OFFLINE_WAYS, RETRY_STATUS, BudgetSpent, NetworkSettings, RetryBudget, hub_session
 from .catalog import (
     DEFAULT_QUANT,
@@ -57,8 +58,6 @@ logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _RETRY_DELAYS = (0.5, 1.5)  # pauses before our own retries (huggingface_hub pauses before its own)
 _HASH_CHUNK = 8 * 1024 * 1024
-# Working memory beyond the file: llama.cpp's compute buffers, our batch arrays, the interpreter.
-_OVERHEAD_BYTES = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -262,7 +261,7 @@ def _pick(files: list[QuantFile], repo_id: str, quant: str, filename: str | None
         raise QuantNotFoundError(f"{repo_id} has no file {filename!r} ({source}); its GGUF files: {listed}")
     matches = [item for item in files if item.quant == quant]
     if not matches:
-        listed = ", ".join(f"{item.quant} ({_size(item.size)})" for item in files)
+        listed = ", ".join(f"{item.quant} ({format_size(item.size)})" for item in files)
         raise QuantNotFoundError(f"{repo_id} has no {quant} file ({source}). Available: {listed}")
     if len(matches) > 1:
         listed = ", ".join(item.filename for item in matches)
@@ -288,20 +287,20 @@ def _choose_auto(
         need = item.size + _working_memory(item.size, card)
         if need <= budget:
             reason = (
-                f"auto chose {item.quant}: the best quality whose file ({_size(item.size)}) plus working memory "
-                f"({_size(need - item.size)}) fits the {budget_source} ({_size(budget)})"
+                f"auto chose {item.quant}: the best quality whose file ({format_size(item.size)}) plus working memory "
+                f"({format_size(need - item.size)}) fits the {budget_source} ({format_size(budget)})"
             )
             better = candidates[: candidates.index(item)]
             if better:
                 reason += "; too large: " + ", ".join(
-                    f"{q.quant} ({_size(q.size + _working_memory(q.size, card))})" for q in better
+                    f"{q.quant} ({format_size(q.size + _working_memory(q.size, card))})" for q in better
                 )
             logger.info("%s: %s", repo_id, reason)
             return item, reason
     smallest = min(candidates, key=lambda q: q.size)
     raise MemoryBudgetError(
-        f"No quantization of {repo_id} fits the {budget_source} of {_size(budget)}: the smallest, {smallest.quant}, "
-        f"needs about {_size(smallest.size + _working_memory(smallest.size, card))}. "
+        f"No quantization of {repo_id} fits the {budget_source} of {format_size(budget)}: the smallest, {smallest.quant}, "
+        f"needs about {format_size(smallest.size + _working_memory(smallest.size, card))}. "
         "Free memory, pass memory_budget= (bytes), or name a quant."
     )
 
@@ -309,29 +308,8 @@ def _choose_auto(
 def _working_memory(file_size: int, card: CatalogModel | None) -> int:
     """Memory beyond the weights: KV cache at the default max_length plus buffers (an estimate)."""
     if card is not None:
-        return card.kv_cache_bytes() + _OVERHEAD_BYTES
-    return file_size // 4 + _OVERHEAD_BYTES
-
-
-def available_memory() -> int:
-    """Bytes of RAM available to a new allocation now (``MemAvailable`` on Linux), else total RAM."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        import psutil  # type: ignore[import-not-found]
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        pass
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (AttributeError, ValueError, OSError):
-        raise ConfigurationError("Cannot read this machine's memory; pass memory_budget= (bytes).") from None
+        return card.kv_cache_bytes() + OVERHEAD_BYTES
+    return file_size // 4 + OVERHEAD_BYTES
 
 
 # ----------------------------------------------------------------------------- download
@@ -610,10 +588,3 @@ def _ensure_writable(cache: Path) -> None:
             f"The cache directory {cache} cannot be written ({error.strerror or error}). "
             "Pass cache_dir= (or set HF_HUB_CACHE / HF_HOME) to a writable folder."
         ) from error
-
-
-def _size(n_bytes: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n_bytes >= scale:
-            return f"{n_bytes / scale:.2f} {unit}"
-    return f"{n_bytes} B"

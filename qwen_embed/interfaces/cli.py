@@ -515,7 +515,8 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _quants(args: argparse.Namespace) -> int:
-    from ..hub.download import _size, list_quants
+    from .._memory import format_size
+    from ..hub.download import list_quants
 
     files = list_quants(
         args.model,
@@ -529,7 +530,7 @@ def _quants(args: argparse.Namespace) -> int:
     print(f"{'quant':<{width}}  {'size':>10}  cached  file")
     for q in files:
         parts = f" (+{len(q.filenames) - 1} parts)" if len(q.filenames) > 1 else ""
-        print(f"{q.quant:<{width}}  {_size(q.size):>10}  {'yes' if q.cached else 'no':<6}  {q.filename}{parts}")
+        print(f"{q.quant:<{width}}  {format_size(q.size):>10}  {'yes' if q.cached else 'no':<6}  {q.filename}{parts}")
     return 0
 
 
