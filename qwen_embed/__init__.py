@@ -9,6 +9,7 @@
 import logging as _logging
 
 from ._version import __version__
+from .calls import EncodeCall, EncodeResult, Receipt
 from .embedder import Embedder
 from .engines.gguf_info import GGUFInfo, read_gguf_info
 from .errors import (
@@ -42,6 +43,7 @@ from .errors import (
 )
 from .hub.catalog import CATALOG, RERANKER_CATALOG, CatalogModel, KnownQuant, RerankerModel
 from .hub.download import ModelResolution, QuantFile, download_model, list_quants, resolve_model
+from .hub.options import HubOptions
 from .reranker import Reranker
 from .text.chunking import CHUNK_PRESETS, Chunk, ChunkConfig, LongEmbedding, SectionEmbedding
 from .text.fusion import FUSIONS, FusionInput, register_fusion
@@ -66,11 +68,14 @@ __all__ = [
     "DownloadError",
     "Embedder",
     "EmbedderClosedError",
+    "EncodeCall",
+    "EncodeResult",
     "EngineError",
     "FusionInput",
     "GGUFInfo",
     "GatedRepoError",
     "HubError",
+    "HubOptions",
     "InputTooLongError",
     "InputTypeError",
     "InvalidInputError",
@@ -89,6 +94,7 @@ __all__ = [
     "QuantFile",
     "QuantNotFoundError",
     "QwenEmbedError",
+    "Receipt",
     "RepoNotFoundError",
     "Reranker",
     "RerankerModel",

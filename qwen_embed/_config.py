@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_BATCH_TOKENS", "DEFAULT_MAX_LENGTH", "MIN_DIM", "default_threads"]
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_BATCH_TOKENS", "DEFAULT_MAX_LENGTH", "MIN_DIM", "default_threads", "forced_hardware"]
 
 #: Qwen's own examples and MTEB runs embed at most 8192 tokens.
 DEFAULT_MAX_LENGTH = 8192
@@ -16,6 +16,14 @@ DEFAULT_BATCH_TOKENS = 1024
 MIN_DIM = 32
 
 ENV_THREADS = "QWEN_EMBED_NUM_THREADS"
+#: Forces the hardware answer of ``backend="auto"`` (see :mod:`qwen_embed.engines.hardware`).
+ENV_HARDWARE = "QWEN_EMBED_HARDWARE"
+
+
+def forced_hardware() -> str | None:
+    """``$QWEN_EMBED_HARDWARE`` (``bf16-cpu``, ``amx-cpu``, ``plain-cpu``, ``cuda``), or ``None`` when unset."""
+    value = os.environ.get(ENV_HARDWARE, "").strip().lower()
+    return value or None
 
 
 def default_threads() -> int:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from typing import Any
 
 import numpy as np
 
 from . import _config
 from ._model import GGUFModel
+from .calls import EncodeCall, EncodeResult, Receipt, Side
 from ._pipeline import (
     TextTokenizer,
     as_text_list,
@@ -38,11 +39,24 @@ from .errors import ConfigurationError, DimensionError, EngineError, InputTypeEr
 from .text.chunking import ChunkConfig, Chunker, LongEmbedding
 from .text.long_documents import LongPlan, LongPlanner, assemble, chunk_config, document_text, fuse
 from .text.long_text import ChunkPolicy, InputTokens, get_policy
-from .text.prompts import DEFAULT_REGISTRY, OFFICIAL_TEMPLATE, Prompt, PromptRegistry, _check_instruction
+from .text.prompts import DEFAULT_REGISTRY, OFFICIAL_TEMPLATE, Prompt, PromptRegistry
 
 __all__ = ["Embedder"]
 
 logger = logging.getLogger(__name__)
+
+#: The most texts :meth:`Embedder.encode_iter` holds in one window.
+_MAX_CHUNK_SIZE = 1_000_000
+
+
+def _receipt(n_tokens: int, planned: list[np.ndarray], plan: LongPlan | None) -> Receipt:
+    """The receipt of one input from the sequences its policy planned (no second tokenization)."""
+    used = sum(len(seq) for seq in planned)
+    if plan is not None:
+        spans = tuple((chunk.start, chunk.end) for chunk in plan.chunks)
+        return Receipt(n_tokens, used, chunks=len(plan.chunks), fusion=plan.config.fusion, spans=spans)
+    dropped = max(0, n_tokens - used)
+    return Receipt(n_tokens, used, truncated=dropped > 0, dropped_tokens=dropped)
 
 
 class Embedder(GGUFModel):
@@ -204,6 +218,11 @@ class Embedder(GGUFModel):
         return self._policy.name
 
     @property
+    def chunking(self) -> ChunkConfig:
+        """How ``long_text="chunk"`` splits and fuses texts for this embedder."""
+        return self._chunking
+
+    @property
     def eos_token_id(self) -> int:
         """The token every sequence ends with (``<|endoftext|>``)."""
         return self._eos
@@ -244,37 +263,62 @@ class Embedder(GGUFModel):
         """Names :meth:`encode` accepts as ``prompt_name`` (and the ``task=`` of the wrappers)."""
         return self._prompts.list_prompts()
 
-    def format(self, text: str, *, prompt_name: str | None = None, instruction: str | None = None) -> str:
+    def format(
+        self,
+        text: str,
+        *,
+        side: Side | None = None,
+        task: str | None = None,
+        prompt_name: str | None = None,
+        instruction: str | None = None,
+    ) -> str:
         """The exact string the model sees for ``text`` under that prompt (before the EOS)."""
-        before, after = self._prompt_parts(prompt_name, instruction, "query")
+        call = EncodeCall.from_options(dict(side=side, task=task, prompt_name=prompt_name, instruction=instruction))
+        before, after = self.prompt_parts(call)
         return before + text + after
 
-    def tokenize(self, text: str, *, prompt_name: str | None = None, instruction: str | None = None) -> np.ndarray:
+    def tokenize(
+        self,
+        text: str,
+        *,
+        side: Side | None = None,
+        task: str | None = None,
+        prompt_name: str | None = None,
+        instruction: str | None = None,
+    ) -> np.ndarray:
         """The token ids the model sees for ``text``: prompt and text, then one EOS.
 
         Control tokens written in the text (``<|endoftext|>``) stay plain text.
         """
-        before, after = self._prompt_parts(prompt_name, instruction, "query")
-        item = self._input_tokens(text, None, before, after)
+        call = EncodeCall.from_options(dict(side=side, task=task, prompt_name=prompt_name, instruction=instruction))
+        item = self._input_tokens(text, None, *self.prompt_parts(call))
         return np.append(item.tokens, np.int32(self._eos)).astype(np.int32)
 
-    def count_tokens(self, text: str, *, prompt_name: str | None = None, instruction: str | None = None) -> int:
+    def count_tokens(
+        self,
+        text: str,
+        *,
+        side: Side | None = None,
+        task: str | None = None,
+        prompt_name: str | None = None,
+        instruction: str | None = None,
+    ) -> int:
         """How many tokens the model sees for ``text`` (prompt and EOS included), before any truncation."""
-        before, after = self._prompt_parts(prompt_name, instruction, "query")
-        return self._input_tokens(text, None, before, after).n_tokens
+        call = EncodeCall.from_options(dict(side=side, task=task, prompt_name=prompt_name, instruction=instruction))
+        return self._input_tokens(text, None, *self.prompt_parts(call)).n_tokens
 
-    def _prompt_parts(self, prompt_name: str | None, instruction: str | None, side: str) -> tuple[str, str]:
-        """Text before and after the user's text for this call."""
-        if instruction is not None:
-            checked = _check_instruction(instruction, "instruction")
-            if prompt_name is not None:
-                logger.warning("both instruction and prompt_name=%r given; the instruction wins", prompt_name)
-            before, _, after = OFFICIAL_TEMPLATE.format(instruction=checked, text="\x00").partition("\x00")
+    def prompt_parts(self, call: EncodeCall | None = None) -> tuple[str, str]:
+        """The exact text before and after each input under ``call``'s prompt options (``("", "")`` for none)."""
+        call = EncodeCall() if call is None else call
+        if call.instruction is not None:
+            if call.task is not None:
+                logger.warning("both instruction and task=%r given; the instruction wins", call.task)
+            before, _, after = OFFICIAL_TEMPLATE.format(instruction=call.instruction, text="\x00").partition("\x00")
             return before, after
-        name = prompt_name if prompt_name is not None else self._default_prompt_name
+        name = call.prompt_name(self._default_prompt_name)
         if name is None:
             return "", ""
-        return self._prompts.get_prompt(name).split(side)
+        return self._prompts.get_prompt(name).split(call.prompt_side())
 
     def _input_tokens(self, text: object, index: int | None, before: str, after: str) -> InputTokens:
         if not isinstance(text, str):
@@ -286,10 +330,77 @@ class Embedder(GGUFModel):
 
     # ------------------------------------------------------------------ encode
 
+    def run(
+        self,
+        texts: str | Iterable[str],
+        call: EncodeCall | None = None,
+        *,
+        first_index: int = 0,
+    ) -> EncodeResult:
+        """Embed texts as ``call`` says, with a :class:`~qwen_embed.Receipt` per input: the one encode path.
+
+        >>> result = emb.run(docs, EncodeCall(side="document", long_text="chunk"))  # doctest: +SKIP
+        >>> result.vectors.shape, result.receipts[0].chunks                        # doctest: +SKIP
+
+        Every ``encode*`` method builds an :class:`~qwen_embed.EncodeCall` and comes here; so do the
+        corpus job, Ray, the framework adapters, the server and the CLI.
+
+        Args:
+            texts: A ``str`` (vectors of shape ``(dim,)``) or an iterable of ``str`` (``(n, dim)``,
+                in input order).
+            call: The options (default: ``EncodeCall()``, the embedder's defaults).
+            first_index: Position of the first text in the caller's whole input (errors name it).
+
+        Returns:
+            The vectors, a receipt per input (tokens, truncation, chunks) and the call.
+        """
+        if call is None:
+            call = EncodeCall()
+        elif not isinstance(call, EncodeCall):
+            raise ConfigurationError(f"call must be an EncodeCall, not {type(call).__name__}")
+        before, after = self.prompt_parts(call)
+        texts = unwrap_scalar(texts)
+        single = isinstance(texts, str)
+        items = as_text_list(texts, first_index=first_index)
+        out_dim, do_normalize, max_batch = self._call_options(call.dim, call.normalize, call.batch_size)
+        policy = self._policy if call.long_text is None else get_policy(call.long_text)
+
+        # 1. Tokenize and plan everything first: bad input fails before any decode.
+        sequences: list[np.ndarray] = []
+        groups: list[tuple[int, int, LongPlan | None]] = []  # (first row, rows, chunk plan)
+        receipts: list[Receipt] = []
+        for i, text in enumerate(items):
+            index = None if single else first_index + i
+            item = self._input_tokens(text, index, before, after)
+            plan: LongPlan | None = None
+            if isinstance(policy, ChunkPolicy) and item.n_tokens > self._max_length:
+                plan = self._planner.plan(text, index, before, after, self._chunking)
+                planned = plan.sequences
+            else:
+                planned = policy.plan(item, limit=self._max_length, eos=self._eos)
+            receipts.append(_receipt(item.n_tokens, planned, plan))
+            groups.append((len(sequences), len(planned), plan))
+            sequences.extend(planned)
+
+        # 2. Decode in packed batches (the chunks of every long text share them).
+        raw = self._embed_sequences(sequences, batch_size=max_batch, show_progress=call.show_progress)
+
+        # 3. Back to one vector per input (fusing chunks), Matryoshka slice, normalize.
+        if len(groups) == len(sequences):
+            vectors = raw
+        else:
+            vectors = np.empty((len(items), self._native_dim), dtype=np.float32)
+            for i, (first, count, plan) in enumerate(groups):
+                rows = raw[first : first + count]
+                vectors[i] = fuse(plan, rows, self._native_dim)[0] if plan is not None else policy.combine(rows)
+        return EncodeResult(self._finish(vectors, out_dim, do_normalize, single), tuple(receipts), call)
+
     def encode(
         self,
         texts: str | Iterable[str],
         *,
+        side: Side | None = None,
+        task: str | None = None,
         prompt_name: str | None = None,
         instruction: str | None = None,
         dim: int | None = None,
@@ -305,59 +416,89 @@ class Embedder(GGUFModel):
                 (returns ``(n, dim)``, in input order; an empty list gives ``(0, dim)``).
                 The empty string is embedded as the EOS alone, as the official
                 tokenizer does.
-            prompt_name: A registered prompt whose query side is applied (see
-                :meth:`list_prompts`); default: ``default_prompt_name``, else none.
+            side: ``"query"`` (as :meth:`encode_queries`), ``"document"`` (as
+                :meth:`encode_documents`) or ``None``: ``task``'s query side, if any.
+            task: A registered prompt (see :meth:`list_prompts`); default:
+                ``default_prompt_name``, else none. ``prompt_name`` is the same option under
+                sentence-transformers' name.
             instruction: A task instruction applied in the official format
-                ``Instruct: {instruction}\nQuery:{text}``; wins over ``prompt_name``.
+                ``Instruct: {instruction}\nQuery:{text}``; wins over ``task``.
             dim: Output dimension (Matryoshka, 32 to the native size); default: the
                 embedder's ``dim``.
             normalize: L2-normalize; default: the embedder's setting.
-            long_text: ``"error"`` or ``"truncate"``; default: the embedder's policy.
+            long_text: ``"error"``, ``"truncate"`` or ``"chunk"``; default: the embedder's policy.
                 Prompt tokens count towards ``max_length``.
             batch_size: Most texts per decode (at most the embedder's ``batch_size``).
             show_progress: Progress bar; default: the embedder's setting.
 
         Returns:
-            float32 vectors.
+            float32 vectors. :meth:`run` returns them with a receipt per input.
         """
-        before, after = self._prompt_parts(prompt_name, instruction, "query")
-        return self._encode(texts, before, after, dim, normalize, long_text, batch_size, show_progress)
+        call = EncodeCall.from_options(
+            dict(side=side, task=task, prompt_name=prompt_name, instruction=instruction, dim=dim,
+                 normalize=normalize, long_text=long_text, batch_size=batch_size, show_progress=show_progress)
+        )  # fmt: skip
+        return self.run(texts, call).vectors
 
     def encode_queries(
         self,
         texts: str | Iterable[str],
         *,
         task: str | None = None,
+        instruction: str | None = None,
+        prompt_name: str | None = None,
         dim: int | None = None,
         normalize: bool | None = None,
         long_text: str | None = None,
         batch_size: int | None = None,
         show_progress: bool | None = None,
     ) -> np.ndarray:
-        """Embed search queries with their task's instruction (default task: ``"query"``, web search)."""
-        before, after = self._prompt_parts(task or "query", None, "query")
-        return self._encode(texts, before, after, dim, normalize, long_text, batch_size, show_progress)
+        """Embed search queries with their task's instruction (default task: ``"query"``, web search).
+
+        ``instruction`` gives the task in words instead; the other options are :meth:`encode`'s.
+        """
+        return self.encode(
+            texts, side="query", task=task, prompt_name=prompt_name, instruction=instruction, dim=dim,
+            normalize=normalize, long_text=long_text, batch_size=batch_size, show_progress=show_progress,
+        )  # fmt: skip
 
     def encode_documents(
         self,
         texts: str | Iterable[str],
         *,
         task: str | None = None,
+        instruction: str | None = None,
+        prompt_name: str | None = None,
         dim: int | None = None,
         normalize: bool | None = None,
         long_text: str | None = None,
         batch_size: int | None = None,
         show_progress: bool | None = None,
     ) -> np.ndarray:
-        """Embed documents: bare for retrieval; instructed for symmetric or two-sided tasks."""
-        before, after = self._prompt_parts(task or "document", None, "passage")
-        return self._encode(texts, before, after, dim, normalize, long_text, batch_size, show_progress)
+        """Embed documents: bare for retrieval; instructed for symmetric or two-sided tasks.
+
+        ``instruction`` instructs the documents in the official format (symmetric tasks); the
+        other options are :meth:`encode`'s.
+        """
+        return self.encode(
+            texts, side="document", task=task, prompt_name=prompt_name, instruction=instruction, dim=dim,
+            normalize=normalize, long_text=long_text, batch_size=batch_size, show_progress=show_progress,
+        )  # fmt: skip
+
+    def encode_query(self, texts: str | Iterable[str], **options: Any) -> np.ndarray:
+        """sentence-transformers' name for :meth:`encode_queries` (same options)."""
+        return self.encode_queries(texts, **options)
+
+    def encode_document(self, texts: str | Iterable[str], **options: Any) -> np.ndarray:
+        """sentence-transformers' name for :meth:`encode_documents` (same options)."""
+        return self.encode_documents(texts, **options)
 
     def encode_iter(
         self,
         texts: Iterable[str],
         *,
-        side: str | None = None,
+        side: Side | None = None,
+        task: str | None = None,
         prompt_name: str | None = None,
         instruction: str | None = None,
         chunk_size: int = 1024,
@@ -380,102 +521,56 @@ class Embedder(GGUFModel):
 
         Args:
             texts: Any iterable of ``str`` (a list, an open file, a generator of millions).
-            side: ``None`` embeds as :meth:`encode` does (``prompt_name``'s query side, default
-                ``default_prompt_name``); ``"query"`` as :meth:`encode_queries` and ``"document"``
-                as :meth:`encode_documents`, with ``prompt_name`` as their ``task``.
-            prompt_name: A registered prompt (see ``side``).
-            instruction: A task instruction in the official query format; wins over ``prompt_name``.
+            side, task, prompt_name, instruction, dim, normalize, long_text, batch_size: As in :meth:`encode`.
             chunk_size: Texts per window; one array is yielded per window (the last may be shorter).
-            dim, normalize, long_text, batch_size: As in :meth:`encode`.
             show_progress: A progress bar counting texts; default: the embedder's setting.
 
         Yields:
             float32 arrays of shape ``(k, dim)``: consecutive rows, in input order.
         """
-        if side not in (None, "query", "document"):
-            raise ConfigurationError(f"side={side!r} is not one of None, 'query', 'document'.")
-        if isinstance(texts, (str, bytes, bytearray, Mapping)) or not isinstance(texts, Iterable):
-            raise InputTypeError(
-                f"encode_iter takes an iterable of str, not {type(texts).__name__}; encode takes one str."
-            )
-        window = positive_int("chunk_size", chunk_size)
-        name = prompt_name if side is None else prompt_name or side
-        before, after = self._prompt_parts(name, instruction, "passage" if side == "document" else "query")
-        self._call_options(dim, normalize, batch_size)  # bad options fail here, not at the first next()
-        if long_text is not None:
-            get_policy(long_text)
-        show = self._show_progress if show_progress is None else show_progress
-        return self._windows(texts, window, (before, after, dim, normalize, long_text, batch_size), show)
+        call = EncodeCall.from_options(
+            dict(side=side, task=task, prompt_name=prompt_name, instruction=instruction, dim=dim,
+                 normalize=normalize, long_text=long_text, batch_size=batch_size, show_progress=show_progress)
+        )  # fmt: skip
+        return (result.vectors for result in self.run_iter(texts, call, chunk_size=chunk_size))
 
-    def _windows(
-        self, texts: Iterable[str], window: int, options: tuple[Any, ...], show: bool | None
-    ) -> Iterator[np.ndarray]:
+    def run_iter(self, texts: Iterable[str], call: EncodeCall | None = None, *, chunk_size: int = 1024) -> Iterator[EncodeResult]:
+        """:meth:`run` over a stream, one :class:`~qwen_embed.EncodeResult` per window of ``chunk_size`` texts.
+
+        The streaming form of :meth:`run` (see :meth:`encode_iter`); the call's ``show_progress``
+        counts texts. Options are checked before the first text is read.
+        """
+        if isinstance(texts, (str, bytes, bytearray, Mapping, set, frozenset)) or not isinstance(texts, Iterable):
+            what = "a set, which has no order" if isinstance(texts, (set, frozenset)) else type(texts).__name__
+            raise InputTypeError(
+                f"encode_iter takes an ordered iterable of str (a list, a file, a generator), not {what}; "
+                "encode takes one str."
+            )
+        call = EncodeCall() if call is None else call
+        window = positive_int("chunk_size", chunk_size)
+        if window > _MAX_CHUNK_SIZE:
+            raise ConfigurationError(f"chunk_size must be at most {_MAX_CHUNK_SIZE:,}, not {window:,}")
+        self.prompt_parts(call)  # bad options fail here, not at the first next()
+        self._call_options(call.dim, call.normalize, call.batch_size)
+        show = self._show_progress if call.show_progress is None else call.show_progress
+        return self._windows(texts, window, call.replace(show_progress=False), show)
+
+    def _windows(self, texts: Iterable[str], window: int, call: EncodeCall, show: bool | None) -> Iterator[EncodeResult]:
         items, start = iter(texts), 0
         bar = None
         if in_notebook() if show is None else show:
             from tqdm.auto import tqdm
 
-            bar = tqdm(unit="text", desc="Embedding", total=len(texts) if hasattr(texts, "__len__") else None)
+            bar = tqdm(unit="text", desc="Embedding", total=len(texts) if isinstance(texts, Sized) else None)
         try:
             while block := list(itertools.islice(items, window)):
-                yield self._encode(block, *options, False, first_index=start)
+                yield self.run(block, call, first_index=start)
                 start += len(block)
                 if bar is not None:
                     bar.update(len(block))
         finally:
             if bar is not None:
                 bar.close()
-
-    def _encode(
-        self,
-        texts: str | Iterable[str],
-        before: str,
-        after: str,
-        dim: int | None,
-        normalize: bool | None,
-        long_text: str | None,
-        batch_size: int | None,
-        show_progress: bool | None,
-        *,
-        first_index: int = 0,
-        counts: list[int] | None = None,
-    ) -> np.ndarray:
-        """The one encode path; ``counts`` (if given) receives each text's token count, prompt and EOS included."""
-        texts = unwrap_scalar(texts)
-        single = isinstance(texts, str)
-        items = as_text_list(texts, first_index=first_index)
-        out_dim, do_normalize, max_batch = self._call_options(dim, normalize, batch_size)
-        policy = self._policy if long_text is None else get_policy(long_text)
-
-        # 1. Tokenize and plan everything first: bad input fails before any decode.
-        sequences: list[np.ndarray] = []
-        groups: list[tuple[int, int, LongPlan | None]] = []  # (first row, rows, chunk plan)
-        for i, text in enumerate(items):
-            index = None if single else first_index + i
-            item = self._input_tokens(text, index, before, after)
-            if counts is not None:
-                counts.append(item.n_tokens)
-            plan: LongPlan | None = None
-            if isinstance(policy, ChunkPolicy) and item.n_tokens > self._max_length:
-                plan = self._planner.plan(text, index, before, after, self._chunking)
-                planned = plan.sequences
-            else:
-                planned = policy.plan(item, limit=self._max_length, eos=self._eos)
-            groups.append((len(sequences), len(planned), plan))
-            sequences.extend(planned)
-
-        # 2. Decode in packed batches (the chunks of every long text share them).
-        raw = self._embed_sequences(sequences, batch_size=max_batch, show_progress=show_progress)
-
-        # 3. Back to one vector per input (fusing chunks), Matryoshka slice, normalize.
-        if len(groups) == len(sequences):
-            vectors = raw
-        else:
-            vectors = np.empty((len(items), self._native_dim), dtype=np.float32)
-            for i, (first, count, plan) in enumerate(groups):
-                rows = raw[first : first + count]
-                vectors[i] = fuse(plan, rows, self._native_dim)[0] if plan is not None else policy.combine(rows)
-        return self._finish(vectors, out_dim, do_normalize, single)
 
     def _call_options(self, dim: int | None, normalize: bool | None, batch_size: int | None) -> tuple[int, bool, int]:
         """A call's ``(output dim, normalize, most texts per decode)``, defaults from the embedder."""
@@ -555,10 +650,7 @@ class Embedder(GGUFModel):
             title_weight=title_weight,
         )
         text, spans = document_text(text, title=title, sections=sections)
-        if instruction is not None:
-            before, after = self._prompt_parts(None, instruction, "query")
-        else:
-            before, after = self._prompt_parts(task or "document", None, "passage")
+        before, after = self.prompt_parts(EncodeCall(side="document", task=task, instruction=instruction))
         out_dim, do_normalize, max_batch = self._call_options(dim, normalize, batch_size)
         plan = self._planner.plan(text, None, before, after, config, title=title, sections=spans)
         rows = self._embed_sequences(plan.sequences, batch_size=max_batch, show_progress=show_progress)

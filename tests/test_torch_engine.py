@@ -21,7 +21,7 @@ from qwen_embed import (
     InputTypeError,
     InvalidInputError,
 )
-from qwen_embed.engines import base
+from qwen_embed.engines import hardware
 from qwen_embed.engines import torch as te
 from qwen_embed.engines.base import choose_backend
 from qwen_embed.engines.gguf_info import read_gguf_info
@@ -197,8 +197,8 @@ def wide_model(model_factory: ModelFactory) -> Path:
 
 def _machine(monkeypatch: pytest.MonkeyPatch, flags: set[str]) -> None:
     """Failure injection: this CPU's feature flags, and no CUDA."""
-    monkeypatch.setattr(te, "cpu_flags", lambda: flags)
-    monkeypatch.setattr(base, "_cuda_available", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(hardware, "_cuda_available", lambda: False)
 
 
 def test_auto_picks_torch_on_bfloat16_cpus_for_wide_models_that_fit(
@@ -223,7 +223,7 @@ def test_auto_picks_torch_on_bfloat16_cpus_for_wide_models_that_fit(
 
 def test_auto_on_cuda_counts_gpu_memory(wide_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     info = read_gguf_info(wide_model)
-    monkeypatch.setattr(base, "_cuda_available", lambda: True)  # failure injection: a GPU machine
+    monkeypatch.setattr(hardware, "_cuda_available", lambda: True)  # failure injection: a GPU machine
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (1 << 40, 1 << 40))
     chosen, reason = choose_backend("auto", None, info=info)
     assert chosen == "torch" and reason.startswith("auto: CUDA is available; bfloat16 weights fit the free GPU memory")

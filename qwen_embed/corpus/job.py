@@ -25,10 +25,11 @@ import numpy as np
 from .._pipeline import in_notebook, positive_int
 from .._version import __version__
 from ..errors import ConfigurationError, InputTooLongError
-from ..hub.catalog import DEFAULT_MODEL, DEFAULT_QUANT
+from ..hub.catalog import DEFAULT_MODEL
+from ..calls import EncodeCall
 from ..text.long_text import get_policy
 from . import store
-from .errors import CorpusSourceError, ResumeMismatchError
+from .errors import ResumeMismatchError
 from .sources import Row, Source, open_source
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ def embed_corpus(
     *,
     embedder: Embedder | None = None,
     model: str | os.PathLike[str] | None = None,
-    quant: str = DEFAULT_QUANT,
+    quant: str | None = None,
     embedder_options: Mapping[str, Any] | None = None,
     text_field: str = "text",
     id_field: str | None = None,
@@ -94,6 +95,7 @@ def embed_corpus(
     chunk_size: int = 1_024,
     npy: str | os.PathLike[str] | None = None,
     show_progress: bool | None = None,
+    allow_duplicate_ids: bool = False,
 ) -> CorpusResult:
     """Embed every text of a corpus into a Parquet dataset; a second call resumes where the first stopped.
 
@@ -132,20 +134,28 @@ def embed_corpus(
         chunk_size: Rows embedded together (memory: one window of texts and vectors).
         npy: Also write the vectors as one float32 ``.npy`` matrix here, in row order.
         show_progress: A progress bar (rows/s, tokens/s, ETA); default: only in a notebook.
+        allow_duplicate_ids: Keep rows whose ``id_field`` repeats an earlier row's. By default
+            a repeated id stops the job (remembering the ids costs about 16 bytes a row).
 
     Raises:
         ResumeMismatchError: ``output`` holds a job with other settings or another model.
         CorpusSourceError: The source cannot be read (the message names the line or row).
+        DuplicateIdError: Two rows have the same id (the message names it and both rows).
+        CorpusWriteError: The output cannot be written (disk full, ...); finished shards are kept.
         InputTooLongError: A text is over ``max_length`` under ``long_text="error"``.
+
+    A run that fails before finishing a shard of a new folder leaves no manifest behind.
     """
     store.require_pyarrow("embed_corpus")
     if side not in ("document", "query"):
         raise ConfigurationError(f"side={side!r} is not one of 'document', 'query'.")
     shard_rows = positive_int("shard_rows", shard_rows)
     chunk_size = positive_int("chunk_size", chunk_size)
-    corpus = open_source(source, text_field=text_field, id_field=id_field, format=source_format)
-    folder = _output_folder(output)
-    npy_path = _npy_path(npy) if npy is not None else None
+    corpus = open_source(
+        source, text_field=text_field, id_field=id_field, format=source_format, unique_ids=not allow_duplicate_ids
+    )
+    folder = store.prepare_output_folder(output)
+    npy_path = store.check_npy_path(npy) if npy is not None else None
     if embedder is not None and (model is not None or embedder_options):
         raise ConfigurationError("give either embedder= or model=/embedder_options=, not both")
     owned = embedder is None
@@ -155,7 +165,7 @@ def embed_corpus(
                    normalize=normalize, long_text=long_text, shard_rows=shard_rows, chunk_size=chunk_size)  # fmt: skip
         result = job.run(resume=resume, show_progress=show_progress)
         if npy_path is not None:
-            _export_npy(folder, npy_path, job.shards, result.dim)
+            store.export_npy(folder, npy_path, job.shards, result.dim)
             result = dataclasses.replace(result, npy=npy_path)
         return result
     finally:
@@ -184,13 +194,13 @@ class _Job:
         self.policy = get_policy(long_text if long_text is not None else emb.long_text).name
         self.dim = int(emb.encode([], dim=dim).shape[1])  # checks dim against the model
         self.normalize = emb.normalize if normalize is None else bool(normalize)
-        self.call: dict[str, Any] = {"side": side, "prompt_name": task, "instruction": instruction}
-        # The exact text before and after each row: recorded, and used to count tokens.
-        self.before, self.after = emb._prompt_parts(
-            task or side, instruction, "passage" if side == "document" else "query"
-        )
-        self.long_call = _long_call(emb, side, task, instruction) if self.policy == "chunk" else {}
-        chunking = getattr(emb, "_chunking", None)
+        self.call = EncodeCall(
+            side="document" if side == "document" else "query", task=task, instruction=instruction,
+            dim=self.dim, normalize=self.normalize, long_text=self.policy, show_progress=False,
+        )  # fmt: skip
+        # The exact text before and after each row: recorded in the manifest.
+        self.before, self.after = emb.prompt_parts(self.call)
+        chunking = emb.chunking
         self.settings: dict[str, Any] = {
             "quant": emb.quantization, "engine": emb.backend, "pooling": emb.pooling,
             "max_length": emb.max_length, "dim": self.dim, "normalize": self.normalize, "side": side,
@@ -206,7 +216,7 @@ class _Job:
 
     def run(self, *, resume: bool, show_progress: bool | None) -> CorpusResult:
         started = time.perf_counter()
-        reuse, header = self._prepare(resume)
+        reuse, header, fresh = self._prepare(resume)
         kept: dict[int, store.ShardRecord] = {}
         embedded = tokens = 0
         show = in_notebook() if show_progress is None else show_progress
@@ -233,6 +243,10 @@ class _Job:
                     record.file, record.start, record.stop - 1, record.n_tokens, embedded,
                     embedded / seconds, tokens / seconds,
                 )  # fmt: skip
+        except BaseException:
+            if fresh and not kept:  # a new folder and nothing finished: leave no manifest to trip the next run
+                store.remove_job_files(self.folder)
+            raise
         finally:
             if bar is not None:
                 bar.close()
@@ -245,8 +259,13 @@ class _Job:
         return CorpusResult(self.folder, total, len(self.shards), embedded, total - embedded, tokens,
                             time.perf_counter() - started, self.dim)  # fmt: skip
 
-    def _prepare(self, resume: bool) -> tuple[dict[int, store.ShardRecord], dict[str, Any]]:
-        """Check the folder against the manifest; returns the reusable shards and the new manifest header."""
+    def _prepare(self, resume: bool) -> tuple[dict[int, store.ShardRecord], dict[str, Any], bool]:
+        """Check the folder against the manifest.
+
+        Returns:
+            The reusable shards, the new manifest header, and whether the folder held no job
+            (or one that had finished no shard).
+        """
         manifest = store.read_manifest(self.folder)
         known = manifest.get("model") if manifest and resume else None
         model = store.model_fingerprint(self.emb.model_path, known)
@@ -257,6 +276,8 @@ class _Job:
                     f"{self.folder} holds part-*.parquet files but no {store.MANIFEST}, so they were not written by "
                     "a run this folder can resume; choose an empty folder, or delete those files."
                 )
+        elif resume and not store.shard_records(manifest):
+            logger.info("%s holds no finished shard: starting over", self.folder)
         elif resume:
             _check_same(self.folder, manifest, self.settings, model)
             if manifest.get("library_version") != __version__:
@@ -279,7 +300,7 @@ class _Job:
         store.write_manifest(self.folder, header, list(reuse.values()))
         if manifest is not None and not resume:
             store.remove_stale_shards(self.folder, set())
-        return reuse, header
+        return reuse, header, manifest is None or not store.shard_records(manifest)
 
     def _windows_to_embed(
         self, rows: Iterator[Row], index: int, start: int, candidate: store.ShardRecord | None
@@ -330,33 +351,14 @@ class _Job:
         )
 
     def _embed(self, window: list[Row], first_row: int) -> tuple[np.ndarray, list[int], list[Any] | None]:
-        """Vectors, token counts and (with chunking) chunk spans of one window of rows."""
-        emb, limit = self.emb, self.emb.max_length
+        """Vectors, token counts and (with chunking) chunk spans of one window of rows: one encode call."""
         texts = [text for _, text in window]
-        if self.policy != "chunk":  # one pass: the encode call counts the tokens it makes anyway
-            counts: list[int] = []
-            try:
-                vectors = emb._encode(texts, self.before, self.after, self.dim, self.normalize, self.policy, None,
-                                      False, first_index=first_row, counts=counts)  # fmt: skip
-            except InputTooLongError as error:
-                raise self._too_long(window, first_row, error.index, error.n_tokens) from None
-            return vectors, counts, None
-        n_tokens = [emb._input_tokens(t, first_row + i, self.before, self.after).n_tokens for i, t in enumerate(texts)]
-        long_rows = [i for i, n in enumerate(n_tokens) if n > limit] if self.policy == "chunk" else []
-        vectors = np.empty((len(texts), self.dim), dtype=np.float32)
-        whole = [i for i in range(len(texts)) if n_tokens[i] <= limit] if long_rows else range(len(texts))
-        if len(whole):
-            block = [texts[i] for i in whole]
-            options: dict[str, Any] = {"dim": self.dim, "normalize": self.normalize, "long_text": self.policy}
-            vectors[list(whole)] = next(iter(emb.encode_iter(block, chunk_size=len(block), **self.call, **options)))
-        spans: list[Any] | None = [None] * len(texts) if self.policy == "chunk" else None
-        for i in long_rows:
-            doc = emb.encode_long(
-                texts[i], dim=self.dim, normalize=self.normalize, return_chunks=False, **self.long_call
-            )
-            vectors[i] = doc.vector
-            spans[i] = [(c.start, c.end) for c in doc.chunks]  # type: ignore[index]
-        return vectors, n_tokens, spans
+        try:
+            result = self.emb.run(texts, self.call, first_index=first_row)
+        except InputTooLongError as error:
+            raise self._too_long(window, first_row, error.index, error.n_tokens) from None
+        spans = [list(r.spans) or None for r in result.receipts] if self.policy == "chunk" else None
+        return result.vectors, result.n_tokens, spans
 
 
 # ---------------------------------------------------------------------- helpers
@@ -415,78 +417,13 @@ def _jsonish(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def _long_call(emb: Embedder, side: str, task: str | None, instruction: str | None) -> dict[str, Any]:
-    """``encode_long`` options giving the same prompt as the window's ``encode`` call."""
-    if instruction is not None:
-        return {"instruction": instruction}
-    if side == "document":
-        return {"task": task}
-    from ..text.prompts import OFFICIAL_TEMPLATE
-
-    prompt = emb.prompts.get_prompt(task or "query")
-    if prompt.query is not None and prompt.template == OFFICIAL_TEMPLATE:
-        return {"instruction": prompt.query}
-    raise ConfigurationError(
-        f"long_text='chunk' with side='query' needs a query prompt in the official format; {prompt.name!r} "
-        "has none. Pass instruction= instead, or long_text='truncate'."
-    )
-
-
-def _load(model: str | os.PathLike[str] | None, quant: str, options: Mapping[str, Any] | None) -> Embedder:
+def _load(model: str | os.PathLike[str] | None, quant: str | None, options: Mapping[str, Any] | None) -> Embedder:
     from ..embedder import Embedder
 
     if options is not None and not isinstance(options, Mapping):
         raise ConfigurationError(f"embedder_options must be a dict, not {type(options).__name__}")
     return Embedder.from_pretrained(os.fspath(model) if model is not None else DEFAULT_MODEL, quant=quant,
                                     **dict(options or {}))  # fmt: skip
-
-
-def _output_folder(output: str | os.PathLike[str]) -> Path:
-    folder = Path(os.path.expanduser(os.fspath(output)))
-    if folder.exists() and not folder.is_dir():
-        raise ConfigurationError(f"output {folder} is a file; embed_corpus writes a folder of Parquet files.")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigurationError(f"cannot create the output folder {folder}: {error.strerror}") from error
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigurationError(f"the output folder {folder} is not writable.")
-    return folder
-
-
-def _npy_path(npy: str | os.PathLike[str]) -> Path:
-    path = Path(os.path.expanduser(os.fspath(npy)))
-    if path.suffix.lower() != ".npy":
-        raise ConfigurationError(f"npy= must name a .npy file, not {path.name!r}")
-    parent = path.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigurationError(f"cannot write {path}: {parent} is not a writable folder.")
-    return path
-
-
-def _export_npy(folder: Path, path: Path, shards: list[store.ShardRecord], dim: int) -> None:
-    """Copy the embeddings into one ``(rows, dim)`` float32 matrix, shard by shard (bounded memory)."""
-    import pyarrow.parquet as pq
-
-    rows = sum(s.rows for s in shards)
-    tmp = path.with_name(f".{path.name}.tmp")
-    matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(rows, dim))
-    try:
-        at = 0
-        for shard in shards:
-            for batch in pq.ParquetFile(folder / shard.file).iter_batches(columns=["embedding"]):
-                values = batch.column(0).values.to_numpy(zero_copy_only=False).reshape(-1, dim)
-                matrix[at : at + len(values)] = values
-                at += len(values)
-        if at != rows:
-            raise CorpusSourceError(f"{folder}: the shards hold {at} rows, the manifest says {rows}")
-        matrix.flush()
-        del matrix
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    logger.info("wrote %s: %d x %d float32", path, rows, dim)
 
 
 def _bar(corpus: Source, *, initial: int) -> Any:

@@ -9,8 +9,6 @@ GGUF) implement it; neither is imported until a model is loaded.
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Sequence
 from typing import Literal, Protocol
 
@@ -18,6 +16,7 @@ import numpy as np
 
 from ..errors import ConfigurationError
 from .gguf_info import GGUFInfo
+from .hardware import Hardware, detect_hardware
 
 __all__ = ["AUTO_TORCH_MIN_WIDTH", "BACKENDS", "Engine", "Pooling", "choose_backend"]
 
@@ -79,24 +78,26 @@ def choose_backend(
     info: GGUFInfo | None = None,
     dtype: str | None = None,
     memory_budget: int | None = None,
+    hardware: Hardware | None = None,
 ) -> tuple[str, str]:
     """``(backend, reason)``: the engine to run and why, in words for ``repr``, logs and the doctor.
 
-    ``auto`` picks torch where all of these hold, else llama.cpp:
+    One policy for every model kind (embedding models and rerankers). ``auto`` picks torch where
+    all of these hold, else llama.cpp:
 
     - PyTorch is installed (``dtype=`` or ``device=`` given: torch, the only engine that takes them);
-    - it has fast matmuls here: a CUDA GPU, or a CPU with
-      AMX or AVX512-BF16 (bfloat16 GEMMs several times llama.cpp's on Q8_0; without them
-      torch runs float32, four times the memory of Q8_0 and slower for single queries);
     - the model (``info``) is at least :data:`AUTO_TORCH_MIN_WIDTH` wide;
+    - it has fast matmuls here (``hardware``, default :func:`~qwen_embed.engines.hardware.detect_hardware`):
+      a CUDA GPU, or a CPU with AMX or AVX512-BF16 (bfloat16 GEMMs several times llama.cpp's on Q8_0;
+      without them torch runs float32, four times the memory of Q8_0 and slower for single queries);
     - its weights in the torch dtype, plus working memory, fit ``memory_budget`` (default: the
-      RAM available now, as the downloader reckons it).
+      RAM available now, or the free GPU memory).
 
-    Without ``info`` the last two checks are skipped.
+    Without ``info`` the width and memory checks are skipped.
     """
     if backend not in BACKENDS:
         raise ConfigurationError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, not {backend!r}")
-    from .torch import cpu_flags, default_torch_dtype, torch_available
+    from .torch import torch_available
 
     if backend == "llama":
         return "llama", "asked for (backend='llama')"
@@ -111,32 +112,25 @@ def choose_backend(
                 f'{" and ".join(given)} apply to the torch engine, which needs PyTorch: pip install "qwen-embed[torch]"'
             )
         return "llama", "auto: PyTorch is not installed"
-    if given:
-        gpu = "; CUDA is available" if device is None and _cuda_available() else ""
-        return "torch", f"auto: {' and '.join(given)} given, which only the torch engine takes{gpu}"
     width = int(info.embedding_length or 0) if info is not None else AUTO_TORCH_MIN_WIDTH
-    if width < AUTO_TORCH_MIN_WIDTH:  # checked first: it needs no torch import
+    if given:
+        hw = hardware or detect_hardware()
+        gpu = "; CUDA is available" if device is None and hw.cuda else ""
+        return "torch", f"auto: {' and '.join(given)} given, which only the torch engine takes{gpu}"
+    if width < AUTO_TORCH_MIN_WIDTH:  # checked first: it needs no hardware probe
         return "llama", f"auto: the model is {width} wide, under {AUTO_TORCH_MIN_WIDTH}, where llama.cpp is faster"
-    cuda = _cuda_available()
-    if cuda:
-        why = "CUDA is available"
+    hw = hardware or detect_hardware()
+    forced = "" if hw.source == "detected" else f" ({hw.source})"
+    if hw.cuda:
+        why = f"CUDA is available{forced}"
     else:
-        found = sorted(cpu_flags() & {"amx_bf16", "avx512_bf16"})
+        found = hw.bf16_features
         if not found:
-            return "llama", "auto: no AMX, AVX512-BF16 or CUDA here, where llama.cpp is the faster engine"
-        why = f"PyTorch with bfloat16 matmuls on this CPU ({', '.join(found)})"
+            return "llama", f"auto: no AMX, AVX512-BF16 or CUDA here{forced}, where llama.cpp is the faster engine"
+        why = f"PyTorch with bfloat16 matmuls on this CPU ({', '.join(found)}){forced}"
     if info is None:
         return "torch", f"auto: {why}"
-    return _check_budget(info, default_torch_dtype("cuda" if cuda else "cpu"), memory_budget, cuda, why)
-
-
-def _cuda_available() -> bool:
-    """``torch.cuda.is_available()``, without importing torch (a second) on Linux hosts with no NVIDIA driver."""
-    if sys.platform.startswith("linux") and not os.path.exists("/proc/driver/nvidia/version"):
-        return False
-    import torch
-
-    return bool(torch.cuda.is_available())
+    return _check_budget(info, hw.torch_dtype("cuda" if hw.cuda else "cpu"), memory_budget, hw.cuda, why)
 
 
 def _check_budget(info: GGUFInfo, dtype: str, budget: int | None, cuda: bool, why: str) -> tuple[str, str]:
@@ -152,9 +146,7 @@ def _check_budget(info: GGUFInfo, dtype: str, budget: int | None, cuda: bool, wh
     where = "available RAM"
     if budget is None:
         if cuda:
-            import torch
-
-            budget, where = int(torch.cuda.mem_get_info()[0]), "free GPU memory"
+            budget, where = _free_gpu_memory(), "free GPU memory"
         else:
             budget = available_memory()
     else:
@@ -165,3 +157,13 @@ def _check_budget(info: GGUFInfo, dtype: str, budget: int | None, cuda: bool, wh
             f"more than the {where} ({format_size(budget)}), so llama.cpp runs the file as it is"
         )
     return "torch", f"auto: {why}; {dtype} weights fit the {where} ({format_size(need)} of {format_size(budget)})"
+
+
+def _free_gpu_memory() -> int:
+    """Free memory of the current CUDA device (0 when torch cannot tell, so llama.cpp is chosen)."""
+    try:
+        import torch
+
+        return int(torch.cuda.mem_get_info()[0])
+    except Exception:  # no usable GPU after all (a forced answer, a driver error)
+        return 0

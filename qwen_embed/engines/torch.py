@@ -23,8 +23,9 @@ import numpy as np
 from ..errors import ConfigurationError, EngineError, ModelLoadError
 from ._guard import NativeGuard, check_fork_safe, mark_threads_started
 from .gguf_info import GGUFInfo, read_gguf_info
+from .hardware import detect_hardware
 
-__all__ = ["TorchEngine", "cpu_flags", "default_torch_dtype", "torch_available"]
+__all__ = ["TorchEngine", "default_torch_dtype", "torch_available"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,23 +52,9 @@ def torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def cpu_flags() -> set[str]:
-    """CPU feature flags from /proc/cpuinfo (empty elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def default_torch_dtype(device: str) -> str:
-    """bfloat16 on CUDA and on CPUs with AMX or AVX512-BF16; float32 elsewhere."""
-    if device.startswith("cuda"):
-        return "bfloat16"
-    flags = cpu_flags()
-    return "bfloat16" if flags & {"amx_bf16", "avx512_bf16"} else "float32"
+    """bfloat16 on CUDA and on CPUs with AMX or AVX512-BF16 (as :func:`~.hardware.detect_hardware` says); else float32."""
+    return detect_hardware().torch_dtype(device)
 
 
 class _Tokenizer:

@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from ..calls import EncodeCall
 from ..errors import ConfigurationError
-from ..hub.catalog import DEFAULT_MODEL, DEFAULT_QUANT
+from ..hub.catalog import DEFAULT_MODEL
 from ._common import require
 
 __all__ = ["EmbedBatch", "embed_dataset"]
@@ -51,7 +52,7 @@ class EmbedBatch:
         self,
         model: str | os.PathLike[str] | None = None,
         *,
-        quant: str = DEFAULT_QUANT,
+        quant: str | None = None,
         embedder_options: Mapping[str, Any] | None = None,
         column: str = "text",
         output_column: str = "embedding",
@@ -69,20 +70,21 @@ class EmbedBatch:
             raise ConfigurationError(f"side={side!r} is not one of 'document', 'query'.")
         options = dict(embedder_options or {})
         options.setdefault("n_threads", n_threads or assigned_cpus())
-        options.setdefault("download_progress", False)
+        if "hub" not in options:  # a HubOptions given carries its own download_progress
+            options.setdefault("download_progress", False)
         self.embedder = Embedder.from_pretrained(
             os.fspath(model) if model is not None else DEFAULT_MODEL, quant=quant, **options
         )
         self.column, self.output_column = column, output_column
-        self._call: dict[str, Any] = {"side": side, "prompt_name": task, "instruction": instruction, "dim": dim,
-                      "normalize": normalize, "long_text": long_text}  # fmt: skip
-        self.dim = int(self.embedder.encode([], dim=dim).shape[1])
+        self._call = EncodeCall(side=side, task=task, instruction=instruction, dim=dim, normalize=normalize,
+                                long_text=long_text, show_progress=False)  # fmt: skip
+        self.dim = int(self.embedder.run([], self._call).vectors.shape[1])
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """The vectors of ``texts``: one ``(n, dim)`` float32 array."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return next(iter(self.embedder.encode_iter(texts, chunk_size=len(texts), **self._call)))
+        return self.embedder.run(texts, self._call).vectors
 
     def __call__(self, batch: Any) -> Any:
         """Add the embedding column to a pyarrow Table, a pandas DataFrame or a dict of NumPy arrays."""
@@ -118,7 +120,7 @@ def embed_dataset(
     column: str = "text",
     output_column: str = "embedding",
     model: str | os.PathLike[str] | None = None,
-    quant: str = DEFAULT_QUANT,
+    quant: str | None = None,
     embedder_options: Mapping[str, Any] | None = None,
     side: str = "document",
     task: str | None = None,

@@ -29,6 +29,7 @@ __all__ = [
     "OFFICIAL_TEMPLATE",
     "Prompt",
     "PromptRegistry",
+    "check_instruction",
     "get_prompt",
     "list_prompts",
     "load_prompts",
@@ -46,7 +47,8 @@ def official_query(instruction: str, text: str) -> str:
     return OFFICIAL_TEMPLATE.format(instruction=instruction, text=text)
 
 
-def _check_instruction(value: object, what: str) -> str | None:
+def check_instruction(value: object, what: str = "instruction") -> str | None:
+    """``value`` if it is a usable instruction (a non-blank str) or ``None``; else an InvalidPromptError."""
     if value is None:
         return None
     if not isinstance(value, str):
@@ -176,8 +178,8 @@ class PromptRegistry(Mapping[str, Prompt]):
             raise InvalidPromptError(f"prompt name must be a non-empty str, not {name!r}")
         if name in self._prompts and not overwrite:
             raise InvalidPromptError(f"A prompt named {name!r} exists; pass overwrite=True to replace it.")
-        query = _check_instruction(instruction, "instruction")
-        passage = _check_instruction(passage_instruction, "passage_instruction")
+        query = check_instruction(instruction, "instruction")
+        passage = check_instruction(passage_instruction, "passage_instruction")
         if symmetric and passage is not None:
             raise InvalidPromptError("give either symmetric=True or passage_instruction, not both")
         if symmetric:

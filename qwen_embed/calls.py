@@ -1,0 +1,208 @@
+"""What one encode call asks for, and what it gives back: :class:`EncodeCall`, :class:`EncodeResult`, :class:`Receipt`.
+
+Every entry point (``Embedder.encode`` and its siblings, the corpus job, Ray, the framework
+adapters, the server and the CLI) turns its arguments into one frozen :class:`EncodeCall`, which
+checks itself when it is made; :meth:`Embedder.run <qwen_embed.Embedder.run>` is the one path that
+consumes it. The same option therefore has one name and one check everywhere:
+
+- ``side``: ``"query"`` (a search query: the task's query instruction applies) or ``"document"``
+  (a document: bare for retrieval, instructed for symmetric tasks); ``None`` embeds the text
+  as :meth:`~qwen_embed.Embedder.encode` always has (the ``task``'s query side, if any);
+- ``task``: a registered prompt name (``"query"``, ``"sts"``, ``"qa"``, ...; see
+  :func:`qwen_embed.list_prompts`); sentence-transformers calls it ``prompt_name``;
+- ``instruction``: a free-text task instruction in the official format
+  ``Instruct: {instruction}\\nQuery:{text}``; it wins over ``task``.
+
+>>> from qwen_embed import EncodeCall
+>>> call = EncodeCall(side="query", task="qa", dim=256)
+>>> call.replace(dim=512).dim
+512
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from .errors import ConfigurationError, DimensionError
+from .text.long_text import POLICIES
+from .text.prompts import check_instruction
+
+__all__ = ["PRECISIONS", "SIDES", "EncodeCall", "EncodeResult", "Receipt", "Side"]
+
+Side = Literal["query", "document"]
+SIDES: tuple[str, ...] = ("query", "document")
+#: Output precisions, with sentence-transformers' names and semantics (see :func:`qwen_embed.quantize_embeddings`).
+PRECISIONS: tuple[str, ...] = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
+#: The most texts one engine call can pack (llama.cpp holds at most 256 sequences per context).
+MAX_BATCH_SIZE = 256
+
+
+def _optional_bool(name: str, value: object) -> bool | None:
+    if value is None or isinstance(value, (bool, np.bool_)):
+        return None if value is None else bool(value)
+    raise ConfigurationError(f"{name} must be True, False or None, not {value!r}")
+
+
+def _optional_size(name: str, value: object, upper: int, *, error: type[ConfigurationError] = ConfigurationError) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= int(value) <= upper:
+        raise error(f"{name} must be an int from 1 to {upper:,} or None, not {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class EncodeCall:
+    """The options of one encode call, checked when made. ``None`` means "the embedder's default".
+
+    Args:
+        side: ``"query"``, ``"document"`` or ``None`` (see the module docs).
+        task: A registered prompt name; with ``side="query"`` its query instruction applies, with
+            ``side="document"`` its document side (none for retrieval tasks). Default: ``"query"``
+            for queries, ``"document"`` for documents, else the embedder's ``default_prompt_name``.
+        instruction: A task instruction in the official format; wins over ``task``.
+        dim: Output dimension (Matryoshka); the model checks the range.
+        normalize: L2-normalize the vectors.
+        long_text: ``"error"``, ``"truncate"`` or ``"chunk"`` for texts over ``max_length``.
+        batch_size: Most texts per decode (at most the embedder's ``batch_size``).
+        show_progress: A progress bar.
+        precision: Output precision: ``"float32"`` (default), ``"float16"``, ``"int8"``, ``"uint8"``,
+            ``"binary"`` or ``"ubinary"`` (sentence-transformers' semantics).
+    """
+
+    side: Side | None = None
+    task: str | None = None
+    instruction: str | None = None
+    dim: int | None = None
+    normalize: bool | None = None
+    long_text: str | None = None
+    batch_size: int | None = None
+    show_progress: bool | None = None
+    precision: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.side is not None and self.side not in SIDES:
+            raise ConfigurationError(f"side={self.side!r} is not one of None, 'query', 'document'.")
+        if self.task is not None and (not isinstance(self.task, str) or not self.task.strip()):
+            raise ConfigurationError(f"task must be a prompt name such as 'query', 'qa' or 'sts', not {self.task!r}")
+        check_instruction(self.instruction, "instruction")
+        if self.dim is not None:
+            if isinstance(self.dim, bool) or not isinstance(self.dim, (int, np.integer)):
+                raise DimensionError(f"dim must be an int, not {type(self.dim).__name__}")
+            object.__setattr__(self, "dim", int(self.dim))
+        object.__setattr__(self, "normalize", _optional_bool("normalize", self.normalize))
+        object.__setattr__(self, "show_progress", _optional_bool("show_progress", self.show_progress))
+        if self.long_text is not None and self.long_text not in POLICIES:
+            raise ConfigurationError(
+                f"Unknown long_text policy {self.long_text!r}. Choose one of: {', '.join(map(repr, POLICIES))}."
+            )
+        object.__setattr__(self, "batch_size", _optional_size("batch_size", self.batch_size, MAX_BATCH_SIZE))
+        if self.precision not in PRECISIONS:
+            raise ConfigurationError(
+                f"precision={self.precision!r} is not one of {', '.join(map(repr, PRECISIONS))}."
+            )
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> EncodeCall:
+        """An :class:`EncodeCall` from a mapping of option names (a JSON body, CLI flags, keyword arguments).
+
+        ``prompt_name`` (sentence-transformers' name) is accepted for ``task``; an unknown name is a
+        :class:`~qwen_embed.ConfigurationError` that suggests the closest valid one.
+        """
+        names = [f.name for f in dataclasses.fields(cls)]
+        given = dict(options)
+        if "prompt_name" in given:
+            alias = given.pop("prompt_name")
+            if alias is not None:
+                if given.get("task") is not None and given["task"] != alias:
+                    raise ConfigurationError(
+                        f"prompt_name={alias!r} and task={given['task']!r} name the same option; give one."
+                    )
+                given["task"] = alias
+        unknown = sorted(set(given) - set(names))
+        if unknown:
+            hints = [difflib.get_close_matches(u, [*names, "prompt_name"], n=1) for u in unknown]
+            said = ", ".join(f"{u!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for u, h in zip(unknown, hints))
+            raise ConfigurationError(f"Unknown encode option {said}. Options: {', '.join(names)}.")
+        return cls(**given)
+
+    def replace(self, **changes: Any) -> EncodeCall:
+        """A copy with some fields changed (checked again)."""
+        return dataclasses.replace(self, **changes)
+
+    def prompt_side(self) -> str:
+        """Which side of a registered prompt applies: ``"passage"`` for documents, else ``"query"``."""
+        return "passage" if self.side == "document" else "query"
+
+    def prompt_name(self, default: str | None) -> str | None:
+        """The registered prompt this call resolves (``default``: the embedder's ``default_prompt_name``)."""
+        if self.task is not None:
+            return self.task
+        if self.side is not None:
+            return self.side
+        return default
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields that differ from the defaults (for logs, manifests and ``repr``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) != f.default}
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What happened to one input: counted while it was embedded, with no second tokenization.
+
+    Attributes:
+        n_tokens: Tokens of the whole input as the model would see it (prompt and EOS included),
+            before any cut; equals :meth:`Embedder.count_tokens <qwen_embed.Embedder.count_tokens>`.
+        tokens_used: Tokens actually decoded for it (all chunks together, each with prompt and EOS).
+        truncated: Whether text was cut (``long_text="truncate"``).
+        dropped_tokens: How many text tokens the cut removed (0 unless truncated).
+        chunks: How many sequences the input became (1 unless chunked).
+        fusion: The fusion that made one vector of the chunks (``None`` unless chunked).
+        spans: Character ``(start, end)`` of each chunk in the text (empty unless chunked).
+    """
+
+    n_tokens: int
+    tokens_used: int
+    truncated: bool = False
+    dropped_tokens: int = 0
+    chunks: int = 1
+    fusion: str | None = None
+    spans: tuple[tuple[int, int], ...] = field(default=())
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (``spans`` as lists)."""
+        out = dataclasses.asdict(self)
+        out["spans"] = [list(s) for s in self.spans]
+        return out
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    """Vectors and a :class:`Receipt` per input, from :meth:`Embedder.run <qwen_embed.Embedder.run>`.
+
+    Attributes:
+        vectors: ``(n, dim)`` (or ``(dim,)`` for one ``str``) in the call's ``precision``.
+        receipts: One per input, in input order.
+        call: The call that made them.
+        ranges: The ``(2, dim)`` calibration ranges used for ``int8``/``uint8`` (``None`` otherwise).
+    """
+
+    vectors: np.ndarray
+    receipts: tuple[Receipt, ...]
+    call: EncodeCall
+    ranges: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.receipts)
+
+    @property
+    def n_tokens(self) -> list[int]:
+        """Each input's token count (prompt and EOS included), before any cut."""
+        return [r.n_tokens for r in self.receipts]
