@@ -3,10 +3,10 @@
 ``huggingface_hub`` itself talks to it (``endpoint=`` / ``HF_ENDPOINT``): the tree
 listing API with LFS metadata, ``resolve`` with ``X-Repo-Commit``, ``ETag``,
 ``X-Linked-Etag``/``X-Linked-Size`` and range requests, and the Hub's error codes
-(``X-Error-Code``). Faults are injected per test: error statuses for the next N
-matching requests, a connection cut mid-file (clean close or TCP reset), a same-size
-corrupted body, a slow body, a trickling body, and a request that is accepted but never
-answered. :func:`closed_port_url` gives an endpoint where nothing listens.
+(``X-Error-Code``). Faults are injected per test: error statuses (with extra headers
+such as ``Retry-After``) for the next N matching requests, a connection cut mid-file
+(clean close or TCP reset), a same-size corrupted body, a slow body, a trickling body,
+and a request that is accepted but never answered. :func:`closed_port_url` gives an endpoint where nothing listens.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ class Fault:
     reset_after: int | None = None  # send this many body bytes, then reset the connection (TCP RST)
     stall: bool = False  # read the request, never answer (until the server stops)
     trickle: float | None = None  # send the body one byte per this many seconds
+    headers: dict[str, str] | None = None  # extra headers on an injected status (Retry-After, RateLimit)
 
 
 @dataclass
@@ -155,7 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return None
         if fault is not None and fault.status is not None:
-            return self._error(fault.status, fault.error_code, "injected fault")
+            return self._error(fault.status, fault.error_code, "injected fault", headers=fault.headers)
         if match := _TREE.match(path):
             return self._tree(match.group(1), match.group(2), match.group(3) or "")
         if match := _INFO.match(path):
@@ -269,7 +270,15 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(raw)
 
-    def _error(self, status: int, code: str | None, message: str, *, commit: str | None = None) -> None:
+    def _error(
+        self,
+        status: int,
+        code: str | None,
+        message: str,
+        *,
+        commit: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         raw = json.dumps({"error": message}).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -279,6 +288,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("X-Error-Message", message)
         if commit:
             self.send_header("X-Repo-Commit", commit)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(raw)

@@ -95,7 +95,7 @@ def test_readme_main_command_without_the_hub_ends_with_one_line(hub: HubServer, 
     assert len(lines) == 1, done.stderr  # no traceback, no retry chatter
     line = lines[0]
     assert line.startswith("quickstart: ") and "Qwen/Qwen3-Embedding-0.6B-GGUF" in line
-    assert "local .gguf file" in line and "python examples/quickstart.py --demo" in line
+    assert "local .gguf file" in line and "`qwen-embed demo`" in line
     if network == "offline":
         assert "HF_HUB_OFFLINE is set" in line and "not in the cache" in line
     else:

@@ -19,7 +19,12 @@ transport, and the last one restores the previous factory. The guard
   once it is spent, raises :class:`BudgetSpent`, which ``huggingface_hub`` does not retry;
 - aborts a body that trickles in below a floor speed (a per-read timeout never fires on it);
 - logs one line per retry through this library's logger, while ``huggingface_hub``'s own retry
-  warnings are filtered out for the duration.
+  warnings are filtered out for the duration;
+- caps every pause before a retry by the time left in the budget: an answer asking for a longer
+  wait (``Retry-After``, or the ``RateLimit`` header's reset) ends the operation at once, with a
+  message naming the wait; ``huggingface_hub``'s own pauses (``time.sleep`` in
+  ``huggingface_hub.utils._http._http_backoff_base`` and in ``file_download.http_get``'s resume)
+  go through a stand-in ``time`` module that refuses any pause longer than the time left.
 
 Requests other threads make through ``huggingface_hub`` meanwhile only gain default timeouts.
 The user's own client factory, if any, still builds the client that does the sending (proxies,
@@ -29,6 +34,7 @@ count against the budget when they reach :func:`download._hub_call`.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
@@ -42,7 +48,16 @@ from typing import Any
 
 from ..errors import ConfigurationError
 
-__all__ = ["LOCAL_WAYS", "OFFLINE_WAYS", "WAYS_OUT", "BudgetSpent", "NetworkSettings", "RetryBudget", "hub_session"]
+__all__ = [
+    "LOCAL_WAYS",
+    "OFFLINE_WAYS",
+    "WAYS_OUT",
+    "BudgetSpent",
+    "NetworkSettings",
+    "RetryBudget",
+    "hub_session",
+    "requested_wait",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +77,7 @@ _BEST_EFFORT_PATHS = frozenset({"/api/agent-harnesses"})
 
 #: What to do without a download (the end of every message that gives up on the Hub).
 LOCAL_WAYS = (
-    "pass the path of a local .gguf file instead of a model name, or try `python examples/quickstart.py --demo` "
+    "pass the path of a local .gguf file instead of a model name, or try `qwen-embed demo` "
     "(a small random-weight model, no download)."
 )
 WAYS_OUT = f"To work without the Hub: set HF_HUB_OFFLINE=1 to use a copy already in the cache, {LOCAL_WAYS}"
@@ -160,6 +175,8 @@ class RetryBudget:
         self.requests = 0
         self.failures = 0
         self.last_error = ""
+        #: The pause that ended the operation: (who asked for it, seconds), when one did.
+        self.refused_wait: tuple[str, float] | None = None
         self._started = time.monotonic()
         self._first_failure: float | None = None
         self._lock = threading.Lock()
@@ -171,9 +188,24 @@ class RetryBudget:
             return self._spent()
 
     def _spent(self) -> bool:
-        if self.failures >= self.settings.attempts:
+        if self.failures >= self.settings.attempts or self.refused_wait is not None:
             return True
         return self._first_failure is not None and self.retry_seconds_left() <= 0
+
+    def allow_wait(self, seconds: float, *, asked_by: str) -> bool:
+        """Whether a pause of ``seconds`` before the next attempt fits the time left; if not, the budget is spent.
+
+        Args:
+            seconds: The pause.
+            asked_by: Who wants it, for the message (``"the Hub asked"``, ``"huggingface_hub would"``).
+        """
+        with self._lock:
+            if self.refused_wait is not None:
+                return False
+            if seconds < self.retry_seconds_left():
+                return True
+            self.refused_wait = (asked_by, seconds)
+            return False
 
     def retry_seconds_left(self) -> float:
         """Seconds left before the time budget runs out (the full budget before any failure)."""
@@ -191,13 +223,22 @@ class RetryBudget:
         with self._lock:
             self.requests += 1
 
-    def record_failure(self, request: str, reason: str) -> bool:
-        """Count one failed attempt, log one line if there will be another, and return whether the budget is spent."""
+    def record_failure(self, request: str, reason: str, *, wait: float | None = None) -> bool:
+        """Count one failed attempt, log one line if there will be another, and return whether the budget is spent.
+
+        Args:
+            request: ``"METHOD URL"`` of the failed request (empty when unknown).
+            reason: What went wrong.
+            wait: Seconds the answer asked to pause before the next attempt (``Retry-After``); a pause
+                that does not fit the time left spends the budget at once.
+        """
         with self._lock:
             self.failures += 1
             self.last_error = f"{request}: {reason}" if request else reason
             if self._first_failure is None:
                 self._first_failure = time.monotonic()
+            if wait is not None and not self._spent() and wait >= self.retry_seconds_left():
+                self.refused_wait = ("the Hub asked", wait)
             spent = self._spent()
             failures = self.failures
         if not spent:
@@ -212,6 +253,16 @@ class RetryBudget:
     def message(self) -> str:
         """The one-line explanation for the final error: the endpoint, the attempts made, the ways out."""
         elapsed = time.monotonic() - self._started
+        if self.refused_wait is not None:
+            who, seconds = self.refused_wait
+            left = max(self.retry_seconds_left(), 0.0)
+            return (
+                f"Could not {self.what} from the Hub at {self.endpoint}: {who} to wait {seconds:g} s before trying "
+                f"again, more than the {left:.3g} s left of the {self.settings.retry_seconds:g} s retry budget, so "
+                f"this library gave up at once ({self.failures} failed attempt(s), {self.requests} request(s) in "
+                f"{elapsed:.1f} s; last: {self.last_error or 'no answer'}). To wait that long, set "
+                f"{ENV_RETRY_SECONDS} above {seconds:g}. {WAYS_OUT}"
+            )
         return (
             f"Could not {self.what} from the Hub at {self.endpoint} after {self.failures} failed attempt(s) "
             f"({self.requests} request(s) in {elapsed:.1f} s; last: {self.last_error or 'no answer'}; "
@@ -262,6 +313,7 @@ def _acquire() -> None:
             return
         for name in _HF_RETRY_LOGGERS:
             logging.getLogger(name).addFilter(_FILTER)
+        _cap_sleeps(True)
         hooks = _hf_client_hooks()
         if hooks is None:  # huggingface_hub < 1.0 (requests): its own timeouts and retries apply
             return
@@ -279,6 +331,7 @@ def _release() -> None:
             return
         for name in _HF_RETRY_LOGGERS:
             logging.getLogger(name).removeFilter(_FILTER)
+        _cap_sleeps(False)
         hooks = _hf_client_hooks()
         if hooks is not None and _previous_factory is not None:
             _, get_factory, set_factory = hooks
@@ -318,7 +371,7 @@ def _guarded_factory(httpx: Any, inner_factory: Callable[[], Any], defaults: Net
 def _guard_classes(httpx: Any) -> tuple[type, type]:
     """The guarding transport and stream, built on the httpx module huggingface_hub uses (imported lazily)."""
 
-    class GuardedStream(httpx.SyncByteStream):  # type: ignore[misc, name-defined]
+    class GuardedStream(httpx.SyncByteStream):  # type: ignore[misc]
         def __init__(self, response: Any, budget: RetryBudget | None, label: str) -> None:
             self._response = response
             self._budget = budget
@@ -351,7 +404,7 @@ def _guard_classes(httpx: Any) -> tuple[type, type]:
         def close(self) -> None:
             self._response.close()
 
-    class GuardedTransport(httpx.BaseTransport):  # type: ignore[misc, name-defined]
+    class GuardedTransport(httpx.BaseTransport):  # type: ignore[misc]
         def __init__(self, inner: Any, defaults: NetworkSettings) -> None:
             self._inner = inner
             self._defaults = defaults
@@ -380,7 +433,9 @@ def _guard_classes(httpx: Any) -> tuple[type, type]:
                     raise BudgetSpent(budget) from error
                 raise
             if budget is not None and response.status_code in RETRY_STATUS:
-                if budget.record_failure(label, f"HTTP {response.status_code}"):
+                wait = requested_wait(response.status_code, response.headers)
+                reason = f"HTTP {response.status_code}" + (f", asked to wait {wait:g} s" if wait is not None else "")
+                if budget.record_failure(label, reason, wait=wait):
                     response.close()
                     raise BudgetSpent(budget)
             return httpx.Response(
@@ -394,6 +449,61 @@ def _guard_classes(httpx: Any) -> tuple[type, type]:
             self._inner.close()
 
     return GuardedTransport, GuardedStream
+
+
+def requested_wait(status: int, headers: Mapping[str, str]) -> float | None:
+    """Seconds an answer asks the client to wait before trying again, read as ``huggingface_hub`` reads them.
+
+    A 429 whose ``RateLimit`` header says no request is left gives its reset time; otherwise a
+    ``Retry-After`` in seconds (``huggingface_hub`` ignores the HTTP-date form, and so does this).
+    """
+    if status == 429:
+        import huggingface_hub.utils
+
+        parse = getattr(huggingface_hub.utils, "parse_ratelimit_headers", None)  # public since huggingface_hub 1.2
+        info = parse(headers) if parse is not None else None
+        if info is not None and info.remaining == 0:
+            return float(info.reset_in_seconds)
+    for key, value in headers.items():
+        if key.lower() == "retry-after" and value.strip().isdigit():
+            return float(value.strip())
+    return None
+
+
+class _CappedTime:
+    """Stands in for the ``time`` module inside ``huggingface_hub``'s retry code: a pause longer than the time
+    left in the current operation's budget raises :class:`BudgetSpent` instead of sleeping."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    def sleep(self, seconds: float) -> None:
+        budget = _CURRENT.get()
+        if budget is not None and not budget.allow_wait(seconds, asked_by="huggingface_hub would have had"):
+            raise BudgetSpent(budget)
+        time.sleep(seconds)
+
+
+_CAPPED_TIME = _CappedTime()
+
+
+def _hf_sleeping_modules() -> list[Any]:
+    """The ``huggingface_hub`` modules that pause with ``time.sleep`` between attempts (read in its source)."""
+    modules = []
+    for name in ("huggingface_hub.utils._http", "huggingface_hub.file_download"):
+        try:
+            modules.append(importlib.import_module(name))
+        except ImportError:  # pragma: no cover - a layout this library does not know
+            continue
+    return modules
+
+
+def _cap_sleeps(on: bool) -> None:
+    for module in _hf_sleeping_modules():
+        if on and getattr(module, "time", None) is time:
+            module.time = _CAPPED_TIME
+        elif not on and getattr(module, "time", None) is _CAPPED_TIME:
+            module.time = time
 
 
 def _describe(error: BaseException) -> str:
