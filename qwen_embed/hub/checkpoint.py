@@ -1,0 +1,74 @@
+"""A Transformers checkpoint (config, safetensors, tokenizer) from the Hub, under the downloader's guard.
+
+``qwen-embed verify`` compares a GGUF file with the official checkpoint it was converted from;
+this module fetches that checkpoint with ``huggingface_hub.snapshot_download`` into the standard
+cache, through the same timeouts, retry budget and error translation as the GGUF downloads
+(:mod:`._network`, :func:`.download._hub_call`). Offline (``HF_HUB_OFFLINE=1`` or
+``local_files_only=True``) only the cache answers.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import NotCachedError
+from ._network import OFFLINE_WAYS
+from .download import _cache_dir, _ensure_writable, _hub_call, _offline, _silent_tqdm
+
+__all__ = ["CHECKPOINT_PATTERNS", "fetch_checkpoint"]
+
+#: What a checkpoint needs to load in Transformers: configs, tokenizer files, safetensors weights.
+CHECKPOINT_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.model", "*.jinja")
+
+
+def fetch_checkpoint(
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    token: str | bool | None = None,
+    endpoint: str | None = None,
+    local_files_only: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Download (once) a Transformers checkpoint's config, tokenizer and safetensors; return its folder.
+
+    Args:
+        repo_id: ``owner/name`` of a model repository (``Qwen/Qwen3-Embedding-0.6B``).
+        revision: Branch, tag or commit (default: ``main``).
+        cache_dir, token, endpoint: As for :func:`~qwen_embed.download_model`.
+        local_files_only: Use the cache only (``HF_HUB_OFFLINE=1`` does the same).
+        progress: Show progress bars.
+
+    Raises:
+        NotCachedError: Offline and the checkpoint is not in the cache.
+        RepoNotFoundError, GatedRepoError, DownloadError, CacheNotWritableError: As the GGUF downloads do.
+    """
+    from huggingface_hub import errors as hf
+    from huggingface_hub import snapshot_download
+
+    cache = _cache_dir(cache_dir)
+    options: dict[str, Any] = dict(
+        revision=revision, cache_dir=cache, token=token, endpoint=endpoint, allow_patterns=list(CHECKPOINT_PATTERNS)
+    )
+    if local_files_only or _offline():
+        try:
+            return Path(snapshot_download(repo_id, local_files_only=True, **options))
+        except (hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled, FileNotFoundError) as error:
+            raise NotCachedError(
+                f"The checkpoint {repo_id}@{revision or 'main'} is not in the cache at {cache} and the Hub is off "
+                f"limits ({'local_files_only=True' if local_files_only else 'HF_HUB_OFFLINE is set'}). Download it "
+                f"once with a connection, or pass the path of a local checkpoint folder. {OFFLINE_WAYS}"
+            ) from error
+    if not progress and "tqdm_class" in inspect.signature(snapshot_download).parameters:
+        options["tqdm_class"] = _silent_tqdm()
+    _ensure_writable(cache)
+
+    def download() -> str:
+        return str(snapshot_download(repo_id, **options))
+
+    what = f"download the checkpoint {repo_id}@{revision or 'main'}"
+    return Path(_hub_call(download, repo_id=repo_id, what=what, endpoint=endpoint))

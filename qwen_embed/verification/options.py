@@ -1,0 +1,120 @@
+"""What ``verify`` takes (:class:`VerifyOptions`) and the pass marks it applies (:func:`threshold_for`)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+from ..engines.base import BACKENDS
+from ..errors import ConfigurationError
+
+__all__ = ["FLOAT_TYPES", "KINDS", "Threshold", "VerifyOptions", "threshold_for"]
+
+Kind = Literal["auto", "embedding", "reranker"]
+KINDS: tuple[str, ...] = ("auto", "embedding", "reranker")
+#: File types that store the weights unquantized.
+FLOAT_TYPES = frozenset({"F32", "F16", "BF16", "F64"})
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    """How :func:`~qwen_embed.verify` finds, loads and runs the two models.
+
+    Args:
+        kind: ``"embedding"``, ``"reranker"`` or ``"auto"`` (the default: a reranker when the
+            file says so: RANK pooling, a ``cls.output`` head, classifier labels, or "reranker" in
+            its name; for a catalog name, the embedding catalog unless the name is a reranker's).
+        quant: The quantization to fetch when the model is a catalog name or repo id (default: the
+            catalog's, ``Q8_0``).
+        revision: Branch, tag or commit of the GGUF repository.
+        reference_revision: Branch, tag or commit of the reference checkpoint's repository.
+        cache_dir, token, endpoint: Passed to ``huggingface_hub`` for both downloads.
+        local_files_only: Use the Hugging Face cache only (as ``HF_HUB_OFFLINE=1`` does).
+        backend: The engine that runs the GGUF: ``"llama"``, ``"torch"`` or ``"auto"``; default: the
+            model class's own default (``"auto"`` for an Embedder, ``"llama"`` for a Reranker).
+        n_threads: CPU threads for both models (default: all this process may use).
+        top_k: The depth of the retrieval agreement check.
+        show_progress: Progress bars while downloading.
+    """
+
+    kind: Kind = "auto"
+    quant: str | None = None
+    revision: str | None = None
+    reference_revision: str | None = None
+    cache_dir: str | os.PathLike[str] | None = None
+    token: str | bool | None = None
+    endpoint: str | None = None
+    local_files_only: bool = False
+    backend: str | None = None
+    n_threads: int | None = None
+    top_k: int = 3
+    show_progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigurationError(
+                f"VerifyOptions.kind must be one of {', '.join(map(repr, KINDS))}, not {self.kind!r}"
+            )
+        for name in ("quant", "revision", "reference_revision", "endpoint"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigurationError(f"VerifyOptions.{name} must be a non-empty str or None, not {value!r}")
+        if self.backend is not None and self.backend not in BACKENDS:
+            raise ConfigurationError(
+                f"VerifyOptions.backend must be one of {', '.join(map(repr, BACKENDS))} or None, not {self.backend!r}"
+            )
+        for name in ("n_threads", "top_k"):
+            value = getattr(self, name)
+            if value is None and name == "n_threads":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"VerifyOptions.{name} must be a positive int, not {value!r}")
+        for name in ("local_files_only", "show_progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigurationError(f"VerifyOptions.{name} must be True or False, not {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """The pass mark for one file type.
+
+    Attributes:
+        file_type: The file's weight type (``"F16"``, ``"Q8_0"``, ``"Q4_K_M"``, ...).
+        metric: ``"min cosine"`` (embeddings) or ``"max |Δ score|"`` (rerankers).
+        limit: The worst value that still passes; ``None`` for lower quantizations, which are
+            reported with their measured drop and never fail on it.
+    """
+
+    file_type: str
+    metric: str
+    limit: float | None
+
+    def passes(self, worst: float) -> bool:
+        """Whether the worst measured value meets the mark (always true without one)."""
+        if self.limit is None:
+            return True
+        return worst >= self.limit if self.metric == "min cosine" else worst <= self.limit
+
+    @property
+    def description(self) -> str:
+        """``"min cosine >= 0.9999 (F16)"``, or ``"no threshold for Q4_K_M: reported"``."""
+        if self.limit is None:
+            return f"no threshold for {self.file_type}: reported"
+        sign = ">=" if self.metric == "min cosine" else "<="
+        return f"{self.metric} {sign} {self.limit:g} ({self.file_type})"
+
+
+# Embeddings: the issue's marks. Rerankers: p(yes) moves by at most a quarter of the log-odds error,
+# so 0.005 and 0.03 are the marks a float and a Q8_0 file of the real models clear with room (measured on
+# the converted test models: float32 ~1e-6, Q8_0 ~1e-3).
+_COSINE = {"float": 0.9999, "Q8_0": 0.999}
+_DELTA = {"float": 0.005, "Q8_0": 0.03}
+
+
+def threshold_for(file_type: str, kind: str) -> Threshold:
+    """The pass mark for a file of ``file_type`` (``"F32"``, ``"Q8_0"``, ...) and ``kind``."""
+    group = "float" if file_type in FLOAT_TYPES else file_type
+    if kind == "reranker":
+        return Threshold(file_type, "max |Δ score|", _DELTA.get(group))
+    return Threshold(file_type, "min cosine", _COSINE.get(group))
