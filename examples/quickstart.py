@@ -22,7 +22,7 @@ def load(args: list[str]) -> Embedder:
     if args[:1] == ["--demo"]:
         return Embedder(demo_model())
     model = args[0] if args else "0.6B"
-    quant = args[1] if len(args) > 1 else "Q8_0"
+    quant = args[1] if len(args) > 1 else None  # None: the catalog's default (Q8_0), or a local file's own
     return Embedder.from_pretrained(model, quant=quant)  # a local .gguf path works too
 
 

@@ -7,6 +7,7 @@ wherever it is unpickled; it never pickles native state.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from pathlib import Path
@@ -14,10 +15,11 @@ from types import TracebackType
 from typing import Any, ClassVar, TypeVar
 
 from .engines.base import Engine
-from .engines.gguf_info import GGUFInfo
+from .engines.gguf_info import GGUFInfo, read_gguf_info
 from .errors import ConfigurationError, EmbedderClosedError
-from .hub.catalog import DEFAULT_QUANT
+from .hub.catalog import normalize_quant
 from .hub.download import ModelResolution
+from .hub.options import HubOptions, check_option_names, hub_options
 
 __all__ = ["GGUFModel"]
 
@@ -32,6 +34,8 @@ class GGUFModel:
     """Base of :class:`~qwen_embed.Embedder` and :class:`~qwen_embed.Reranker` (not used directly)."""
 
     _DEFAULT_MODEL: ClassVar[str] = "0.6B"
+    #: Which catalog names this class's models on the Hub: ``"embedding"`` or ``"reranker"``.
+    catalog_kind: ClassVar[str] = "embedding"
 
     _engine: Engine | None
     _info: GGUFInfo
@@ -50,31 +54,29 @@ class GGUFModel:
     # ------------------------------------------------------------------ the Hub
 
     @classmethod
-    def _hub_target(cls, model: str, quant: str | None) -> tuple[str, str]:
-        """``(repo id or alias, quant)`` to fetch for ``model``: the embedding catalog, which the downloader
-        resolves itself; the Reranker maps its own catalog."""
-        return model, quant or DEFAULT_QUANT
-
-    @classmethod
     def from_pretrained(
         cls: type[M],
-        model: str | None = None,
+        model: str | os.PathLike[str] | None = None,
         *,
         quant: str | None = None,
         filename: str | None = None,
+        hub: HubOptions | None = None,
         revision: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         token: str | bool | None = None,
         endpoint: str | None = None,
-        local_files_only: bool = False,
+        local_files_only: bool | None = None,
         memory_budget: int | None = None,
-        download_progress: bool = True,
+        download_progress: bool | None = None,
         **options: Any,
     ) -> M:
         """Fetch (once, into the Hugging Face cache) and load a GGUF of this model family.
 
-        >>> emb = Embedder.from_pretrained("0.6B", quant="Q8_0")     # doctest: +SKIP
-        >>> rr = Reranker.from_pretrained("0.6B")                    # doctest: +SKIP
+        >>> emb = Embedder.from_pretrained("0.6B", quant="Q8_0")                          # doctest: +SKIP
+        >>> rr = Reranker.from_pretrained("0.6B", hub=HubOptions(local_files_only=True))  # doctest: +SKIP
+
+        Every option is checked before any request: a misspelt option name, or a Hub option of
+        the wrong type, fails at once with :class:`~qwen_embed.ConfigurationError`.
 
         Args:
             model: A catalog size or alias (``"0.6B"``, ``"4B"``, ``"8B"``, ``"qwen3-embedding-8b"``),
@@ -82,48 +84,56 @@ class GGUFModel:
                 (default: ``"0.6B"``).
             quant: Quantization in any case (``"Q8_0"``, ``"q4_k_m"``, ``"f16"``), or ``"auto"``: the
                 best quality whose file plus working memory fits ``memory_budget`` (default: the RAM
-                available now); default: the catalog entry's (``"Q8_0"``). :attr:`resolution` says
-                what was chosen and why.
+                available now); default: the catalog entry's (``"Q8_0"`` for the embedding models).
+                :attr:`resolution` says what was chosen and why. For a local file, ``quant`` must be
+                the file's own (or left out).
             filename: Pick a file by name instead (when several match one quant).
-            revision, cache_dir, token, endpoint, local_files_only: passed to ``huggingface_hub``;
-                ``HF_HUB_OFFLINE=1`` is honoured. A cached file is used without any network call.
-            download_progress: Show a progress bar while downloading.
+            hub: How to reach the Hub, as one :class:`~qwen_embed.HubOptions`; or give its fields as
+                the keywords below (not both). A cached file is used without any network call, and
+                ``HF_HUB_OFFLINE=1`` is honoured.
+            revision, cache_dir, token, endpoint, local_files_only, memory_budget, download_progress:
+                The fields of :class:`~qwen_embed.HubOptions`, as keywords.
             **options: Keyword options of the class (``dim``, ``long_text``, ``n_threads``, ...).
+
+        Raises:
+            ConfigurationError: An unknown option (the closest valid one is named), a bad Hub option,
+                both ``hub=`` and Hub keywords, or a ``quant`` that a local file does not hold.
+            HubError: The Hub could not provide the file (see :mod:`qwen_embed.errors`).
         """
         from .hub.download import fetch_model
 
-        model = cls._DEFAULT_MODEL if model is None else model
-        local = Path(os.path.expanduser(str(model)))
-        if str(model).lower().endswith(".gguf") and local.is_file():
-            return cls(local, **options)  # type: ignore[call-arg]
-        repo, chosen_quant = cls._hub_target(str(model), quant)
-        recipe = dict(
-            model=model,
-            quant=quant,
-            filename=filename,
-            revision=revision,
-            cache_dir=cache_dir,
-            endpoint=endpoint,
-            local_files_only=local_files_only,
-            memory_budget=memory_budget,
-            download_progress=download_progress,
-        )  # the token stays out: a pickle must not carry secrets (the receiver uses HF_TOKEN)
-        path, resolution = fetch_model(
-            repo,
-            quant=chosen_quant,
-            filename=filename,
+        where = f"{cls.__name__}.from_pretrained"
+        check_option_names(options, _load_options(cls), where=where)
+        hub = hub_options(
+            hub,
             revision=revision,
             cache_dir=cache_dir,
             token=token,
             endpoint=endpoint,
             local_files_only=local_files_only,
             memory_budget=memory_budget,
-            progress=download_progress,
+            download_progress=download_progress,
         )
+        model = cls._DEFAULT_MODEL if model is None else model
+        if not isinstance(model, (str, os.PathLike)):
+            kind = type(model).__name__
+            raise ConfigurationError(
+                f"model must be a catalog size such as '0.6B', a Hub repo id or a .gguf path, not {kind}"
+            )
+        for option, value in (("quant", quant), ("filename", filename)):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigurationError(f"{option} must be a non-empty str or None, not {value!r}")
+        name = os.fspath(model)
+        local = Path(os.path.expanduser(name))
+        if name.lower().endswith(".gguf") and local.is_file():
+            _check_local_choice(local, quant, filename)
+            return cls(local, **options)  # type: ignore[call-arg]
+        recipe = dict(model=name, quant=quant, filename=filename, hub=hub.without_token())
+        path, resolution = fetch_model(name, kind=cls.catalog_kind, quant=quant, filename=filename, hub=hub)
         logger.info("%s@%s: %s", resolution.repo_id, resolution.revision, resolution.reason)
         loaded = cls(path, **options)  # type: ignore[call-arg]
         loaded._resolution = resolution
-        loaded._hub_recipe = recipe
+        loaded._hub_recipe = recipe  # the token stays out: a pickle must not carry secrets (the receiver uses HF_TOKEN)
         return loaded
 
     def __reduce__(self) -> tuple[Any, tuple[type[GGUFModel], dict[str, Any]]]:
@@ -131,7 +141,8 @@ class GGUFModel:
 
         Unpickling loads the model in the receiving process (a spawn pool worker, a Ray task, a
         Spark executor): from the same path when that file exists there, else through
-        :meth:`from_pretrained` with the same repo, quant and revision (token from ``HF_TOKEN``).
+        :meth:`from_pretrained` with the same model, quant and :class:`~qwen_embed.HubOptions`,
+        less the token (the receiver uses ``HF_TOKEN`` or its stored login).
         """
         state = {"path": str(self._path), "options": self._options, "hub": self._hub_recipe}
         return (_restore, (type(self), state))
@@ -249,3 +260,26 @@ def _restore(cls: type[M], state: dict[str, Any]) -> M:
         loaded = cls.from_pretrained(recipe.pop("model"), **recipe, **options)
     loaded._hub_recipe = hub
     return loaded
+
+
+def _load_options(cls: type[GGUFModel]) -> set[str]:
+    """The keyword options ``cls`` takes (its constructor's keyword-only parameters)."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    return {p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def _check_local_choice(path: Path, quant: str | None, filename: str | None) -> None:
+    """``quant=`` and ``filename=`` choose among a repository's files; for a local file they must name it."""
+    if quant is not None and normalize_quant(quant) != "AUTO":
+        found = read_gguf_info(path).quantization
+        if normalize_quant(quant) != normalize_quant(found):
+            raise ConfigurationError(
+                f"{path.name} is a {found} file, not quant={quant!r}: quant= picks a file from a Hub repository, "
+                f"and a local file is what it is. Drop quant= (or pass quant={found!r}), or pass the path of a "
+                f"{normalize_quant(quant)} file."
+            )
+    if filename is not None and filename != path.name:
+        raise ConfigurationError(
+            f"filename={filename!r} picks a file from a Hub repository; the local file given is {path.name}. "
+            "Drop filename= or pass the path of the file you mean."
+        )

@@ -177,12 +177,7 @@ class Reranker(GGUFModel):
             flash_attn=flash_attn,
         )
 
-    @classmethod
-    def _hub_target(cls, model: str, quant: str | None) -> tuple[str, str]:
-        from .hub.catalog import lookup_reranker_repo
-
-        repo_id, entry = lookup_reranker_repo(model)
-        return repo_id, quant or (entry.default_quant if entry else "Q8_0")
+    catalog_kind = "reranker"  # from_pretrained looks names up in the reranker catalog
 
     @property
     def head(self) -> RerankHead:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -24,11 +25,13 @@ from qwen_embed import (
     DownloadError,
     Embedder,
     GatedRepoError,
+    HubOptions,
     MemoryBudgetError,
     NoGGUFFilesError,
     NotCachedError,
     QuantNotFoundError,
     RepoNotFoundError,
+    Reranker,
     UnknownModelError,
     download_model,
     list_quants,
@@ -209,7 +212,7 @@ def _assert_gives_up_clearly(
     message = str(error)
     assert "\n" not in message
     assert f"from the Hub at {endpoint} after 3 failed attempt(s)" in message
-    assert "HF_HUB_OFFLINE=1" in message and "local .gguf file" in message and "--demo" in message
+    assert "HF_HUB_OFFLINE=1" in message and "local .gguf file" in message and "`qwen-embed demo`" in message
     assert "timeouts 1 s connect / 1 s read" in message
     retries = [r for r in caplog.records if r.name.startswith("qwen_embed") and "retrying" in r.getMessage()]
     assert len(retries) == 2  # one line per retry, through our logger
@@ -395,12 +398,14 @@ def test_concurrent_downloads_share_the_guard_and_restore_it(hub: HubServer, tmp
 
 
 def test_the_client_factory_is_restored(hub: HubServer, tmp_path: Path) -> None:
+    from huggingface_hub import file_download
     from huggingface_hub.utils import _http
 
     before = _http._GLOBAL_CLIENT_FACTORY
     download_model("0.6B", endpoint=hub.url, cache_dir=tmp_path, progress=False)
     assert _http._GLOBAL_CLIENT_FACTORY is before
     assert not logging.getLogger("huggingface_hub.utils._http").filters
+    assert _http.time is time and file_download.time is time  # huggingface_hub's pauses are its own again
 
 
 def test_connection_cut_mid_file_resumes(hub: HubServer, tmp_path: Path, hub_models: dict[str, Path]) -> None:
@@ -504,3 +509,224 @@ def test_fetch_model_reports_the_reason(hub: HubServer, tmp_path: Path) -> None:
 def test_from_pretrained_accepts_a_local_file(tiny_model: Path) -> None:
     with Embedder.from_pretrained(str(tiny_model), n_threads=1) as emb:
         assert emb.model_path == tiny_model and emb.resolution is None
+
+
+# ----------------------------------------------------------------------------- rate limits: the budget caps every wait
+
+_DOWNLOAD_SCRIPT = """
+import sys
+from qwen_embed import DownloadError, download_model
+try:
+    download_model("0.6B", endpoint=sys.argv[1], cache_dir=sys.argv[2], progress=False)
+except DownloadError as error:
+    print(error)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Retry-After": "3600"},
+        {"RateLimit": '"api";r=0;t=3600', "RateLimit-Policy": '"fixed window";"api";q=500;w=300'},
+    ],
+    ids=["retry-after", "ratelimit"],
+)
+def test_a_rate_limit_longer_than_the_budget_gives_up_at_once(
+    hub: HubServer, tmp_path: Path, headers: dict[str, str]
+) -> None:
+    """Issue 21 #3: huggingface_hub would sleep the hour it is asked to; the 60 s budget ends it at once."""
+    hub.inject("/tree/", status=429, headers=headers, times=100)
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE" and not k.startswith("QWEN_EMBED_HUB")}
+    env.update(HF_HUB_DISABLE_TELEMETRY="1", QWEN_EMBED_HUB_RETRY_SECONDS="60")
+    done = subprocess.run(
+        [sys.executable, "-c", _DOWNLOAD_SCRIPT, hub.url, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,  # a hang guard: without the cap the child sleeps 3601 s
+    )
+    assert done.returncode == 3, (done.stdout, done.stderr)
+    message = done.stdout.strip()
+    assert f"from the Hub at {hub.url}: the Hub asked to wait 3600 s before trying again" in message
+    assert "more than the 60 s left of the 60 s retry budget" in message
+    assert "set QWEN_EMBED_HUB_RETRY_SECONDS above 3600" in message and "HF_HUB_OFFLINE=1" in message
+    assert len(hub.requests(contains="/tree/")) == 1  # no second attempt: nothing waited
+
+
+def test_a_rate_limit_within_the_budget_is_waited_for(hub: HubServer, tmp_path: Path, short_timeouts: None) -> None:
+    """The twin: a wait that fits the budget is honoured (huggingface_hub waits Retry-After + 1 s), then it works."""
+    hub.inject("/tree/", status=429, headers={"Retry-After": "0"}, times=1)
+    assert download_model("0.6B", endpoint=hub.url, cache_dir=tmp_path, progress=False).name == Q8
+    assert len(hub.requests(contains="/tree/")) == 2
+
+
+def test_huggingface_hubs_own_pause_is_capped_by_the_budget(
+    hub: HubServer, tmp_path: Path, short_timeouts: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 503 with no Retry-After: huggingface_hub pauses 1 s by itself; with 0.5 s of budget left it may not."""
+    monkeypatch.setenv("QWEN_EMBED_HUB_RETRY_SECONDS", "0.5")
+    monkeypatch.setenv("QWEN_EMBED_HUB_ATTEMPTS", "5")
+    hub.inject("/tree/", status=503, times=100)
+    error = _finishes(lambda: list_quants("0.6B", endpoint=hub.url, cache_dir=tmp_path))
+    assert isinstance(error, DownloadError), repr(error)
+    assert "huggingface_hub would have had to wait 1 s before trying again" in str(error)
+    assert "QWEN_EMBED_HUB_RETRY_SECONDS above 1" in str(error)
+    assert len(hub.requests(contains="/tree/")) == 1
+
+
+def test_requested_wait_reads_the_headers_as_huggingface_hub_does() -> None:
+    from qwen_embed.hub._network import requested_wait
+
+    assert requested_wait(429, {"retry-after": "120"}) == 120
+    assert requested_wait(503, {"Retry-After": "7"}) == 7  # any retried status
+    assert requested_wait(429, {"RateLimit": '"api";r=0;t=55', "Retry-After": "5"}) == 55  # the reset wins
+    assert requested_wait(429, {"RateLimit": '"api";r=3;t=55'}) is None  # requests are left: no wait asked
+    assert requested_wait(429, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None  # huggingface_hub ignores it
+
+
+# ----------------------------------------------------------------------------- HubOptions
+
+
+def test_hub_options_hide_the_token() -> None:
+    options = HubOptions(revision="v1", token="hf_secret_token")
+    assert repr(options) == "HubOptions(revision='v1', token=<hidden>)"
+    assert "hf_secret_token" not in repr(options) and "hf_secret_token" not in str(options)
+    assert repr(HubOptions(revision="v1")) == "HubOptions(revision='v1')"  # no token, no mention of one
+    assert options.without_token() == HubOptions(revision="v1") and options != HubOptions(revision="v1")
+    assert HubOptions(token=True).without_token().token is True  # "use the stored login" is no secret
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.revision = "v2"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"revision": 3}, r"revision must be a str or None, not int 3"),
+        ({"revision": " "}, r"revision must not be an empty string"),
+        ({"cache_dir": 7}, r"cache_dir must be a folder path \(str or Path\), not int 7"),
+        ({"token": b"hf_x"}, r"token must be a str \(a Hub token\), True or None, not bytes$"),
+        ({"token": ""}, r"token must be a Hub token, not an empty string"),
+        ({"endpoint": "localhost:8000"}, r"endpoint must be an http:// or https:// URL, not 'localhost:8000'"),
+        ({"local_files_only": "yes"}, r"local_files_only must be True or False, not str 'yes'"),
+        ({"download_progress": 1}, r"download_progress must be True or False, not int 1"),
+        ({"memory_budget": -1}, r"memory_budget must be a positive number of bytes \(an int\), not -1"),
+        ({"memory_budget": 8e9}, r"memory_budget must be a positive number of bytes \(an int\), not 8000000000.0"),
+    ],
+)
+def test_hub_options_check_themselves(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        HubOptions(**options)
+
+
+def test_a_misspelt_option_fails_before_any_request(hub: HubServer, tmp_path: Path) -> None:
+    """Issue 20: ``n_thread=2`` used to fail after the download (up to 15 GB), and with a TypeError."""
+    with pytest.raises(
+        ConfigurationError, match=r"Unknown option 'n_thread' for Embedder.from_pretrained; did you mean 'n_threads'\?"
+    ):
+        Embedder.from_pretrained("0.6B", endpoint=hub.url, cache_dir=tmp_path, n_thread=2)
+    with pytest.raises(ConfigurationError, match=r"Unknown option 'intruction' for Reranker.from_pretrained; "):
+        Reranker.from_pretrained("0.6B", endpoint=hub.url, cache_dir=tmp_path, intruction="x")
+    assert hub.log == []
+    with Embedder.from_pretrained("0.6B", endpoint=hub.url, cache_dir=tmp_path, n_threads=2) as emb:  # the twin
+        assert emb.n_threads == 2
+    assert hub.requests("GET", "/resolve/")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"revision": 3}, r"revision must be a str or None, not int 3"),
+        ({"memory_budget": "8GB"}, r"memory_budget must be a positive number of bytes"),
+        ({"hub": {"revision": "main"}}, r"hub must be a qwen_embed.HubOptions, not dict"),
+        ({"hub": HubOptions(), "revision": "v1"}, r"either as hub=HubOptions\(...\) or as keywords, not both"),
+        ({"hub": HubOptions(), "local_files_only": False}, r"not both: local_files_only= was given"),
+        ({"quant": 8}, r"quant must be .*, not 8"),
+    ],
+)
+def test_bad_hub_options_fail_before_any_request(
+    hub: HubServer, tmp_path: Path, options: dict[str, Any], message: str
+) -> None:
+    for cls in (Embedder, Reranker):
+        with pytest.raises(ConfigurationError, match=message):
+            cls.from_pretrained("0.6B", **options)  # type: ignore[attr-defined]
+    with pytest.raises(ConfigurationError, match=message):
+        download_model("0.6B", **options)
+    assert hub.log == []
+
+
+def test_hub_options_and_keywords_fetch_the_same_file(hub: HubServer, tmp_path: Path) -> None:
+    options = HubOptions(endpoint=hub.url, cache_dir=tmp_path, download_progress=False)
+    by_options = download_model("0.6B", hub=options)
+    seen = len(hub.log)
+    assert download_model("0.6B", endpoint=hub.url, cache_dir=tmp_path, progress=False) == by_options
+    assert len(hub.log) == seen  # the same cache: nothing fetched twice
+    with Embedder.from_pretrained("0.6B", hub=options, n_threads=1) as emb:
+        assert emb.model_path == by_options
+    other = HubOptions(endpoint=hub.url, cache_dir=tmp_path / "elsewhere", download_progress=False)
+    assert download_model("0.6B", hub=other) != by_options  # the twin: another cache_dir, another copy
+
+
+def test_the_pickled_recipe_carries_the_hub_options_without_the_token(hub: HubServer, tmp_path: Path) -> None:
+    import pickle
+
+    options = HubOptions(endpoint=hub.url, cache_dir=tmp_path, token="hf_secret_in_options", download_progress=False)
+    with Embedder.from_pretrained("0.6B", hub=options, n_threads=1) as emb:
+        data = pickle.dumps(emb)
+    assert b"hf_secret_in_options" not in data
+    assert b"hf_secret_in_options" in pickle.dumps(options)  # the twin: the options themselves do carry it
+    with pickle.loads(data) as clone:
+        assert clone._hub_recipe["hub"] == options.without_token() and clone._hub_recipe["quant"] is None
+
+
+# ----------------------------------------------------------------------------- one catalog, both kinds, through the Hub
+
+
+def test_the_reranker_catalog_default_quant_is_fetched(hub: HubServer, tmp_path: Path) -> None:
+    """The 4B reranker repo publishes F16 only; its entry's default is F16 (it was Q8_0, which does not exist)."""
+    repo = "Voodisss/Qwen3-Reranker-4B-GGUF-llama_cpp"
+    hub.add_repo(repo, {"Qwen3-Reranker-4B-F16.gguf": b"x" * 10})
+    resolution = resolve_model("4B", kind="reranker", endpoint=hub.url, cache_dir=tmp_path)
+    assert (resolution.repo_id, resolution.quant) == (repo, "F16")
+    assert resolution.catalog is not None and resolution.catalog.kind == "reranker"
+    with pytest.raises(QuantNotFoundError, match=r"no Q8_0 file"):  # the twin: the old default fails
+        resolve_model("4B", kind="reranker", quant="Q8_0", endpoint=hub.url, cache_dir=tmp_path)
+    assert [q.quant for q in list_quants("4B", kind="reranker", endpoint=hub.url, cache_dir=tmp_path)] == ["F16"]
+
+
+# ----------------------------------------------------------------------------- a local file is what it is
+
+
+def test_a_local_file_of_another_quant_is_named(hub_models: dict[str, Path]) -> None:
+    q8 = str(hub_models["Q8_0"])
+    with pytest.raises(ConfigurationError, match=r"is a Q8_0 file, not quant='Q4_K_M'.*pass quant='Q8_0'"):
+        Embedder.from_pretrained(q8, quant="Q4_K_M", n_threads=1)
+    with pytest.raises(ConfigurationError, match=r"is a F16 file, not quant='Q8_0'"):
+        Embedder.from_pretrained(str(hub_models["F16"]), quant="Q8_0", n_threads=1)
+    with pytest.raises(ConfigurationError, match=r"filename='other.gguf' picks a file from a Hub repository"):
+        Embedder.from_pretrained(q8, filename="other.gguf", n_threads=1)
+    for quant in ("q8_0", "Q8_0", "auto", None):  # the twin: its own quant (any case), auto, or none
+        with Embedder.from_pretrained(q8, quant=quant, n_threads=1) as emb:
+            assert emb.quantization == "Q8_0"
+
+
+def test_the_cli_loads_a_local_file_without_naming_its_quant(
+    hub_models: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from qwen_embed.interfaces.cli import main
+
+    assert main(["embed", "hello", "--model", str(hub_models["F16"]), "--threads", "1", "--no-progress"]) == 0
+    assert capsys.readouterr().out.startswith('{"index": 0')
+    assert main(["embed", "hello", "--model", str(hub_models["F16"]), "--quant", "Q8_0", "--threads", "1"]) == 1
+    assert "ConfigurationError" in capsys.readouterr().err
+
+
+def test_the_adapters_model_cache_takes_hub_options(hub: HubServer, tmp_path: Path) -> None:
+    from qwen_embed.integrations._cache import resolve_path
+
+    options = HubOptions(endpoint=hub.url, cache_dir=tmp_path, download_progress=False)
+    path = resolve_path("0.6B", quant=None, hub_options={"hub": options})
+    assert path == download_model("0.6B", hub=options).resolve()
+    assert resolve_path("0.6B", quant=None, hub_options={"endpoint": hub.url, "cache_dir": tmp_path}) == path
+    with pytest.raises(ConfigurationError, match=r"not both: revision="):
+        resolve_path("0.6B", quant=None, hub_options={"hub": options, "revision": "main"})

@@ -5,6 +5,11 @@ for the quantization, downloads them with ``huggingface_hub`` into the standard
 cache, and checks each file's SHA-256 against the Hub's LFS metadata. A file that
 is already cached is used without any network call, and offline mode
 (``HF_HUB_OFFLINE=1`` or ``local_files_only=True``) resolves from the cache alone.
+The cache is read through ``huggingface_hub``'s public cache API (``scan_cache_dir``,
+``try_to_load_from_cache``), never by walking its folders.
+
+Every function takes the Hub options either as one :class:`~qwen_embed.HubOptions`
+(``hub=``) or as the keywords that build one (``revision=``, ``cache_dir=``, ...).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .._memory import OVERHEAD_BYTES, available_memory, format_size
 from ..errors import (
     AmbiguousFileError,
     CacheNotWritableError,
@@ -33,16 +39,9 @@ from ..errors import (
     QuantNotFoundError,
     RepoNotFoundError,
 )
-from .._memory import OVERHEAD_BYTES, available_memory, format_size
 from ._network import OFFLINE_WAYS, RETRY_STATUS, BudgetSpent, NetworkSettings, RetryBudget, hub_session
-from .catalog import (
-    DEFAULT_QUANT,
-    CatalogModel,
-    lookup_repo,
-    normalize_quant,
-    parse_gguf_filename,
-    quant_rank,
-)
+from .catalog import DEFAULT_QUANT, CatalogModel, lookup, normalize_quant, parse_gguf_filename, quant_rank
+from .options import HubOptions, hub_options
 
 __all__ = [
     "ModelResolution",
@@ -94,23 +93,34 @@ class ModelResolution:
 def list_quants(
     model: str,
     *,
+    kind: str = "embedding",
+    hub: HubOptions | None = None,
     revision: str | None = None,
     token: str | bool | None = None,
     endpoint: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
-    local_files_only: bool = False,
+    local_files_only: bool | None = None,
 ) -> list[QuantFile]:
     """The quantizations a repository offers, best quality first, with their sizes in bytes.
 
     Offline (``HF_HUB_OFFLINE=1`` or ``local_files_only=True``) it lists what the cache holds.
+
+    Args:
+        model: A catalog size or alias of ``kind``, or any repo id.
+        kind: ``"embedding"`` or ``"reranker"``: which catalog names ``model``.
+        hub: The Hub options, or give them as the keywords below (not both).
+        revision, token, endpoint, cache_dir, local_files_only: As in :class:`~qwen_embed.HubOptions`.
     """
-    repo_id, _ = lookup_repo(model)
-    revision = revision or "main"
-    cache = _cache_dir(cache_dir)
-    if local_files_only or _offline():
+    options = hub_options(
+        hub, revision=revision, token=token, endpoint=endpoint, cache_dir=cache_dir, local_files_only=local_files_only
+    )
+    repo_id, _ = lookup(model, kind=kind)
+    revision = options.revision or "main"
+    cache = _cache_dir(options.cache_dir)
+    if options.local_files_only or _offline():
         files = _cached_files(repo_id, revision, cache)
     else:
-        files = _remote_files(repo_id, revision, token=token, endpoint=endpoint)
+        files = _remote_files(repo_id, revision, token=options.token, endpoint=options.endpoint)
     return _group_quants(repo_id, revision, files, cache)
 
 
@@ -137,14 +147,32 @@ def _remote_files(
 
 
 def _cached_files(repo_id: str, revision: str, cache: Path) -> dict[str, tuple[int, str | None]]:
-    snapshot = _cached_snapshot(repo_id, revision, cache)
-    if snapshot is None:
+    """``{path: (size, None)}`` for every ``.gguf`` file the cache holds for ``repo_id`` at ``revision``."""
+    from huggingface_hub import CacheNotFound, scan_cache_dir
+
+    try:
+        info = scan_cache_dir(cache)
+    except (CacheNotFound, ValueError):  # no cache folder yet, or a file where the folder should be
         return {}
-    found: dict[str, tuple[int, str | None]] = {}
-    for path in snapshot.rglob("*"):
-        if path.name.lower().endswith(".gguf") and path.is_file():
-            found[path.relative_to(snapshot).as_posix()] = (path.stat().st_size, None)
-    return found
+    for repo in info.repos:
+        if repo.repo_type != "model" or repo.repo_id != repo_id:
+            continue
+        for rev in repo.revisions:
+            if revision in rev.refs or rev.commit_hash == revision:
+                return {
+                    item.file_path.relative_to(rev.snapshot_path).as_posix(): (item.size_on_disk, None)
+                    for item in rev.files
+                    if item.file_name.lower().endswith(".gguf")
+                }
+    return {}
+
+
+def _cached_path(repo_id: str, filename: str, revision: str, cache: Path) -> Path | None:
+    """The cached copy of one file of ``repo_id`` at ``revision``, or ``None``."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, filename, cache_dir=cache, revision=revision)
+    return Path(found) if isinstance(found, str) else None
 
 
 def _group_quants(
@@ -158,10 +186,9 @@ def _group_quants(
         stem = path if n_parts == 1 else path[: path.lower().rfind(f"-{part:05d}-of-")]
         groups.setdefault((label, stem), []).append((part, path))
     result = []
-    snapshot = _cached_snapshot(repo_id, revision, cache)
     for (label, _), parts in groups.items():
         names = tuple(path for _, path in sorted(parts))
-        cached = snapshot is not None and all((snapshot / name).is_file() for name in names)
+        cached = all(_cached_path(repo_id, name, revision, cache) is not None for name in names)
         result.append(
             QuantFile(
                 quant=label,
@@ -180,13 +207,15 @@ def _group_quants(
 def resolve_model(
     model: str,
     *,
-    quant: str = DEFAULT_QUANT,
+    kind: str = "embedding",
+    quant: str | None = None,
     filename: str | None = None,
+    hub: HubOptions | None = None,
     revision: str | None = None,
     token: str | bool | None = None,
     endpoint: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
-    local_files_only: bool = False,
+    local_files_only: bool | None = None,
     memory_budget: int | None = None,
 ) -> ModelResolution:
     """Decide which file(s) of which repository to use, without downloading.
@@ -194,14 +223,43 @@ def resolve_model(
     A file already in the cache for this revision wins without a network call;
     otherwise the live file list decides (offline, the cache is all there is).
 
+    Args:
+        model: A catalog size or alias of ``kind`` (``"0.6B"``, ``"qwen3-embedding-4b"``), or any repo id.
+        kind: ``"embedding"`` or ``"reranker"``: which catalog names ``model``.
+        quant: A quantization name (any case) or ``"auto"``; default: the catalog entry's
+            (``"Q8_0"`` for a repo outside the catalog).
+        filename: Pick a file by name instead (when several match one quant).
+        hub: The Hub options, or give them as the keywords below (not both).
+        revision, token, endpoint, cache_dir, local_files_only, memory_budget: As in
+            :class:`~qwen_embed.HubOptions`.
+
     Raises:
-        UnknownModelError, RepoNotFoundError, GatedRepoError, NoGGUFFilesError,
-        QuantNotFoundError, AmbiguousFileError, MemoryBudgetError, NotCachedError.
+        QwenEmbedError: A subclass naming what failed: UnknownModelError, RepoNotFoundError,
+            GatedRepoError, NoGGUFFilesError, QuantNotFoundError, AmbiguousFileError,
+            MemoryBudgetError, NotCachedError or ConfigurationError.
     """
-    repo_id, card = lookup_repo(model)
-    revision = revision or "main"
-    cache = _cache_dir(cache_dir)
+    options = hub_options(
+        hub,
+        revision=revision,
+        token=token,
+        endpoint=endpoint,
+        cache_dir=cache_dir,
+        local_files_only=local_files_only,
+        memory_budget=memory_budget,
+    )
+    return _resolve(model, kind=kind, quant=quant, filename=filename, hub=options)
+
+
+def _resolve(model: str, *, kind: str, quant: str | None, filename: str | None, hub: HubOptions) -> ModelResolution:
     wanted = _check_quant(quant)
+    if filename is not None and (not isinstance(filename, str) or not filename.strip()):
+        raise ConfigurationError(f"filename must be a file name in the repository, not {filename!r}")
+    repo_id, card = lookup(model, kind=kind)
+    if wanted is None:
+        wanted = normalize_quant(card.default_quant) if card is not None else DEFAULT_QUANT
+    revision = hub.revision or "main"
+    cache = _cache_dir(hub.cache_dir)
+    local_files_only = hub.local_files_only
     offline = local_files_only or _offline()
 
     if wanted != "AUTO":  # the cache can answer a named quant (or file) without the network
@@ -219,18 +277,18 @@ def resolve_model(
             raise NotCachedError(
                 f"{repo_id}@{revision} is not in the cache at {cache} and the Hub is off limits "
                 f"({'local_files_only=True' if local_files_only else 'HF_HUB_OFFLINE is set'}). "
-                f"Download it once with a connection (qwen-embed download {model} --quant {quant}), "
+                f"Download it once with a connection (qwen-embed download {model} --quant {wanted}), "
                 f"or point cache_dir= at a cache that holds it. {OFFLINE_WAYS}"
             )
         source = "cache"
     else:
         available = _group_quants(
-            repo_id, revision, _remote_files(repo_id, revision, token=token, endpoint=endpoint), cache
+            repo_id, revision, _remote_files(repo_id, revision, token=hub.token, endpoint=hub.endpoint), cache
         )
         source = "Hub"
 
     if wanted == "AUTO" and filename is None:
-        chosen, reason = _choose_auto(available, repo_id, card, memory_budget)
+        chosen, reason = _choose_auto(available, repo_id, card, hub.memory_budget)
         return ModelResolution(repo_id, revision, chosen.quant, chosen, reason, card)
     try:
         chosen = _pick(available, repo_id, wanted, filename, source=source)
@@ -244,7 +302,10 @@ def resolve_model(
     return ModelResolution(repo_id, revision, chosen.quant, chosen, f"{chosen.quant} was asked for", card)
 
 
-def _check_quant(quant: str) -> str:
+def _check_quant(quant: str | None) -> str | None:
+    """``quant`` in its canonical spelling (``None``: the catalog's default)."""
+    if quant is None:
+        return None
     if not isinstance(quant, str) or not quant.strip():
         raise ConfigurationError(f"quant must be a quantization name such as 'Q8_0' or 'auto', not {quant!r}")
     return normalize_quant(quant)
@@ -278,9 +339,7 @@ def _choose_auto(
         raise NoGGUFFilesError(f"{repo_id} has no .gguf file. Is it a GGUF repository?")
     if budget is None:
         budget, budget_source = available_memory(), "available RAM"
-    else:
-        if not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0:
-            raise ConfigurationError(f"memory_budget must be a positive number of bytes, not {budget!r}")
+    else:  # HubOptions checked it
         budget_source = "memory_budget"
     candidates = [item for item in files if item.quant != "unknown"] or files
     for item in candidates:  # best quality first
@@ -299,8 +358,8 @@ def _choose_auto(
             return item, reason
     smallest = min(candidates, key=lambda q: q.size)
     raise MemoryBudgetError(
-        f"No quantization of {repo_id} fits the {budget_source} of {format_size(budget)}: the smallest, {smallest.quant}, "
-        f"needs about {format_size(smallest.size + _working_memory(smallest.size, card))}. "
+        f"No quantization of {repo_id} fits the {budget_source} of {format_size(budget)}: the smallest, "
+        f"{smallest.quant}, needs about {format_size(smallest.size + _working_memory(smallest.size, card))}. "
         "Free memory, pass memory_budget= (bytes), or name a quant."
     )
 
@@ -318,28 +377,42 @@ def _working_memory(file_size: int, card: CatalogModel | None) -> int:
 def download_model(
     model: str,
     *,
-    quant: str = DEFAULT_QUANT,
+    kind: str = "embedding",
+    quant: str | None = None,
     filename: str | None = None,
+    hub: HubOptions | None = None,
     revision: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     token: str | bool | None = None,
     endpoint: str | None = None,
-    local_files_only: bool = False,
+    local_files_only: bool | None = None,
     memory_budget: int | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> Path:
     """Resolve ``model`` and ``quant``, download the file(s) into the Hugging Face cache, verify, return the path.
 
-    >>> path = download_model("0.6B", quant="Q8_0")          # doctest: +SKIP
+    >>> path = download_model("0.6B", quant="Q8_0")                                   # doctest: +SKIP
+    >>> path = download_model("4B", kind="reranker", hub=HubOptions(revision="main"))  # doctest: +SKIP
 
-    ``model`` is a catalog alias (``"0.6B"``, ``"qwen3-embedding-4b"``) or any repo id. ``quant`` is a
-    quantization name (any case) or ``"auto"``. A split GGUF downloads all its parts; the path of the
-    first part is returned (llama.cpp finds the others beside it).
+    A split GGUF downloads all its parts; the path of the first part is returned (llama.cpp
+    finds the others beside it).
+
+    Args:
+        model: A catalog size or alias of ``kind`` (``"0.6B"``, ``"qwen3-embedding-4b"``), or any repo id.
+        kind: ``"embedding"`` or ``"reranker"``: which catalog names ``model``.
+        quant: A quantization name (any case) or ``"auto"``; default: the catalog entry's.
+        filename: Pick a file by name instead (when several match one quant).
+        hub: The Hub options, or give them as the keywords below (not both).
+        revision, cache_dir, token, endpoint, local_files_only, memory_budget: As in
+            :class:`~qwen_embed.HubOptions`.
+        progress: Show a progress bar (``HubOptions.download_progress``).
     """
     return fetch_model(
         model,
+        kind=kind,
         quant=quant,
         filename=filename,
+        hub=hub,
         revision=revision,
         cache_dir=cache_dir,
         token=token,
@@ -353,34 +426,36 @@ def download_model(
 def fetch_model(
     model: str,
     *,
-    quant: str = DEFAULT_QUANT,
+    kind: str = "embedding",
+    quant: str | None = None,
     filename: str | None = None,
+    hub: HubOptions | None = None,
     revision: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     token: str | bool | None = None,
     endpoint: str | None = None,
-    local_files_only: bool = False,
+    local_files_only: bool | None = None,
     memory_budget: int | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> tuple[Path, ModelResolution]:
     """:func:`download_model`, also returning the :class:`ModelResolution` (what was chosen and why)."""
-    resolution = resolve_model(
-        model,
-        quant=quant,
-        filename=filename,
+    options = hub_options(
+        hub,
         revision=revision,
+        cache_dir=cache_dir,
         token=token,
         endpoint=endpoint,
-        cache_dir=cache_dir,
         local_files_only=local_files_only,
         memory_budget=memory_budget,
+        download_progress=progress,
     )
-    cache = _cache_dir(cache_dir)
+    resolution = _resolve(model, kind=kind, quant=quant, filename=filename, hub=options)
+    cache = _cache_dir(options.cache_dir)
     item = resolution.file
     if item.cached:
-        snapshot = _cached_snapshot(resolution.repo_id, resolution.revision, cache)
-        assert snapshot is not None
-        return snapshot / item.filename, resolution
+        path = _cached_path(resolution.repo_id, item.filename, resolution.revision, cache)
+        if path is not None:
+            return path, resolution
     _ensure_writable(cache)
     paths = [
         _download_one(
@@ -389,9 +464,9 @@ def fetch_model(
             sha,
             revision=resolution.revision,
             cache=cache,
-            token=token,
-            endpoint=endpoint,
-            progress=progress,
+            token=options.token,
+            endpoint=options.endpoint,
+            progress=options.download_progress,
         )
         for name, sha in zip(item.filenames, item.sha256)
     ]
@@ -459,7 +534,7 @@ def _verify(path: Path, expected: str, *, what: str) -> None:
 def _silent_tqdm() -> type:
     from tqdm.auto import tqdm
 
-    class SilentTqdm(tqdm):  # type: ignore[misc, valid-type]
+    class SilentTqdm(tqdm):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["disable"] = True
             super().__init__(*args, **kwargs)
@@ -564,17 +639,6 @@ def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
     from huggingface_hub import constants
 
     return Path(constants.HF_HUB_CACHE)
-
-
-def _cached_snapshot(repo_id: str, revision: str, cache: Path) -> Path | None:
-    """The snapshot folder of ``repo_id`` at ``revision`` in the cache, or ``None``."""
-    folder = cache / ("models--" + repo_id.replace("/", "--"))
-    commit = revision
-    ref = folder / "refs" / revision
-    if ref.is_file():
-        commit = ref.read_text(encoding="utf-8").strip()
-    snapshot = folder / "snapshots" / commit
-    return snapshot if snapshot.is_dir() else None
 
 
 def _ensure_writable(cache: Path) -> None:

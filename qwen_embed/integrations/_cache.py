@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 from ..errors import ConfigurationError, ModelNotFoundError
 from ..hub.catalog import DEFAULT_MODEL, DEFAULT_QUANT
+from ..hub.options import HUB_OPTION_NAMES, check_option_names
+from ..hub.options import hub_options as build_hub_options
 
 __all__ = ["HUB_OPTIONS", "cached_models", "clear_cache", "is_closed", "shared_embedder", "shared_model"]
 
@@ -29,10 +31,9 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Options that choose and fetch the file (``Embedder.from_pretrained``'s), not load it.
-HUB_OPTIONS = frozenset(
-    {"filename", "revision", "cache_dir", "token", "endpoint", "local_files_only", "memory_budget", "download_progress"}
-)
+#: Options that choose and fetch the file (``Embedder.from_pretrained``'s), not load it: ``hub`` (a
+#: :class:`~qwen_embed.HubOptions`) or the keywords that build one, and ``filename``.
+HUB_OPTIONS = frozenset({"filename", "hub", *HUB_OPTION_NAMES})
 
 _lock = threading.Lock()
 _models: dict[Hashable, Any] = {}
@@ -136,10 +137,7 @@ def split_options(cls: Callable[..., Any], options: Mapping[str, Any] | None) ->
         elif name in accepted:
             load[name] = value
         else:
-            choices = ", ".join(sorted(accepted | HUB_OPTIONS))
-            raise ConfigurationError(
-                f"Unknown option {name!r} for {getattr(cls, '__name__', cls)}. Accepted: {choices}."
-            )
+            check_option_names([name], accepted | HUB_OPTIONS, where=str(getattr(cls, "__name__", cls)))
     return hub, load
 
 
@@ -174,13 +172,10 @@ def resolve_path(
         return local.resolve()
     from ..hub.download import download_model
 
-    progress = hub.pop("download_progress", True)
-    if reranker:
-        from ..hub.catalog import lookup_reranker_repo
-
-        text, entry = lookup_reranker_repo(text)
-        quant = quant or (entry.default_quant if entry else DEFAULT_QUANT)
-    return download_model(text, quant=quant or DEFAULT_QUANT, progress=progress, **hub).resolve()
+    filename = hub.pop("filename", None)
+    options = build_hub_options(hub.pop("hub", None), **hub)  # checked here, before any request
+    kind = "reranker" if reranker else "embedding"
+    return download_model(text, kind=kind, quant=quant, filename=filename, hub=options).resolve()
 
 
 def freeze(value: Any) -> Hashable:

@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="catalog size or repo id (default: 0.6B)")
-    parser.add_argument("--quant", default=DEFAULT_QUANT, help="quantization (default: Q8_0; auto picks by memory)")
+    parser.add_argument("--quant", default=None, help="quantization (default: the catalog's, Q8_0 for embeddings)")
     parser.add_argument("--model-path", default=None, help="a local .gguf file instead of --model/--quant")
     parser.add_argument("--max-length", type=int, default=None, help="most tokens per text (default: 8192)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all this process may use)")
@@ -148,16 +148,16 @@ def _load_model(
         options["batch_size"] = args.batch_size
     if path:
         return cls(path, **options)
-    return cls.from_pretrained(
-        model,
-        quant=quant,
-        revision=getattr(args, "revision", None),
+    from ..hub.options import HubOptions
+
+    hub = HubOptions(
+        revision=args.revision,
         cache_dir=args.cache_dir,
         token=args.token,
         endpoint=args.endpoint,
         local_files_only=args.offline,
-        **options,
     )
+    return cls.from_pretrained(model, quant=quant, hub=hub, **options)
 
 
 def _load_embedder(args: argparse.Namespace, **options: Any) -> Any:
