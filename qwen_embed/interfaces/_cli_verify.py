@@ -44,7 +44,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON (for CI)")
     parser.add_argument("--details", action="store_true", help="a line per probe in the text report")
-    parser.add_argument("--kind", default="auto", choices=["auto", "embedding", "reranker"], help="default: from the file")
+    parser.add_argument(
+        "--kind", default="auto", choices=["auto", "embedding", "reranker"], help="default: read from the file"
+    )
     parser.add_argument("--quant", default=None, help="for a catalog name or repo id: the quantization to fetch")
     parser.add_argument("--backend", default=None, choices=["auto", "llama", "torch"], help="the engine for the GGUF")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all this process may use)")
