@@ -7,18 +7,31 @@ Needs pyarrow for the output (``pip install "qwen-embed[corpus]"``); importing t
 does not import it.
 """
 
-from .errors import CorpusError, CorpusSourceError, ResumeMismatchError, SourceNotFoundError
+from .errors import (
+    CorpusError,
+    CorpusSourceError,
+    CorpusWriteError,
+    DuplicateIdError,
+    ResumeMismatchError,
+    SourceNotFoundError,
+)
 from .job import CorpusResult, embed_corpus
-from .sources import FORMATS, Source, open_source
+from .sources import FORMATS, Source, open_source, text_lines
+from .store import check_npy_path, prepare_output_folder
 
 __all__ = [
     "FORMATS",
     "CorpusError",
     "CorpusResult",
     "CorpusSourceError",
+    "CorpusWriteError",
+    "DuplicateIdError",
     "ResumeMismatchError",
     "Source",
     "SourceNotFoundError",
+    "check_npy_path",
     "embed_corpus",
     "open_source",
+    "prepare_output_folder",
+    "text_lines",
 ]

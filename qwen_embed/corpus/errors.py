@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from ..errors import QwenEmbedError
 
-__all__ = ["CorpusError", "CorpusSourceError", "ResumeMismatchError", "SourceNotFoundError"]
+__all__ = [
+    "CorpusError",
+    "CorpusSourceError",
+    "CorpusWriteError",
+    "DuplicateIdError",
+    "ResumeMismatchError",
+    "SourceNotFoundError",
+]
 
 
 class CorpusError(QwenEmbedError):
@@ -21,3 +28,15 @@ class SourceNotFoundError(CorpusSourceError, FileNotFoundError):
 
 class ResumeMismatchError(CorpusError, ValueError):
     """The output folder was made with other settings or another model file; the message lists the differences."""
+
+
+class DuplicateIdError(CorpusSourceError):
+    """Two rows of the corpus have the same id (the message names it and both rows)."""
+
+
+class CorpusWriteError(CorpusError, OSError):
+    """The output could not be written (disk full, no permission, ...).
+
+    The message names the file and the reason; the shards finished before it are kept, so the
+    same job run again resumes where this one stopped. ``errno`` is the operating system's code.
+    """

@@ -16,6 +16,8 @@ SHA-256 and its row count match the manifest.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -29,8 +31,19 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigurationError
+from .errors import CorpusSourceError, CorpusWriteError
 
-__all__ = ["MANIFEST", "ShardRecord", "ShardWriter", "file_sha256", "model_fingerprint", "require_pyarrow"]
+__all__ = [
+    "MANIFEST",
+    "ShardRecord",
+    "ShardWriter",
+    "check_npy_path",
+    "export_npy",
+    "file_sha256",
+    "model_fingerprint",
+    "prepare_output_folder",
+    "require_pyarrow",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +65,64 @@ def require_pyarrow(what: str) -> None:
 
 def shard_name(index: int) -> str:
     return f"part-{index:06d}.parquet"
+
+
+def prepare_output_folder(output: str | os.PathLike[str]) -> Path:
+    """Check a corpus job's output folder, creating it if needed; returns it (``~`` expanded).
+
+    Raises:
+        ConfigurationError: ``output`` is a file, cannot be created, or is not writable.
+    """
+    folder = Path(os.path.expanduser(os.fspath(output)))
+    if folder.exists() and not folder.is_dir():
+        raise ConfigurationError(f"output {folder} is a file; embed_corpus writes a folder of Parquet files.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigurationError(f"cannot create the output folder {folder}: {error.strerror}") from error
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigurationError(f"the output folder {folder} is not writable.")
+    return folder
+
+
+def check_npy_path(npy: str | os.PathLike[str]) -> Path:
+    """Check where a corpus job's ``.npy`` matrix is to go (a ``.npy`` name in a writable folder); returns it.
+
+    Raises:
+        ConfigurationError: Another suffix, or a folder that does not exist or is not writable.
+    """
+    path = Path(os.path.expanduser(os.fspath(npy)))
+    if path.suffix.lower() != ".npy":
+        raise ConfigurationError(f"npy= must name a .npy file, not {path.name!r}")
+    parent = path.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigurationError(f"cannot write {path}: {parent} is not a writable folder.")
+    return path
+
+
+#: What a failed write leaves, in every :class:`CorpusWriteError` message about the dataset.
+_KEPT = "The shards finished before it are kept: make room (or fix the folder), then run the same job again to resume."
+
+
+def write_error(path: Path, error: OSError, *, kept: str = _KEPT) -> CorpusWriteError:
+    """A one-line :class:`CorpusWriteError` for an ``OSError`` met while writing ``path``."""
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason += " (the disk or quota is full)"
+    failure = CorpusWriteError(f"cannot write {path}: {reason}. {kept}")
+    failure.errno = error.errno
+    return failure
+
+
+@contextlib.contextmanager
+def writing(path: Path, *, kept: str = _KEPT) -> Iterator[None]:
+    """Turn an ``OSError`` (disk full, permissions, ...) raised in the block into a :class:`CorpusWriteError`."""
+    try:
+        yield
+    except CorpusWriteError:
+        raise
+    except OSError as error:
+        raise write_error(path, error, kept=kept) from error
 
 
 def file_sha256(path: Path) -> str:
@@ -151,7 +222,8 @@ class ShardWriter:
         self.folder, self.index, self._schema = folder, index, arrow_schema
         self.name = shard_name(index)
         self._tmp = folder / f".{self.name}.tmp"
-        self._writer = pq.ParquetWriter(self._tmp, arrow_schema, compression="zstd")
+        with writing(folder / self.name):
+            self._writer = pq.ParquetWriter(self._tmp, arrow_schema, compression="zstd")
         self.n_tokens = 0
 
     def write(
@@ -173,22 +245,27 @@ class ShardWriter:
                     type=self._schema.field("chunks").type,
                 )
             )
-        self._writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=self._schema))
+        with writing(self.folder / self.name):
+            self._writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=self._schema))
         self.n_tokens += int(sum(n_tokens))
 
     def commit(self, *, start: int, stop: int, source_sha256: str) -> ShardRecord:
         """Close, flush to disk and rename the shard; returns its manifest record."""
-        self._writer.close()
-        _fsync(self._tmp)
-        sha = file_sha256(self._tmp)
-        size = self._tmp.stat().st_size
-        os.replace(self._tmp, self.folder / self.name)
+        with writing(self.folder / self.name):
+            self._writer.close()
+            _fsync(self._tmp)
+            sha = file_sha256(self._tmp)
+            size = self._tmp.stat().st_size
+            os.replace(self._tmp, self.folder / self.name)
         _fsync_dir(self.folder)
         return ShardRecord(self.index, self.name, start, stop, size, sha, source_sha256, self.n_tokens)
 
     def abort(self) -> None:
+        """Drop the unfinished shard (its temporary file); a second failure to close it is not reported."""
         try:
             self._writer.close()
+        except OSError:  # the disk is still full: the error that brought us here is the one to report
+            pass
         finally:
             self._tmp.unlink(missing_ok=True)
 
@@ -228,14 +305,16 @@ def write_manifest(folder: Path, manifest: Mapping[str, Any], shards: list[Shard
 
 
 def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` through a temporary file: a failure (a :class:`CorpusWriteError`) leaves the old file."""
     tmp = path.with_name(f".{path.name}.tmp")  # one writer per folder; the mode follows the umask
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        with writing(path):
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -260,11 +339,68 @@ def remove_temporary(folder: Path) -> None:
             path.unlink(missing_ok=True)
 
 
+def remove_job_files(folder: Path) -> None:
+    """Remove every file of a job that finished nothing (shards, temporary files, the manifest)."""
+    for path in our_files(folder):
+        path.unlink(missing_ok=True)
+
+
 def remove_stale_shards(folder: Path, keep: set[str]) -> None:
     for path in our_files(folder):
         if _SHARD.fullmatch(path.name) and path.name not in keep:
             logger.info("removing %s: not part of this run's output", path.name)
             path.unlink(missing_ok=True)
+
+
+def export_npy(folder: Path, path: Path, shards: list[ShardRecord], dim: int) -> None:
+    """Copy the embeddings into one ``(rows, dim)`` float32 matrix, shard by shard (bounded memory).
+
+    The matrix is written under a temporary name, its space reserved first where the system
+    allows (a full disk is then an error up front, not a crash while writing the memory map).
+
+    Raises:
+        CorpusWriteError: The matrix could not be written (the dataset itself is complete).
+    """
+    import pyarrow.parquet as pq
+
+    rows = sum(s.rows for s in shards)
+    tmp = path.with_name(f".{path.name}.tmp")
+    kept = f"The Parquet dataset in {folder} is complete; make room, then run the same job again to export it."
+    try:
+        with writing(path, kept=kept):
+            matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(rows, dim))
+            _reserve(tmp)
+            at = 0
+            for shard in shards:
+                for batch in pq.ParquetFile(folder / shard.file).iter_batches(columns=["embedding"]):
+                    values = batch.column(0).values.to_numpy(zero_copy_only=False).reshape(-1, dim)
+                    matrix[at : at + len(values)] = values
+                    at += len(values)
+            if at != rows:
+                raise CorpusSourceError(f"{folder}: the shards hold {at} rows, the manifest says {rows}")
+            matrix.flush()
+            del matrix
+            os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    logger.info("wrote %s: %d x %d float32", path, rows, dim)
+
+
+def _reserve(path: Path) -> None:
+    """Allocate a (sparse) file's blocks now, where the system can (``posix_fallocate``)."""
+    allocate = getattr(os, "posix_fallocate", None)
+    if allocate is None:
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        allocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        # EINVAL/EOPNOTSUPP: the file system cannot reserve space; write as before
+    finally:
+        os.close(fd)
 
 
 def _fsync(path: Path) -> None:

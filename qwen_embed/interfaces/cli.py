@@ -15,7 +15,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     embed.add_argument("--shard-rows", type=int, default=10_000, help="corpus job: rows per Parquet file")
     embed.add_argument("--npy", default=None, help="corpus job: also write the vectors as one .npy matrix")
+    embed.add_argument(
+        "--allow-duplicate-ids", action="store_true", help="corpus job: keep rows whose id repeats (default: stop)"
+    )
     embed.add_argument("--side", default=None, choices=["query", "document"], help="which side --prompt NAME applies")
     embed.add_argument("--prompt", default=None, help="query, document, or a prompt name (qwen-embed prompts)")
     embed.add_argument("--instruction", default=None, help="a task instruction, in the official query format")
@@ -89,9 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("prompts", help="list the prompt names")
 
     rerank = commands.add_parser("rerank", help="rank documents for a query with a Qwen3-Reranker")
-    rerank.add_argument("query", help="the query")
+    rerank.add_argument("query", type=_query_text, help="the query")
     rerank.add_argument("documents", nargs="*", help="documents to rank")
-    rerank.add_argument("-f", "--file", default=None, help="a file with one document per line; '-' for stdin")
+    rerank.add_argument(
+        "-f", "--file", default=None, help="UTF-8, one document per line (blank lines skipped); '-' for stdin"
+    )
     rerank.add_argument("--top-k", type=int, default=None, help="print only the best N (default: all)")
     rerank.add_argument("--instruction", default=None, help="task instruction (default: the README's web search one)")
     rerank.add_argument("--raw", action="store_true", help="print the log-odds l_yes - l_no instead of p(yes)")
@@ -254,9 +259,14 @@ def _jsonl_row(index: int, vector: Any) -> str:
 
 
 def _print_jsonl(vectors: Any) -> int:
+    return _write_stdout(_jsonl_row(i, vector) for i, vector in enumerate(vectors))
+
+
+def _write_stdout(lines: Iterable[str]) -> int:
+    """Write ``lines`` to stdout; 141 (as ``cat`` under SIGPIPE) when the reader has gone, else 0."""
     try:
-        for i, vector in enumerate(vectors):
-            sys.stdout.write(_jsonl_row(i, vector))
+        for line in lines:
+            sys.stdout.write(line)
         sys.stdout.flush()
     except BrokenPipeError:  # `| head`: the reader has gone; stop quietly, as cat does
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -296,8 +306,7 @@ def _embed_corpus(args: argparse.Namespace) -> int:
     """``-o FOLDER``: a streaming, resumable corpus job (Parquet shards and a manifest)."""
     import logging
 
-    from ..corpus import embed_corpus, open_source
-    from ..corpus.job import _npy_path, _output_folder
+    from ..corpus import check_npy_path, embed_corpus, open_source, prepare_output_folder
 
     if args.file is not None:
         open_source(args.file, text_field=args.text_field, id_field=args.id_field, format=args.format)  # checks now
@@ -308,9 +317,9 @@ def _embed_corpus(args: argparse.Namespace) -> int:
         source = "-"
     else:
         raise ConfigurationError("nothing to embed: pass -f FILE (or texts, or pipe one text per line on stdin)")
-    folder = _output_folder(args.output)
+    folder = prepare_output_folder(args.output)
     if args.npy is not None:
-        _npy_path(args.npy)
+        check_npy_path(args.npy)
     side, task, instruction = _call_side(args)
     progress = not args.no_progress and sys.stderr.isatty()
     handler = None
@@ -336,6 +345,7 @@ def _embed_corpus(args: argparse.Namespace) -> int:
                 shard_rows=args.shard_rows,
                 npy=args.npy,
                 show_progress=progress,
+                allow_duplicate_ids=args.allow_duplicate_ids,
             )
     except KeyboardInterrupt:
         print(
@@ -376,11 +386,8 @@ def _rerank(args: argparse.Namespace) -> int:
     from ..reranker import Reranker
 
     documents = list(args.documents)
-    if args.file == "-" or (args.file is None and not documents and not sys.stdin.isatty()):
-        documents.extend(line.rstrip("\r\n") for line in sys.stdin)
-    elif args.file is not None:
-        with open(args.file, encoding="utf-8") as handle:
-            documents.extend(line.rstrip("\r\n") for line in handle)
+    if args.file is not None or (not documents and not sys.stdin.isatty()):
+        documents.extend(_document_lines(args.file))
     if not documents:
         raise ConfigurationError("nothing to rank: pass documents after the query, -f FILE, or one per line on stdin")
     progress = None if args.no_progress else sys.stderr.isatty()
@@ -393,11 +400,47 @@ def _rerank(args: argparse.Namespace) -> int:
             odds = reranker.predict([(args.query, documents[r["corpus_id"]]) for r in ranked], raw=True)
             for entry, value in zip(ranked, odds):
                 entry["score"] = float(value)
-    for position, entry in enumerate(ranked, start=1):
-        line = {"rank": position, "index": entry["corpus_id"], "score": round(entry["score"], 7)}
-        line["document"] = documents[entry["corpus_id"]]
-        print(json.dumps(line, ensure_ascii=False))
-    return 0
+    lines = (
+        json.dumps(
+            {"rank": position, "index": entry["corpus_id"], "score": round(entry["score"], 7),
+             "document": documents[entry["corpus_id"]]},
+            ensure_ascii=False,
+        ) + "\n"
+        for position, entry in enumerate(ranked, start=1)
+    )  # fmt: skip
+    return _write_stdout(lines)
+
+
+def _query_text(text: str) -> str:
+    """argparse type of ``rerank``'s query: refused when blank (the server answers 400 there)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the query is empty; give the text to rank the documents against")
+    return text
+
+
+def _document_lines(file: str | None) -> list[str]:
+    """``rerank -f FILE`` (``None`` or ``-``: stdin): one document per UTF-8 line, a leading BOM dropped.
+
+    Blank lines are not documents: they are skipped, and their count is reported on stderr.
+    """
+    from ..corpus import open_source, text_lines
+
+    if file is None or file == "-":
+        name, lines = "<stdin>", text_lines(sys.stdin.buffer, name="<stdin>")
+    else:
+        source = open_source(file, format="txt")  # one line per error: missing, a folder, invalid UTF-8 (with the line)
+        name, lines = source.name, (text for _, text in source.rows())
+    documents = []
+    blank = 0
+    for line in lines:
+        if line.strip():
+            documents.append(line)
+        else:
+            blank += 1
+    if blank:
+        plural = "line" if blank == 1 else "lines"
+        print(f"qwen-embed rerank: skipped {blank} blank {plural} of {name} (not documents)", file=sys.stderr)
+    return documents
 
 
 def _serve(args: argparse.Namespace) -> int:
