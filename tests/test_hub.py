@@ -730,3 +730,15 @@ def test_the_adapters_model_cache_takes_hub_options(hub: HubServer, tmp_path: Pa
     assert resolve_path("0.6B", quant=None, hub_options={"endpoint": hub.url, "cache_dir": tmp_path}) == path
     with pytest.raises(ConfigurationError, match=r"not both: revision="):
         resolve_path("0.6B", quant=None, hub_options={"hub": options, "revision": "main"})
+
+
+def test_a_corpus_job_takes_hub_options(hub: HubServer, tmp_path: Path) -> None:
+    from qwen_embed.corpus import embed_corpus
+
+    options = HubOptions(endpoint=hub.url, cache_dir=tmp_path / "cache", download_progress=False)
+    result = embed_corpus(
+        ["a text", "another"], tmp_path / "out", model="0.6B", embedder_options={"hub": options, "n_threads": 1}
+    )
+    assert result.rows == 2 and hub.requests("GET", "/resolve/main/" + Q8)
+    with pytest.raises(ConfigurationError, match=r"not both: endpoint="):
+        embed_corpus(["x"], tmp_path / "out2", model="0.6B", embedder_options={"hub": options, "endpoint": hub.url})
