@@ -5,13 +5,18 @@ forward pass does not depend on the weights' values, and correctness is a matter
 computing the right function of whatever weights the file holds. This module writes
 such files at any shape, including the real 0.6B / 4B / 8B shapes, with either the
 real Qwen2 vocabulary (from a vocabulary GGUF) or a small byte-level BPE trained on
-the fly, and makes true quantized copies through llama.cpp's own quantizer.
+the fly, and makes true quantized copies through llama.cpp's own quantizer. It writes
+Qwen3-Reranker files the same way (:func:`make_reranker_model`): every head layout the
+converter produces, with "yes"/"no" single tokens in the vocabulary.
 
 Example:
     >>> from qwen_embed.testing import make_model
     >>> path = make_model("tiny.gguf")                      # doctest: +SKIP
     >>> path = make_model("q.gguf", shape="0.6B", quant="Q8_0",
     ...                   vocab="ggml-vocab-qwen2.gguf")       # doctest: +SKIP
+    >>> reranker = make_reranker_model("reranker.gguf")      # doctest: +SKIP
+
+Needs only the base dependencies (``gguf``, ``tokenizers``, ``numpy``, llama-cpp-python).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -31,19 +36,33 @@ from .engines.gguf_info import read_gguf_info
 from .errors import QwenEmbedError
 
 __all__ = [
+    "RERANKER_VARIANTS",
     "SHAPES",
     "ModelShape",
+    "RerankerVariant",
     "Vocabulary",
     "add_qwen3_hparams",
+    "demo_model",
     "load_vocabulary",
     "make_model",
+    "make_reranker_model",
     "quantize_model",
+    "reranker_vocabulary",
     "train_vocabulary",
 ]
 
 ARCH = "qwen3"
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-_TOKEN_NORMAL, _TOKEN_CONTROL = 1, 3
+THINK = ("<think>", "</think>")  # the reranker prompt's markers (user-defined tokens in Qwen3's tokenizer)
+REAL_THINK_IDS = (151667, 151668)  # the real Qwen2 vocabulary has [PAD…] there; Qwen3's tokenizer adds the markers
+_TOKEN_NORMAL, _TOKEN_CONTROL, _TOKEN_USER_DEFINED = 1, 3, 4
+
+#: Head layouts of a reranker file: ``cls`` (llama.cpp's converter: a 2-row ``cls.output`` labelled
+#: yes/no), ``cls_swapped`` (labels no/yes), ``cls_one_row`` (one row, w_yes - w_no),
+#: ``cls_bad_labels`` (labels that are not yes/no), ``output`` (an untied LM head) and ``tied``
+#: (the head is the token embedding).
+RerankerVariant = Literal["cls", "cls_swapped", "cls_one_row", "cls_bad_labels", "output", "tied"]
+RERANKER_VARIANTS: tuple[str, ...] = ("cls", "cls_swapped", "cls_one_row", "cls_bad_labels", "output", "tied")
 
 
 @dataclass(frozen=True)
@@ -332,6 +351,178 @@ def quantize_model(
     from .engines.llama import quantize_gguf
 
     return quantize_gguf(Path(src), Path(dst), quant, n_threads=n_threads)
+
+
+# --------------------------------------------------------------------------- reranker
+
+
+def reranker_vocabulary(vocab: str | os.PathLike[str] | None = None) -> Vocabulary:
+    """A vocabulary for reranker files: "yes", "no" and the think markers are single tokens.
+
+    Args:
+        vocab: The real Qwen2 vocabulary GGUF (``ggml-vocab-qwen2.gguf``), whose ids 151667 and
+            151668 become ``<think>``/``</think>`` as in Qwen3's tokenizer; ``None`` trains a
+            small byte-level BPE (cached per process).
+    """
+    if vocab is not None:
+        real = load_vocabulary(vocab)
+        tokens, types = list(real.tokens), list(real.token_types)
+        for token_id, text in zip(REAL_THINK_IDS, THINK):
+            tokens[token_id], types[token_id] = text, _TOKEN_USER_DEFINED
+        return replace(real, tokens=tuple(tokens), token_types=tuple(types))
+    return _trained_reranker_vocabulary()
+
+
+@lru_cache(maxsize=1)
+def _trained_reranker_vocabulary() -> Vocabulary:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    special = (*SPECIAL_TOKENS, *THINK)
+    rng = np.random.default_rng(0)
+    words = (
+        "yes no the of and to in is that for it as with was on be by this are from at or an which model query "
+        "document search retrieval token text language GGUF Qwen3 Judge whether Document meets requirements based "
+        "Query Instruct provided Note answer can only Given web retrieve relevant passages system user assistant"
+    ).split()
+
+    def corpus() -> Iterator[str]:
+        for _ in range(600):
+            yield " ".join(words[int(i)] for i in rng.integers(0, len(words), 20)) + ".\n"
+        for _ in range(200):
+            yield "yes\nno\n<Instruct>: x\n<Query>: y\n<Document>: z\n"
+        yield "Numbers 0123456789 — “quotes” ✨ 中文 Привет\n"
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=1024,
+        special_tokens=list(special),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(corpus(), trainer=trainer)
+    model = json.loads(tokenizer.to_str())["model"]
+    tokens = [""] * len(model["vocab"])
+    for text, idx in model["vocab"].items():
+        tokens[idx] = text
+    if "yes" not in tokens or "no" not in tokens:  # pragma: no cover - the corpus above makes them
+        raise QwenEmbedError("the trained reranker vocabulary lacks the single tokens 'yes' and 'no'")
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    types = [
+        _TOKEN_CONTROL if t in SPECIAL_TOKENS else _TOKEN_USER_DEFINED if t in THINK else _TOKEN_NORMAL for t in tokens
+    ]
+    return Vocabulary(tuple(tokens), tuple(types), tuple(merges), eos_id=tokens.index("<|endoftext|>"))
+
+
+def make_reranker_model(
+    path: str | os.PathLike[str],
+    vocab: Vocabulary | str | os.PathLike[str] | None = None,
+    *,
+    variant: RerankerVariant = "cls",
+    shape: str | ModelShape = "tiny",
+    seed: int = 0,
+    context_length: int = 32768,
+    quant: str | None = None,
+    pooling_type: int | None = None,
+    architecture: str = ARCH,
+    name: str | None = None,
+) -> Path:
+    """Write a Qwen3-Reranker GGUF with seeded random weights and the head layout ``variant``.
+
+    Every variant holds the same yes/no direction (the ``token_embd`` rows of "yes"/"no" are set
+    to it too), so all of them give the same scores for the same seed: a reranker, not a good one.
+
+    Args:
+        path: Where to write the ``.gguf`` file.
+        vocab: A :class:`Vocabulary`, a vocabulary GGUF (see :func:`reranker_vocabulary`), or
+            ``None`` for the small trained one.
+        variant: The head layout (see :data:`RerankerVariant`).
+        shape: A name from :data:`SHAPES` or a :class:`ModelShape`. ``Q8_0`` and the K-quants
+            need a width that is a multiple of 256 (``"small"``).
+        seed: Seed of the random weights.
+        context_length: ``qwen3.context_length``.
+        quant: If given, quantize the file with llama.cpp (``"Q8_0"``, ...).
+        pooling_type: ``qwen3.pooling_type``; default: RANK (4) for the ``cls*`` variants, as the
+            converter writes it, else none.
+        architecture: ``general.architecture`` (another value tests the refusal of non-Qwen3 files).
+        name: ``general.name`` (default: ``qwen3-reranker-random-{variant}``).
+
+    Returns:
+        The path written.
+    """
+    import gguf
+
+    if variant not in RERANKER_VARIANTS:
+        raise QwenEmbedError(f"variant={variant!r} is not one of {', '.join(RERANKER_VARIANTS)}")
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    vocabulary = vocab if isinstance(vocab, Vocabulary) else reranker_vocabulary(vocab)
+    s = SHAPES[shape] if isinstance(shape, str) else shape
+    rng = np.random.default_rng(seed)
+    specs = _tensor_specs(s, vocabulary.size)
+    # A vocabulary without single-token "yes"/"no" (the refusal tests) still gets a file: rows 0 and 1.
+    yes_id, no_id = (vocabulary.tokens.index(t) if t in vocabulary.tokens else i for i, t in enumerate(("yes", "no")))
+    head = 0.3 * rng.standard_normal((2, s.n_embd)).astype(np.float32)  # w_yes, w_no: log-odds of a few units
+
+    tensors: list[tuple[str, np.ndarray]] = []
+    for tensor_name, tshape, std in specs:
+        if std is None:
+            values = (1.0 + 0.1 * rng.standard_normal(tshape)).astype(np.float32)
+        else:
+            values = (std * rng.standard_normal(tshape)).astype(np.float32)
+        if tensor_name == "token_embd.weight":
+            values[yes_id], values[no_id] = head[0], head[1]
+        tensors.append((tensor_name, values))
+    if variant == "output":
+        output = (0.02 * rng.standard_normal((vocabulary.size, s.n_embd))).astype(np.float32)
+        output[yes_id], output[no_id] = head[0], head[1]
+        tensors.append(("output.weight", output))
+    labels: list[str] | None = None
+    if variant in ("cls", "cls_bad_labels"):
+        tensors.append(("cls.output.weight", head.copy()))
+        labels = ["yes", "no"] if variant == "cls" else ["relevant", "irrelevant"]
+    elif variant == "cls_swapped":
+        tensors.append(("cls.output.weight", head[::-1].copy()))
+        labels = ["no", "yes"]
+    elif variant == "cls_one_row":
+        tensors.append(("cls.output.weight", (head[0] - head[1])[None, :].copy()))
+        labels = ["yes"]
+    if pooling_type is None and labels is not None:
+        pooling_type = 4  # RANK, as the converter writes it
+
+    target = out if quant is None else out.with_suffix(".f32.gguf")
+    writer = gguf.GGUFWriter(str(target), architecture)
+    try:
+        writer.add_name(name or f"qwen3-reranker-random-{variant}")
+        writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+        add_qwen3_hparams(writer, s, context_length=context_length, pooling_type=pooling_type)
+        if labels is not None:
+            writer.add_classifier_output_labels(labels)
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre(vocabulary.pre)
+        writer.add_token_list(list(vocabulary.tokens))
+        writer.add_token_types(list(vocabulary.token_types))
+        writer.add_token_merges(list(vocabulary.merges))
+        writer.add_eos_token_id(vocabulary.eos_id)
+        writer.add_pad_token_id(vocabulary.eos_id)
+        writer.add_add_bos_token(False)
+        for tensor_name, values in tensors:
+            writer.add_tensor(tensor_name, values)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+    finally:
+        writer.close()
+    if quant is not None:
+        try:
+            quantize_model(target, out, quant)
+        finally:
+            target.unlink(missing_ok=True)
+    return out
+
+
+# --------------------------------------------------------------------------- demos
 
 
 def demo_model(path: str | os.PathLike[str] | None = None, *, shape: str = "small") -> Path:

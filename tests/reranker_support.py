@@ -1,7 +1,7 @@
-"""Parts for the reranker tests: vocabularies with single-token "yes"/"no" and the think markers,
-small reranker GGUFs written directly (every head variant), random ``Qwen3ForCausalLM``
-checkpoints (tied and untied) for llama.cpp's converter, the official Transformers recipe, and
-llama.cpp's own RANK pooling as a second reference.
+"""Parts for the reranker tests: random ``Qwen3ForCausalLM`` checkpoints (tied and untied) for
+llama.cpp's converter, the official Transformers recipe, and llama.cpp's own RANK pooling as a
+second reference. The vocabularies and the reranker GGUFs written directly (every head variant)
+come from :mod:`qwen_embed.testing` (``reranker_vocabulary``, ``make_reranker_model``).
 
 Nothing here reaches the Hub; the real Qwen2 vocabulary is used when ``../shared`` is there.
 """
@@ -10,22 +10,36 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from qwen_embed.testing import SHAPES, Vocabulary, _tensor_specs, add_qwen3_hparams, load_vocabulary, quantize_model
+from qwen_embed.testing import (
+    REAL_THINK_IDS,
+    THINK,
+    Vocabulary,
+    quantize_model,
+    reranker_vocabulary,
+)
+from qwen_embed.testing import RerankerVariant as Variant
+from qwen_embed.testing import make_reranker_model as make_reranker_gguf
 from qwen_embed.text.rerank_prompt import DEFAULT_RERANK_INSTRUCTION, PREFIX, SUFFIX
 
 from .parity_support import tokenizer_json
 
-_NORMAL, _CONTROL, _USER_DEFINED = 1, 3, 4
-THINK = ("<think>", "</think>")
-REAL_THINK_IDS = (151667, 151668)  # the real Qwen2 vocabulary has [PAD…] there; Qwen3's tokenizer adds the markers
-
-Variant = Literal["cls", "cls_swapped", "cls_one_row", "cls_bad_labels", "output", "tied"]
+__all__ = [
+    "REAL_THINK_IDS",
+    "RERANK_SHAPE",
+    "THINK",
+    "OfficialReranker",
+    "Variant",
+    "make_causal_lm_checkpoint",
+    "make_reranker_gguf",
+    "quantized",
+    "rank_pooling_scores",
+    "reranker_vocabulary",
+]
 
 RERANK_SHAPE = {  # Q8_0 and the K-quants need rows that are multiples of 256
     "hidden_size": 256,
@@ -35,143 +49,6 @@ RERANK_SHAPE = {  # Q8_0 and the K-quants need rows that are multiples of 256
     "num_key_value_heads": 2,
     "head_dim": 64,
 }
-
-
-# ----------------------------------------------------------------------------- vocabularies
-
-
-def reranker_vocabulary(real: Path | None) -> Vocabulary:
-    """The real Qwen2 vocabulary with ``<think>``/``</think>`` in place, else a small trained one
-    in which "yes", "no" and the think markers are single tokens."""
-    if real is not None:
-        vocab = load_vocabulary(real)
-        tokens, types = list(vocab.tokens), list(vocab.token_types)
-        for token_id, text in zip(REAL_THINK_IDS, THINK):
-            tokens[token_id], types[token_id] = text, _USER_DEFINED
-        return replace(vocab, tokens=tuple(tokens), token_types=tuple(types))
-    return _trained_vocabulary()
-
-
-def _trained_vocabulary() -> Vocabulary:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    special = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", *THINK)
-    rng = np.random.default_rng(0)
-    words = (
-        "yes no the of and to in is that for it as with was on be by this are from at or an which model query "
-        "document search retrieval token text language GGUF Qwen3 Judge whether Document meets requirements based "
-        "Query Instruct provided Note answer can only Given web retrieve relevant passages system user assistant"
-    ).split()
-
-    def corpus() -> Any:
-        for _ in range(600):
-            yield " ".join(words[int(i)] for i in rng.integers(0, len(words), 20)) + ".\n"
-        for _ in range(200):
-            yield "yes\nno\n<Instruct>: x\n<Query>: y\n<Document>: z\n"
-        yield "Numbers 0123456789 — “quotes” ✨ 中文 Привет\n"
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=1024,
-        special_tokens=list(special),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(corpus(), trainer=trainer)
-    model = json.loads(tokenizer.to_str())["model"]
-    tokens = [""] * len(model["vocab"])
-    for text, idx in model["vocab"].items():
-        tokens[idx] = text
-    assert "yes" in tokens and "no" in tokens, "the trained vocabulary must hold yes/no as tokens"
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
-    types = [_CONTROL if t in special[:3] else _USER_DEFINED if t in THINK else _NORMAL for t in tokens]
-    return Vocabulary(tuple(tokens), tuple(types), tuple(merges), eos_id=tokens.index("<|endoftext|>"))
-
-
-# ----------------------------------------------------------------------------- GGUFs written directly
-
-
-def make_reranker_gguf(
-    path: Path,
-    vocab: Vocabulary,
-    *,
-    variant: Variant = "cls",
-    shape: str = "tiny",
-    seed: int = 0,
-    context_length: int = 32768,
-    quant: str | None = None,
-    pooling_type: int | None = None,
-    architecture: str = "qwen3",
-) -> Path:
-    """A Qwen3 reranker GGUF with random weights and the head of ``variant``.
-
-    Every variant holds the same yes/no direction (the ``token_embd`` rows of "yes"/"no" are set
-    to it too), so all of them give the same scores for the same seed.
-    """
-    import gguf
-
-    s = SHAPES[shape]
-    rng = np.random.default_rng(seed)
-    specs = _tensor_specs(s, vocab.size)
-    # A vocabulary without single-token "yes"/"no" (the refusal tests) still gets a file: rows 0 and 1.
-    yes_id, no_id = (vocab.tokens.index(t) if t in vocab.tokens else i for i, t in enumerate(("yes", "no")))
-    head = 0.3 * rng.standard_normal((2, s.n_embd)).astype(np.float32)  # w_yes, w_no: log-odds of a few units
-
-    tensors: list[tuple[str, np.ndarray]] = []
-    for name, tshape, std in specs:
-        if std is None:
-            values = (1.0 + 0.1 * rng.standard_normal(tshape)).astype(np.float32)
-        else:
-            values = (std * rng.standard_normal(tshape)).astype(np.float32)
-        if name == "token_embd.weight":
-            values[yes_id], values[no_id] = head[0], head[1]
-        tensors.append((name, values))
-    if variant == "output":
-        output = (0.02 * rng.standard_normal((vocab.size, s.n_embd))).astype(np.float32)
-        output[yes_id], output[no_id] = head[0], head[1]
-        tensors.append(("output.weight", output))
-    labels: list[str] | None = None
-    if variant in ("cls", "cls_bad_labels"):
-        tensors.append(("cls.output.weight", head.copy()))
-        labels = ["yes", "no"] if variant == "cls" else ["relevant", "irrelevant"]
-    elif variant == "cls_swapped":
-        tensors.append(("cls.output.weight", head[::-1].copy()))
-        labels = ["no", "yes"]
-    elif variant == "cls_one_row":
-        tensors.append(("cls.output.weight", (head[0] - head[1])[None, :].copy()))
-        labels = ["yes"]
-    if pooling_type is None and labels is not None:
-        pooling_type = 4  # RANK, as the converter writes it
-
-    target = path if quant is None else path.with_suffix(".f32.gguf")
-    writer = gguf.GGUFWriter(str(target), architecture)
-    try:
-        writer.add_name(f"qwen3-reranker-random-{variant}")
-        writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-        add_qwen3_hparams(writer, s, context_length=context_length, pooling_type=pooling_type)
-        if labels is not None:
-            writer.add_classifier_output_labels(labels)
-        writer.add_tokenizer_model("gpt2")
-        writer.add_tokenizer_pre(vocab.pre)
-        writer.add_token_list(list(vocab.tokens))
-        writer.add_token_types(list(vocab.token_types))
-        writer.add_token_merges(list(vocab.merges))
-        writer.add_eos_token_id(vocab.eos_id)
-        writer.add_pad_token_id(vocab.eos_id)
-        writer.add_add_bos_token(False)
-        for name, values in tensors:
-            writer.add_tensor(name, values)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-    finally:
-        writer.close()
-    if quant is not None:
-        quantize_model(target, path, quant)
-        target.unlink()
-    return path
 
 
 # ----------------------------------------------------------------------------- HF checkpoints

@@ -285,3 +285,107 @@ def test_embed_to_a_folder_is_a_resumable_corpus_job(
 def test_embed_corpus_only_options_need_a_folder(tiny_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["embed", "x", "--model-path", str(tiny_model), "--id-field", "id"]) == 1
     assert "give -o a folder" in capsys.readouterr().err
+
+
+def test_embed_corpus_disk_full_is_one_line(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+
+    pq = pytest.importorskip("pyarrow.parquet")
+
+    def write_batch(self: object, *args: object, **kwargs: object) -> None:  # failure injection: ENOSPC
+        raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_batch", write_batch)
+    out = tmp_path / "vectors"
+    assert main(["embed", "a", "b", "--model-path", str(tiny_model), "-o", f"{out}/", "--no-progress"]) == 1
+    err = capsys.readouterr().err  # the log lines of the job (no progress bar), then one line for the error
+    last = err.splitlines()[-1]
+    assert last.startswith(f"qwen-embed embed: CorpusWriteError: cannot write {out / 'part-000000.parquet'}: No space")
+    assert "Traceback" not in err and all(line.startswith("qwen-embed embed: ") for line in err.splitlines())
+    assert list(out.iterdir()) == []  # a first run that finished nothing leaves nothing
+
+
+def test_embed_corpus_refuses_duplicate_ids(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("pyarrow")
+    source = tmp_path / "c.jsonl"
+    source.write_text('{"id": "x", "text": "one"}\n{"id": "y", "text": "two"}\n{"id": "x", "text": "three"}\n')
+    args = ["embed", "-f", str(source), "--id-field", "id", "--model-path", str(tiny_model), "-o", f"{tmp_path}/v/"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("qwen-embed embed: DuplicateIdError:") and "id 'x' appears more than once: rows 0 and 2" in err
+    )
+    assert main([*args, "--allow-duplicate-ids"]) == 0
+    assert "3 rows of 64 dims" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- rerank: the hardening embed has (issue 21)
+
+
+@pytest.fixture(scope="module")
+def reranker_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from qwen_embed.testing import make_reranker_model
+
+    return make_reranker_model(tmp_path_factory.mktemp("reranker") / "reranker.gguf")
+
+
+def test_rerank_file_errors_are_one_line(
+    reranker_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine\n\xc3\x28 broken\n")
+    cases = [
+        (str(tmp_path / "missing.txt"), "SourceNotFoundError: corpus file not found"),
+        (str(tmp_path), "is a folder"),
+        (str(bad), "line 2 is not valid UTF-8"),
+    ]
+    for path, message in cases:
+        assert main(["rerank", "q", "-f", path, "--model-path", str(reranker_file)]) == 1
+        captured = capsys.readouterr()
+        assert captured.err.startswith("qwen-embed rerank: ") and message in captured.err, captured.err
+        assert captured.err.count("\n") == 1 and "Traceback" not in captured.err and captured.out == ""
+
+
+def test_rerank_file_bom_and_blank_lines(
+    reranker_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    listing = tmp_path / "docs.txt"
+    listing.write_bytes("\ufeffA file format.\r\n\n   \nA city.\n".encode())
+    common = ["--model-path", str(reranker_file), "--threads", "2"]
+    assert main(["rerank", "What is GGUF?", "-f", str(listing), *common]) == 0
+    captured = capsys.readouterr()
+    from_file = {row["document"]: row["score"] for row in map(json.loads, captured.out.splitlines())}
+    assert sorted(from_file) == ["A city.", "A file format."]  # no BOM, no blank documents
+    assert captured.err == f"qwen-embed rerank: skipped 2 blank lines of {listing} (not documents)\n"
+    assert main(["rerank", "What is GGUF?", "A file format.", "\ufeffA file format.", *common]) == 0
+    from_args = {row["document"]: row["score"] for row in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert from_args["A file format."] == from_file["A file format."]
+    assert from_args["\ufeffA file format."] != from_file["A file format."]  # the twin: a kept BOM changes the score
+
+
+@pytest.mark.parametrize("query", ["", " \t "])
+def test_rerank_refuses_an_empty_query(tmp_path: Path, query: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:  # argparse's usage error, before any model is loaded
+        main(["rerank", query, "a document", "--model-path", str(tmp_path / "never-loaded.gguf")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "qwen-embed rerank: error: argument query: the query is empty; give the text to rank the documents" in err
+    assert "never-loaded" not in err
+
+
+def test_rerank_broken_pipe_is_quiet(reranker_file: Path, tmp_path: Path) -> None:
+    listing = tmp_path / "many.txt"
+    listing.write_text("".join(f"document number {i} " * 6 + "\n" for i in range(800)))  # ~150 kB of output
+    command = [sys.executable, "-m", "qwen_embed", "rerank", "a query", "-f", str(listing)]
+    command += ["--model-path", str(reranker_file), "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_cli_env())
+    assert process.stdout is not None and process.stderr is not None
+    assert json.loads(process.stdout.readline())["rank"] == 1  # then the reader goes away, as `| head -1` does
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141
+    assert err == ""

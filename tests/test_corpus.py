@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
+import logging
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -17,7 +20,16 @@ import numpy as np
 import pytest
 
 from qwen_embed import ConfigurationError, Embedder, InputTooLongError, InputTypeError
-from qwen_embed.corpus import CorpusSourceError, ResumeMismatchError, SourceNotFoundError, embed_corpus
+from qwen_embed.corpus import (
+    CorpusSourceError,
+    CorpusWriteError,
+    DuplicateIdError,
+    ResumeMismatchError,
+    SourceNotFoundError,
+    embed_corpus,
+    open_source,
+)
+from qwen_embed.corpus.ids import IdRegistry
 
 pq = pytest.importorskip("pyarrow.parquet")
 
@@ -364,3 +376,177 @@ def test_import_qwen_embed_corpus_imports_no_pyarrow() -> None:
     code = "import sys, qwen_embed, qwen_embed.corpus; assert 'pyarrow' not in sys.modules, 'pyarrow imported'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ})
     assert done.returncode == 0, done.stderr
+
+
+# ---------------------------------------------------------------------- hardening (issue 21): sources
+
+
+def test_an_unterminated_csv_quote_names_its_line(tmp_path: Path) -> None:
+    table = tmp_path / "c.csv"
+    table.write_text('id,text\na,first\nb,"opened and never closed\nc,third\nd,fourth\n', encoding="utf-8")
+    with pytest.raises(CorpusSourceError, match=r"c\.csv: line 3: a quoted field starts there and is never closed"):
+        list(open_source(table, id_field="id").rows())
+    table.write_text('id,text\na,first\nb,"closed over\ntwo lines"\nc,third\n', encoding="utf-8")  # the twin
+    assert list(open_source(table, id_field="id").rows()) == [
+        ("a", "first"),
+        ("b", "closed over\ntwo lines"),
+        ("c", "third"),
+    ]
+    tsv = tmp_path / "c.tsv"
+    tsv.write_text('id\ttext\na\tfirst\nb\t"never closed\n', encoding="utf-8")
+    with pytest.raises(CorpusSourceError, match=r"c\.tsv: line 3: a quoted field starts there"):
+        list(open_source(tsv, id_field="id").rows())
+
+
+def test_blank_jsonl_lines_are_skipped_and_reported_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    source = tmp_path / "c.jsonl"
+    source.write_text('\n{"text": "a"}\n  \n{"text": "b"}\n\n{"text": "c"}\n\n', encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="qwen_embed.corpus"):
+        rows = list(open_source(source).rows())
+    assert [text for _, text in rows] == ["a", "b", "c"]
+    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("qwen_embed.corpus")]
+    assert warnings == [f"{source}: skipped 4 blank lines (the first: line 1); blank lines are not rows"]
+    caplog.clear()
+    source.write_text('{"text": "a"}\n{"text": "b"}\n', encoding="utf-8")  # the twin: nothing to report
+    with caplog.at_level(logging.WARNING, logger="qwen_embed.corpus"):
+        assert len(list(open_source(source).rows())) == 2
+    assert caplog.records == []
+
+
+def _first_repeat(ids: list[str]) -> tuple[int, int] | None:
+    seen: dict[str, int] = {}
+    for row, record_id in enumerate(ids):
+        if record_id in seen:
+            return seen[record_id], row
+        seen[record_id] = row
+    return None
+
+
+def test_id_registry_finds_the_first_repeat_like_a_dict() -> None:
+    rng = random.Random(3)
+    for trial in range(40):
+        n = rng.choice([1, 5, 700, 3000])
+        ids = [f"id-{rng.randrange(4 * n if trial % 2 else 10**9)}" for _ in range(n)]
+        registry = IdRegistry("ids")
+        want = _first_repeat(ids)
+        found = None
+        try:
+            for start in range(0, n, 97):  # batches of another size than the reader's
+                registry.add(ids[start : start + 97])
+        except DuplicateIdError as error:
+            found = tuple(int(x) for x in re.search(r"rows (\d+) and (\d+)", str(error)).groups())  # type: ignore[union-attr]
+        assert found == want, (trial, n)
+    registry = IdRegistry("ids")
+    registry.add([str(i) for i in range(10_000)])
+    assert registry.nbytes == 16 * 10_000  # a hash and a row number per id
+
+
+def test_duplicate_ids_are_refused_with_both_rows(tiny_embedder: Embedder, tmp_path: Path) -> None:
+    source = tmp_path / "c.jsonl"
+    ids = [f"d{i}" for i in range(2600)]
+    ids[2500] = "d7"
+    source.write_text("".join(json.dumps({"id": i, "text": f"t{n}"}) + "\n" for n, i in enumerate(ids)))
+    with pytest.raises(DuplicateIdError, match=r"c\.jsonl: id 'd7' appears more than once: rows 7 and 2500 "):
+        list(open_source(source, id_field="id", unique_ids=True).rows())
+    assert len(list(open_source(source, id_field="id").rows())) == 2600  # not asked: not checked
+    records = [{"id": "a", "text": "one"}, {"id": "b", "text": "two"}, {"id": "a", "text": "three"}]
+    out = tmp_path / "out"
+    with pytest.raises(DuplicateIdError, match=r"id 'a' appears more than once: rows 0 and 2 .*--allow-duplicate-ids"):
+        embed_corpus(records, out, embedder=tiny_embedder, id_field="id")
+    assert list(out.iterdir()) == []  # a failed first run leaves nothing behind
+    result = embed_corpus(records, out, embedder=tiny_embedder, id_field="id", allow_duplicate_ids=True)
+    assert result.rows == 3 and read_table(out)["id"].tolist() == ["a", "b", "a"]
+
+
+# ---------------------------------------------------------------------- hardening (issue 21): the output
+
+
+def test_a_failed_first_run_leaves_no_manifest(tiny_embedder: Embedder, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    records: list[object] = ["short", "word " * 9000]
+    with pytest.raises(InputTooLongError, match="row 1 is"):
+        embed_corpus(records, out, embedder=tiny_embedder, long_text="error")
+    assert list(out.iterdir()) == []
+    # So the next run may change a setting without --no-resume: nothing was finished to mix with.
+    result = embed_corpus(records, out, embedder=tiny_embedder, long_text="truncate", shard_rows=1)
+    assert (result.embedded_rows, result.shards) == (2, 2)
+    # The twin: a later run that fails keeps what was finished (and resumes from it).
+    with pytest.raises(CorpusSourceError, match="item #3 is int"):
+        embed_corpus([*records, "third", 4], out, embedder=tiny_embedder, long_text="truncate", shard_rows=1)
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["rows_done"] == 3 and not manifest["complete"]
+    again = embed_corpus([*records, "third"], out, embedder=tiny_embedder, long_text="truncate", shard_rows=1)
+    assert (again.embedded_rows, again.reused_rows) == (0, 3)
+
+
+def test_a_job_that_finished_no_shard_is_not_a_mismatch(tiny_embedder: Embedder, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert embed_corpus([], out, embedder=tiny_embedder).rows == 0  # a finished job with no rows
+    assert json.loads((out / "_manifest.json").read_text())["complete"]
+    result = embed_corpus(["a", "b"], out, embedder=tiny_embedder, dim=32)  # other settings, nothing to mix
+    assert result.embedded_rows == 2 and result.dim == 32
+
+
+def _enospc() -> OSError:
+    return OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+
+
+@pytest.mark.parametrize("where", ["shard", "manifest"])
+def test_disk_full_is_one_error_and_loses_nothing(
+    tiny_embedder: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """ENOSPC (injected: the one use of mocks) while the third shard, or the second shard's manifest, is written."""
+    texts = corpus_texts(150)
+    out = tmp_path / "out"
+    if where == "shard":
+        real_write = pq.ParquetWriter.write_batch
+        calls = []
+
+        def write_batch(self: object, *args: object, **kwargs: object) -> None:  # failure injection
+            calls.append(1)
+            if len(calls) == 3:
+                raise _enospc()
+            real_write(self, *args, **kwargs)
+
+        monkeypatch.setattr(pq.ParquetWriter, "write_batch", write_batch)
+        message, kept = r"part-000002\.parquet", 100
+    else:
+        real_replace = os.replace
+        manifests = []
+
+        def replace(src: object, dst: object) -> None:  # failure injection
+            if str(dst).endswith("_manifest.json"):
+                manifests.append(1)
+                if len(manifests) == 3:  # the start, shard 0, then shard 1
+                    raise OSError(errno.ENOSPC, "No space left on device")
+            real_replace(src, dst)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(os, "replace", replace)
+        message, kept = r"_manifest\.json", 50
+    full = rf"^cannot write \S*{message}: No space left on device \(the disk or quota is full\)\. "
+    with pytest.raises(CorpusWriteError, match=full + "The shards finished before it are kept: make room") as info:
+        embed_corpus(texts, out, embedder=tiny_embedder, shard_rows=50)
+    assert info.value.errno == errno.ENOSPC and isinstance(info.value, OSError)
+    monkeypatch.undo()
+    assert json.loads((out / "_manifest.json").read_text())["rows_done"] == kept
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    result = embed_corpus(texts, out, embedder=tiny_embedder, shard_rows=50)
+    assert (result.embedded_rows, result.reused_rows) == (150 - kept, kept)
+    np.testing.assert_allclose(read_table(out)["embedding"], tiny_embedder.encode_documents(texts), atol=ATOL)
+
+
+def test_disk_full_for_the_npy_matrix(tiny_embedder: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not hasattr(os, "posix_fallocate"):
+        pytest.skip("no posix_fallocate here")
+
+    def full(fd: int, offset: int, length: int) -> None:  # failure injection
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(CorpusWriteError, match=r"cannot write \S*m\.npy: No space left on device .*The Parquet "
+                       r"dataset in \S*out is complete"):  # fmt: skip
+        embed_corpus(["a", "b"], tmp_path / "out", embedder=tiny_embedder, npy=tmp_path / "m.npy")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no matrix, no temporary file
+    monkeypatch.undo()
+    embed_corpus(["a", "b"], tmp_path / "out", embedder=tiny_embedder, npy=tmp_path / "m.npy")
+    assert np.load(tmp_path / "m.npy").shape == (2, 64)
