@@ -30,15 +30,14 @@ from typing import Any, Literal
 import numpy as np
 
 from .errors import ConfigurationError, DimensionError
+from .quantization import PRECISIONS, QuantizationRanges
 from .text.long_text import POLICIES
 from .text.prompts import check_instruction
 
-__all__ = ["PRECISIONS", "SIDES", "EncodeCall", "EncodeResult", "Receipt", "Side"]
+__all__ = ["MAX_BATCH_SIZE", "PRECISIONS", "SIDES", "EncodeCall", "EncodeResult", "Receipt", "Side"]
 
 Side = Literal["query", "document"]
 SIDES: tuple[str, ...] = ("query", "document")
-#: Output precisions, with sentence-transformers' names and semantics (see :func:`qwen_embed.quantize_embeddings`).
-PRECISIONS: tuple[str, ...] = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
 #: The most texts one engine call can pack (llama.cpp holds at most 256 sequences per context).
 MAX_BATCH_SIZE = 256
 
@@ -73,7 +72,13 @@ class EncodeCall:
         batch_size: Most texts per decode (at most the embedder's ``batch_size``).
         show_progress: A progress bar.
         precision: Output precision: ``"float32"`` (default), ``"float16"``, ``"int8"``, ``"uint8"``,
-            ``"binary"`` or ``"ubinary"`` (sentence-transformers' semantics).
+            ``"binary"`` or ``"ubinary"`` (sentence-transformers' semantics, see
+            :func:`~qwen_embed.quantize_embeddings`).
+        ranges: The :class:`~qwen_embed.QuantizationRanges` ``int8``/``uint8`` need (computed once,
+            e.g. ``QuantizationRanges.from_embeddings(sample)``, and kept with the vectors).
+        deterministic: Bit-identical vectors for the same text whatever batch it is packed with,
+            its position and the thread count (each text is decoded alone: slower; see the
+            performance guide). Default: the embedder's setting.
     """
 
     side: Side | None = None
@@ -85,6 +90,8 @@ class EncodeCall:
     batch_size: int | None = None
     show_progress: bool | None = None
     precision: str = "float32"
+    ranges: QuantizationRanges | None = None
+    deterministic: bool | None = None
 
     def __post_init__(self) -> None:
         if self.side is not None and self.side not in SIDES:
@@ -107,6 +114,18 @@ class EncodeCall:
             raise ConfigurationError(
                 f"precision={self.precision!r} is not one of {', '.join(map(repr, PRECISIONS))}."
             )
+        if self.ranges is not None:
+            if not isinstance(self.ranges, QuantizationRanges):
+                object.__setattr__(self, "ranges", QuantizationRanges.from_array(self.ranges))
+            if self.precision not in ("int8", "uint8"):
+                raise ConfigurationError(f"ranges= applies to precision 'int8' or 'uint8', not {self.precision!r}")
+        elif self.precision in ("int8", "uint8"):
+            raise ConfigurationError(
+                f"precision={self.precision!r} needs ranges=: ranges taken from each batch would make vectors of "
+                "different batches incomparable. Compute them once with QuantizationRanges.from_embeddings(sample) "
+                "(float32 vectors of your corpus) and keep them with the quantized vectors."
+            )
+        object.__setattr__(self, "deterministic", _optional_bool("deterministic", self.deterministic))
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> EncodeCall:
@@ -149,8 +168,11 @@ class EncodeCall:
         return default
 
     def as_dict(self) -> dict[str, Any]:
-        """The fields that differ from the defaults (for logs, manifests and ``repr``)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) != f.default}
+        """The fields that differ from the defaults, JSON-ready (for logs and manifests)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) != f.default}
+        if self.ranges is not None:
+            out["ranges"] = self.ranges.to_json()
+        return out
 
 
 @dataclass(frozen=True)
@@ -191,13 +213,11 @@ class EncodeResult:
         vectors: ``(n, dim)`` (or ``(dim,)`` for one ``str``) in the call's ``precision``.
         receipts: One per input, in input order.
         call: The call that made them.
-        ranges: The ``(2, dim)`` calibration ranges used for ``int8``/``uint8`` (``None`` otherwise).
     """
 
     vectors: np.ndarray
     receipts: tuple[Receipt, ...]
     call: EncodeCall
-    ranges: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.receipts)

@@ -13,6 +13,7 @@ import numpy as np
 from . import _config
 from ._model import GGUFModel
 from .calls import EncodeCall, EncodeResult, Receipt, Side
+from .quantization import QuantizationRanges, quantize_embeddings
 from ._pipeline import (
     TextTokenizer,
     as_text_list,
@@ -96,6 +97,9 @@ class Embedder(GGUFModel):
         dtype: Torch engine only: ``"bfloat16"``, ``"float32"`` or ``"float16"`` (default:
             bfloat16 on CUDA and on CPUs with AMX or AVX512-BF16, else float32).
         device: Torch engine only: ``"cpu"`` or ``"cuda"`` (default: CUDA when ``auto`` chose it).
+        deterministic: Default of every call's ``deterministic``: the same text gives a bit-identical
+            vector whatever batch it is packed with, its position and the thread count (each
+            sequence is decoded alone, which costs the packing speed-up; see benchmarks/RESULTS.md).
 
     Raises:
         ModelNotFoundError: ``model_path`` does not exist.
@@ -124,6 +128,7 @@ class Embedder(GGUFModel):
         backend: str = "auto",
         dtype: str | None = None,
         device: str | None = None,
+        deterministic: bool = False,
     ) -> None:
         self._start(locals())  # the recipe this Embedder pickles as: its file and its options
         if self._options["prompts"] is DEFAULT_REGISTRY:
@@ -147,6 +152,7 @@ class Embedder(GGUFModel):
         self._normalize = check_bool("normalize", normalize)
         self._policy = get_policy(long_text)
         self._show_progress = check_bool("show_progress", show_progress, optional=True)
+        self._deterministic = check_bool("deterministic", deterministic)
         self._batch_size = positive_int("batch_size", batch_size)
         self._batch_tokens = positive_int("batch_tokens", batch_tokens)
         self._n_threads = check_threads(n_threads)
@@ -216,6 +222,11 @@ class Embedder(GGUFModel):
     @property
     def long_text(self) -> str:
         return self._policy.name
+
+    @property
+    def deterministic(self) -> bool:
+        """Whether calls default to bit-identical vectors whatever the batch (each text decoded alone)."""
+        return self._deterministic
 
     @property
     def chunking(self) -> ChunkConfig:
@@ -383,7 +394,10 @@ class Embedder(GGUFModel):
             sequences.extend(planned)
 
         # 2. Decode in packed batches (the chunks of every long text share them).
-        raw = self._embed_sequences(sequences, batch_size=max_batch, show_progress=call.show_progress)
+        deterministic = self._deterministic if call.deterministic is None else call.deterministic
+        raw = self._embed_sequences(
+            sequences, batch_size=1 if deterministic else max_batch, show_progress=call.show_progress
+        )
 
         # 3. Back to one vector per input (fusing chunks), Matryoshka slice, normalize.
         if len(groups) == len(sequences):
@@ -393,7 +407,10 @@ class Embedder(GGUFModel):
             for i, (first, count, plan) in enumerate(groups):
                 rows = raw[first : first + count]
                 vectors[i] = fuse(plan, rows, self._native_dim)[0] if plan is not None else policy.combine(rows)
-        return EncodeResult(self._finish(vectors, out_dim, do_normalize, single), tuple(receipts), call)
+        out = self._finish(vectors, out_dim, do_normalize, single)
+        if call.precision != "float32":
+            out = quantize_embeddings(out, call.precision, ranges=call.ranges)
+        return EncodeResult(out, tuple(receipts), call)
 
     def encode(
         self,
@@ -408,6 +425,9 @@ class Embedder(GGUFModel):
         long_text: str | None = None,
         batch_size: int | None = None,
         show_progress: bool | None = None,
+        precision: str = "float32",
+        ranges: QuantizationRanges | np.ndarray | None = None,
+        deterministic: bool | None = None,
     ) -> np.ndarray:
         """Embed one text or many.
 
@@ -430,13 +450,20 @@ class Embedder(GGUFModel):
                 Prompt tokens count towards ``max_length``.
             batch_size: Most texts per decode (at most the embedder's ``batch_size``).
             show_progress: Progress bar; default: the embedder's setting.
+            precision: ``"float32"`` (default), ``"float16"``, ``"int8"``, ``"uint8"``, ``"binary"`` or
+                ``"ubinary"``: sentence-transformers' :func:`~qwen_embed.quantize_embeddings` of the vectors.
+            ranges: Calibration ranges for ``int8``/``uint8`` (required there).
+            deterministic: Bit-identical vectors whatever the batch, position and thread count
+                (each text decoded alone); default: the embedder's setting.
 
         Returns:
-            float32 vectors. :meth:`run` returns them with a receipt per input.
+            The vectors (float32 unless ``precision`` says otherwise). :meth:`run` returns them with
+            a receipt per input.
         """
         call = EncodeCall.from_options(
             dict(side=side, task=task, prompt_name=prompt_name, instruction=instruction, dim=dim,
-                 normalize=normalize, long_text=long_text, batch_size=batch_size, show_progress=show_progress)
+                 normalize=normalize, long_text=long_text, batch_size=batch_size, show_progress=show_progress,
+                 precision=precision, ranges=ranges, deterministic=deterministic)
         )  # fmt: skip
         return self.run(texts, call).vectors
 
@@ -452,6 +479,9 @@ class Embedder(GGUFModel):
         long_text: str | None = None,
         batch_size: int | None = None,
         show_progress: bool | None = None,
+        precision: str = "float32",
+        ranges: QuantizationRanges | np.ndarray | None = None,
+        deterministic: bool | None = None,
     ) -> np.ndarray:
         """Embed search queries with their task's instruction (default task: ``"query"``, web search).
 
@@ -460,6 +490,7 @@ class Embedder(GGUFModel):
         return self.encode(
             texts, side="query", task=task, prompt_name=prompt_name, instruction=instruction, dim=dim,
             normalize=normalize, long_text=long_text, batch_size=batch_size, show_progress=show_progress,
+            precision=precision, ranges=ranges, deterministic=deterministic,
         )  # fmt: skip
 
     def encode_documents(
@@ -474,6 +505,9 @@ class Embedder(GGUFModel):
         long_text: str | None = None,
         batch_size: int | None = None,
         show_progress: bool | None = None,
+        precision: str = "float32",
+        ranges: QuantizationRanges | np.ndarray | None = None,
+        deterministic: bool | None = None,
     ) -> np.ndarray:
         """Embed documents: bare for retrieval; instructed for symmetric or two-sided tasks.
 
@@ -483,6 +517,7 @@ class Embedder(GGUFModel):
         return self.encode(
             texts, side="document", task=task, prompt_name=prompt_name, instruction=instruction, dim=dim,
             normalize=normalize, long_text=long_text, batch_size=batch_size, show_progress=show_progress,
+            precision=precision, ranges=ranges, deterministic=deterministic,
         )  # fmt: skip
 
     def encode_query(self, texts: str | Iterable[str], **options: Any) -> np.ndarray:
@@ -507,6 +542,9 @@ class Embedder(GGUFModel):
         long_text: str | None = None,
         batch_size: int | None = None,
         show_progress: bool | None = None,
+        precision: str = "float32",
+        ranges: QuantizationRanges | np.ndarray | None = None,
+        deterministic: bool | None = None,
     ) -> Iterator[np.ndarray]:
         """Embed a stream of texts in bounded memory, yielding vectors as each window is done.
 
@@ -521,7 +559,8 @@ class Embedder(GGUFModel):
 
         Args:
             texts: Any iterable of ``str`` (a list, an open file, a generator of millions).
-            side, task, prompt_name, instruction, dim, normalize, long_text, batch_size: As in :meth:`encode`.
+            side, task, prompt_name, instruction, dim, normalize, long_text, batch_size, precision, ranges,
+                deterministic: As in :meth:`encode`.
             chunk_size: Texts per window; one array is yielded per window (the last may be shorter).
             show_progress: A progress bar counting texts; default: the embedder's setting.
 
@@ -530,7 +569,8 @@ class Embedder(GGUFModel):
         """
         call = EncodeCall.from_options(
             dict(side=side, task=task, prompt_name=prompt_name, instruction=instruction, dim=dim,
-                 normalize=normalize, long_text=long_text, batch_size=batch_size, show_progress=show_progress)
+                 normalize=normalize, long_text=long_text, batch_size=batch_size, show_progress=show_progress,
+                 precision=precision, ranges=ranges, deterministic=deterministic)
         )  # fmt: skip
         return (result.vectors for result in self.run_iter(texts, call, chunk_size=chunk_size))
 
@@ -653,6 +693,7 @@ class Embedder(GGUFModel):
         before, after = self.prompt_parts(EncodeCall(side="document", task=task, instruction=instruction))
         out_dim, do_normalize, max_batch = self._call_options(dim, normalize, batch_size)
         plan = self._planner.plan(text, None, before, after, config, title=title, sections=spans)
+        max_batch = 1 if self._deterministic else max_batch
         rows = self._embed_sequences(plan.sequences, batch_size=max_batch, show_progress=show_progress)
         return assemble(
             plan,

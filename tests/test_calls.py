@@ -108,3 +108,22 @@ def test_run_refuses_what_is_not_a_call(tiny_embedder: Embedder) -> None:
         tiny_embedder.run(["x"], {"side": "query"})  # type: ignore[arg-type]
     with pytest.raises(InputTypeError, match="a set, which has no order"):
         tiny_embedder.encode_iter({"a", "b"})
+
+
+def test_precision_quantizes_the_final_vectors(tiny_embedder: Embedder) -> None:
+    from qwen_embed.quantization import QuantizationRanges, quantize_embeddings
+
+    emb = tiny_embedder
+    floats = emb.encode_documents(TEXTS)
+    for precision in ("float16", "binary", "ubinary"):
+        got = emb.encode_documents(TEXTS, precision=precision)
+        np.testing.assert_array_equal(got, quantize_embeddings(floats, precision))
+    ranges = QuantizationRanges.from_embeddings(floats)
+    got = emb.run(TEXTS, EncodeCall(side="document", precision="int8", ranges=ranges))
+    assert got.vectors.dtype == np.int8 and got.call.ranges == ranges
+    np.testing.assert_array_equal(got.vectors, quantize_embeddings(floats, "int8", ranges=ranges))
+    assert not np.array_equal(got.vectors, quantize_embeddings(emb.encode_queries(TEXTS), "int8", ranges=ranges))
+    with pytest.raises(ConfigurationError, match=r"precision='int8' needs ranges=: ranges taken from each batch"):
+        emb.encode(TEXTS, precision="int8")
+    with pytest.raises(ConfigurationError, match=r"ranges= applies to precision 'int8' or 'uint8', not 'binary'"):
+        EncodeCall(precision="binary", ranges=ranges)
