@@ -55,12 +55,12 @@ def _token_weights(tokens: np.ndarray) -> np.ndarray:
 def weighted(x: FusionInput) -> np.ndarray:
     """Token-weighted mean: ``sum(n_i * v_i) / sum(n_i)``."""
     w = _token_weights(x.tokens)
-    return (w[:, None] * x.vectors).sum(axis=0) / w.sum()
+    return np.asarray((w[:, None] * x.vectors).sum(axis=0) / w.sum())
 
 
 def mean(x: FusionInput) -> np.ndarray:
     """Plain mean of the chunk vectors."""
-    return x.vectors.astype(np.float64).mean(axis=0)
+    return np.asarray(x.vectors.astype(np.float64).mean(axis=0))
 
 
 def positional(x: FusionInput) -> np.ndarray:
@@ -68,12 +68,12 @@ def positional(x: FusionInput) -> np.ndarray:
     w = np.ones(len(x.vectors))
     if len(w) > 1:
         w[0] = w[-1] = POSITIONAL_BOOST
-    return (w[:, None] * x.vectors).sum(axis=0) / w.sum()
+    return np.asarray((w[:, None] * x.vectors).sum(axis=0) / w.sum())
 
 
 def max_pool(x: FusionInput) -> np.ndarray:
     """Element-wise maximum over the chunk vectors."""
-    return x.vectors.astype(np.float64).max(axis=0)
+    return np.asarray(x.vectors.astype(np.float64).max(axis=0))
 
 
 def section_vectors(x: FusionInput) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

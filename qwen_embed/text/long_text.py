@@ -81,7 +81,7 @@ class ErrorPolicy:
         return [_with_eos(item.tokens, eos)]
 
     def combine(self, vectors: np.ndarray) -> np.ndarray:
-        return vectors[0]
+        return np.asarray(vectors[0])
 
 
 class TruncatePolicy:
@@ -105,7 +105,7 @@ class TruncatePolicy:
         return [_with_eos(np.concatenate([item.tokens[:room], item.suffix]), eos)]
 
     def combine(self, vectors: np.ndarray) -> np.ndarray:
-        return vectors[0]
+        return np.asarray(vectors[0])
 
 
 class ChunkPolicy(ErrorPolicy):
