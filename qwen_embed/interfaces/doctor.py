@@ -47,7 +47,7 @@ def run_checks(out: TextIO) -> list[Check]:
     def engine() -> str:
         import llama_cpp
 
-        from ..engines._native import build_features
+        from ..engines.llama import build_features
 
         features = build_features()
         names = ("AVX2", "AVX512", "AVX512_BF16", "AVX512_VNNI", "AMX_INT8", "BLAS", "GPU_OFFLOAD")
