@@ -1,0 +1,293 @@
+"""One immutable segment of an index: its rows' ids, vectors, optional HNSW graph and documents.
+
+Layout of ``seg-NNNNNN/`` (written as ``.seg-NNNNNN.tmp/``, flushed, then renamed)::
+
+    segment.json       rows, dim, precision, which files are there
+    ids.bin            the rows' ids, UTF-8, back to back; ids.offsets.npy: int64 (rows + 1)
+    hashes.npy         uint64 per row: a hash of the float32 vector (what an update compares)
+    vectors.npy        the searched vectors: float32, float16, int8 codes or packed sign bits
+    float32.npy        the float32 vectors, when kept beside quantized ones (rescoring)
+    hnsw.usearch       the HNSW graph (usearch), for a segment too large to search exactly
+    docs.bin           per row, JSON {"text": ..., "metadata": ...} or nothing; docs.offsets.npy
+
+Every array is memory-mapped when read, so a segment costs little memory until searched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..quantization import QuantizationRanges, quantize_embeddings
+from .errors import IndexFormatError
+from .options import IndexOptions, require_usearch
+
+__all__ = ["Segment", "SegmentWriter", "fsync_dir", "vector_hashes"]
+
+_BLOCK = 65_536  # rows per step when copying or adding to the graph
+
+
+def vector_hashes(vectors: np.ndarray) -> np.ndarray:
+    """uint64 per row: the first 8 bytes of the BLAKE2b of the row's float32 bytes."""
+    rows = np.ascontiguousarray(vectors, dtype=np.float32)
+    out = np.empty(len(rows), dtype=np.uint64)
+    for i, row in enumerate(rows):
+        out[i] = int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little")
+    return out
+
+
+def usearch_spec(options: IndexOptions, dim: int) -> dict[str, Any]:
+    """The usearch ``Index`` arguments for ``options``' precision."""
+    kinds = {"float32": ("ip", "f32", dim), "float16": ("ip", "f16", dim), "int8": ("ip", "i8", dim),
+             "binary": ("hamming", "b1", ((dim + 7) // 8) * 8)}  # fmt: skip
+    metric, dtype, ndim = kinds[options.precision]
+    return {"ndim": ndim, "metric": metric, "dtype": dtype, "connectivity": options.connectivity,
+            "expansion_add": options.expansion_add, "expansion_search": options.expansion_search}  # fmt: skip
+
+
+def represent(vectors: np.ndarray, options: IndexOptions, ranges: QuantizationRanges | None) -> np.ndarray:
+    """The searched form of float32 ``vectors``: float32, float16, int8 codes or packed bits (uint8)."""
+    if options.precision == "float32":
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+    if options.precision == "float16":
+        return vectors.astype(np.float16)
+    if options.precision == "int8":
+        return quantize_embeddings(vectors, "int8", ranges=ranges)  # type: ignore[no-any-return]
+    return quantize_embeddings(vectors, "ubinary")  # type: ignore[no-any-return]
+
+
+class SegmentWriter:
+    """Writes one segment of a known number of rows, block by block, into a temporary folder."""
+
+    def __init__(
+        self,
+        root: Path,
+        name: str,
+        rows: int,
+        dim: int,
+        options: IndexOptions,
+        ranges: QuantizationRanges | None,
+        *,
+        documents: bool,
+    ) -> None:
+        self.root, self.name, self.rows, self.dim = root, name, rows, dim
+        self.options, self.ranges = options, ranges
+        self.tmp = root / f".{name}.tmp"
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        self.tmp.mkdir()
+        width = {"float32": dim, "float16": dim, "int8": dim, "binary": (dim + 7) // 8}[options.precision]
+        dtype = {"float32": np.float32, "float16": np.float16, "int8": np.int8, "binary": np.uint8}[options.precision]
+        self.vectors = _open_array(self.tmp / "vectors.npy", (rows, width), dtype)
+        self.floats = None
+        if options.precision != "float32" and options.keep_float:
+            self.floats = _open_array(self.tmp / "float32.npy", (rows, dim), np.float32)
+        self.hashes = np.empty(rows, dtype=np.uint64)
+        self.ids = _BlobWriter(self.tmp / "ids")
+        self.docs = _BlobWriter(self.tmp / "docs") if documents else None
+        self.at = 0
+
+    def add(
+        self,
+        ids: Sequence[str],
+        floats: np.ndarray | None,
+        *,
+        vectors: np.ndarray | None = None,
+        hashes: np.ndarray | None = None,
+        docs: Sequence[bytes] | None = None,
+    ) -> None:
+        """Append rows: their float32 vectors (quantized here), or their searched form and hashes (a merge)."""
+        n = len(ids)
+        stop = self.at + n
+        if stop > self.rows:
+            raise ValueError(f"segment {self.name}: {stop} rows written, {self.rows} announced")
+        if vectors is None:
+            assert floats is not None
+            vectors = represent(floats, self.options, self.ranges)
+        self.vectors[self.at : stop] = vectors
+        if self.floats is not None:
+            if floats is None:
+                raise ValueError("a merge into a segment that keeps float32 vectors needs them")
+            self.floats[self.at : stop] = floats
+        if hashes is None:
+            assert floats is not None
+            hashes = vector_hashes(floats)
+        self.hashes[self.at : stop] = hashes
+        for record_id in ids:
+            self.ids.add(record_id.encode("utf-8", "surrogatepass"))
+        if self.docs is not None:
+            for doc in docs if docs is not None else [b""] * n:
+                self.docs.add(doc)
+        self.at = stop
+
+    def finish(self) -> dict[str, Any]:
+        """Build the graph if the segment is large, flush everything, rename into place; returns its record."""
+        if self.at != self.rows:
+            raise ValueError(f"segment {self.name}: {self.at} rows written, {self.rows} announced")
+        hnsw = self.rows * self.options.row_bytes(self.dim) >= self.options.exact_max_bytes and self.rows > 0
+        for array in (self.vectors, self.floats):
+            if isinstance(array, np.memmap):
+                array.flush()
+        np.save(self.tmp / "hashes.npy", self.hashes)
+        self.ids.close()
+        if self.docs is not None:
+            self.docs.close()
+        if hnsw:
+            self._build_graph()
+        meta = {"rows": self.rows, "dim": self.dim, "precision": self.options.precision, "hnsw": hnsw,
+                "float32": self.floats is not None, "docs": self.docs is not None}  # fmt: skip
+        (self.tmp / "segment.json").write_text(json.dumps(meta), encoding="utf-8")
+        del self.vectors, self.floats
+        for path in self.tmp.iterdir():
+            _fsync(path)
+        fsync_dir(self.tmp)
+        final = self.root / self.name
+        os.replace(self.tmp, final)
+        fsync_dir(self.root)
+        return {"name": self.name, "rows": self.rows, "hnsw": hnsw}
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _build_graph(self) -> None:
+        usearch = require_usearch()
+        graph = usearch.Index(**usearch_spec(self.options, self.dim))
+        for start in range(0, self.rows, _BLOCK):
+            block = np.ascontiguousarray(self.vectors[start : start + _BLOCK])
+            graph.add(np.arange(start, start + len(block), dtype=np.uint64), block)
+        graph.save(str(self.tmp / "hnsw.usearch"))
+
+
+class Segment:
+    """A written segment, memory-mapped."""
+
+    def __init__(self, root: Path, name: str, options: IndexOptions, *, view: bool) -> None:
+        self.name = name
+        folder = root / name
+        self.folder = folder
+        try:
+            self.meta = json.loads((folder / "segment.json").read_text(encoding="utf-8"))
+            self.rows = int(self.meta["rows"])
+            self.vectors = np.load(folder / "vectors.npy", mmap_mode="r")
+            self.hashes = np.load(folder / "hashes.npy", mmap_mode="r")
+            self.floats = np.load(folder / "float32.npy", mmap_mode="r") if self.meta["float32"] else None
+            self.ids = _Blob(folder / "ids")
+            self.docs = _Blob(folder / "docs") if self.meta["docs"] else None
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, KeyError) as error:
+            raise IndexFormatError(f"segment {folder} is unreadable ({error})") from error
+        if len(self.vectors) != self.rows or len(self.ids) != self.rows:
+            raise IndexFormatError(f"segment {folder}: its files disagree on the number of rows")
+        self.graph: Any = None
+        if self.meta["hnsw"]:
+            usearch = require_usearch()
+            self.graph = usearch.Index.restore(str(folder / "hnsw.usearch"), view=view)
+            if self.graph is None or len(self.graph) != self.rows:
+                raise IndexFormatError(f"segment {folder}: the HNSW graph is unreadable or incomplete")
+            self.graph.expansion_search = options.expansion_search
+
+    def id(self, row: int) -> str:
+        return self.ids.get(row).decode("utf-8", "surrogatepass")
+
+    def all_ids(self) -> list[str]:
+        return [self.id(i) for i in range(self.rows)]
+
+    def document(self, row: int) -> tuple[str | None, Any]:
+        if self.docs is None:
+            return None, None
+        raw = self.docs.get(row)
+        if not raw:
+            return None, None
+        record = json.loads(raw)
+        return record.get("text"), record.get("metadata")
+
+    def raw_document(self, row: int) -> bytes:
+        return b"" if self.docs is None else self.docs.get(row)
+
+    def nbytes(self) -> int:
+        """Bytes of the searched vectors and the graph (what a loaded index holds in memory)."""
+        size = int(self.vectors.nbytes)
+        if self.graph is not None:
+            size += int(self.graph.memory_usage)
+        return size
+
+    def close(self) -> None:
+        self.graph = None
+
+
+def encode_document(text: str | None, metadata: Any) -> bytes:
+    """The stored form of a row's text and metadata (empty for neither)."""
+    if text is None and metadata is None:
+        return b""
+    record: dict[str, Any] = {}
+    if text is not None:
+        record["text"] = text
+    if metadata is not None:
+        record["metadata"] = metadata
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+
+
+# ---------------------------------------------------------------------- files
+
+
+class _BlobWriter:
+    """Byte strings back to back in ``<stem>.bin``, their offsets in ``<stem>.offsets.npy``."""
+
+    def __init__(self, stem: Path) -> None:
+        self.stem = stem
+        self.handle = open(stem.with_suffix(".bin"), "wb")
+        self.offsets = [0]
+
+    def add(self, data: bytes) -> None:
+        self.handle.write(data)
+        self.offsets.append(self.offsets[-1] + len(data))
+
+    def close(self) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        np.save(self.stem.with_suffix(".offsets.npy"), np.asarray(self.offsets, dtype=np.int64))
+
+
+class _Blob:
+    def __init__(self, stem: Path) -> None:
+        self.offsets = np.load(stem.with_suffix(".offsets.npy"), mmap_mode="r")
+        path = stem.with_suffix(".bin")
+        self.data = np.memmap(path, dtype=np.uint8, mode="r") if path.stat().st_size else np.zeros(0, np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def get(self, row: int) -> bytes:
+        return self.data[int(self.offsets[row]) : int(self.offsets[row + 1])].tobytes()
+
+
+def _open_array(path: Path, shape: tuple[int, int], dtype: Any) -> np.ndarray:
+    if shape[0] == 0:
+        np.save(path, np.zeros(shape, dtype=dtype))
+        return np.zeros(shape, dtype=dtype)
+    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries to disk (where the file system allows it)."""
+    try:
+        _fsync(folder)
+    except OSError:
+        pass
