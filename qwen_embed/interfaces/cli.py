@@ -22,6 +22,7 @@ from typing import Any
 from .._version import __version__
 from ..errors import ConfigurationError, QwenEmbedError
 from ..hub.catalog import CATALOG, DEFAULT_MODEL, DEFAULT_QUANT
+from . import _cli_search
 
 __all__ = ["main"]
 
@@ -127,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--served-reranker-name", default=None, help="reranker name clients send (default: the file)")
     serve.add_argument("--no-embedder", action="store_true", help="serve only the --reranker (no /v1/embeddings)")
     _model_options(serve)
+    _cli_search.add_parsers(commands)
     return parser
 
 
@@ -587,6 +589,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "prompts": _prompts,
         "rerank": _rerank,
         "serve": _serve,
+        "index": _cli_search.index,
+        "search": _cli_search.search,
     }[args.command]
     try:
         return handler(args)
