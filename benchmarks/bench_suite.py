@@ -413,14 +413,16 @@ def child_quant_row(path: str, texts_file: str, threads: int) -> None:
     """Run in a child process: load time, throughput, peak RSS; vectors to ``path + .npy``."""
     texts = json.loads(Path(texts_file).read_text())
     start = time.perf_counter()
-    engine = Ours(Path(path), threads)
+    engine = Ours(Path(path), threads, backend="llama")  # the row is labelled llama.cpp: pin it (auto may pick torch)
     load = time.perf_counter() - start
+    assert engine.emb.backend == "llama", engine.emb.backend_reason
     engine.encode(texts[:2])
     n_tokens = sum(engine.emb.count_tokens(t) for t in texts)
     seconds = best_seconds(lambda: engine.encode(texts), 2)
     vectors = engine.encode(texts)
     np.save(texts_file + f".{Path(path).stem}.npy", vectors)
-    print(json.dumps({"load_s": load, "tok_s": n_tokens / seconds, "peak_rss_mib": peak_rss_mib()}))
+    print(json.dumps({"load_s": load, "tok_s": n_tokens / seconds, "peak_rss_mib": peak_rss_mib(),
+                      "engine": engine.emb.engine}))  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- main
@@ -622,17 +624,18 @@ def main() -> int:
         quant_rows.append((quant, run_child("--child-quant", str(files[quant]), str(texts_file), str(threads))))
     ref = np.load(f"{texts_file}.{files['F16'].stem}.npy")
     lines += [
-        f"#### Quantizations (llama.cpp engine): medium texts, {threads} threads, one child process each",
+        f"#### Quantizations (llama.cpp engine, pinned with backend='llama'): medium texts, {threads} threads, "
+        "one child process each",
         "",
-        "| quant | file MiB | load s | tokens/s | peak RSS MiB | min cosine to f16 |",
-        "|---|---|---|---|---|---|",
+        "| quant | engine | file MiB | load s | tokens/s | peak RSS MiB | min cosine to f16 |",
+        "|---|---|---|---|---|---|---|",
     ]
     for quant, row in quant_rows:
         vectors = np.load(f"{texts_file}.{files[quant].stem}.npy")
         cos = float((vectors * ref).sum(axis=1).min())
         size = files[quant].stat().st_size / 2**20
         lines.append(
-            f"| {quant} | {size:.0f} | {row['load_s']:.2f} | {row['tok_s']:.1f} | {row['peak_rss_mib']:.0f} "
+            f"| {quant} | {row['engine']} | {size:.0f} | {row['load_s']:.2f} | {row['tok_s']:.1f} | {row['peak_rss_mib']:.0f} "
             f"| {cos:.5f} |"
         )
     lines.append("")
