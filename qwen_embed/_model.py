@@ -218,6 +218,11 @@ class GGUFModel:
 
     # ------------------------------------------------------------------ lifecycle
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (further use raises :class:`~qwen_embed.EmbedderClosedError`)."""
+        return getattr(self, "_engine", None) is None
+
     def _require_engine(self) -> Engine:
         if self._engine is None:
             raise EmbedderClosedError(f"{self._path.name}: this {type(self).__name__} was closed; create a new one.")

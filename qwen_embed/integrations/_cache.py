@@ -21,11 +21,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import ConfigurationError, ModelNotFoundError
-from ..hub.catalog import DEFAULT_MODEL, DEFAULT_QUANT
+from ..hub.catalog import DEFAULT_MODEL, normalize_quant
 from ..hub.options import HUB_OPTION_NAMES, check_option_names
 from ..hub.options import hub_options as build_hub_options
 
-__all__ = ["HUB_OPTIONS", "cached_models", "clear_cache", "is_closed", "shared_embedder", "shared_model"]
+__all__ = [
+    "HUB_OPTIONS",
+    "cached_models",
+    "clear_cache",
+    "file_quant",
+    "is_closed",
+    "local_path",
+    "resolve_path",
+    "shared_embedder",
+    "shared_model",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +53,7 @@ _loading: dict[Hashable, threading.Lock] = {}
 def shared_embedder(
     model: str | os.PathLike[str] | None = None,
     *,
-    quant: str = DEFAULT_QUANT,
+    quant: str | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> Any:
     """The process-wide :class:`~qwen_embed.Embedder` for ``model`` and these options (loaded once).
@@ -51,13 +61,16 @@ def shared_embedder(
     Args:
         model: A local ``.gguf`` path, a catalog size or alias (``"0.6B"``) or a Hub repo id;
             default: the catalog's default model.
-        quant: Quantization for a catalog or Hub model (ignored for a local file).
+        quant: Quantization for a catalog or Hub model (``None``: the catalog entry's default,
+            ``Q8_0``); for a local file, ``None`` or the file's own (a mismatch is an error).
         options: Keyword options of :class:`~qwen_embed.Embedder` (``n_threads``, ``max_length``,
             ``long_text``, ...) and of :meth:`~qwen_embed.Embedder.from_pretrained` (``revision``,
             ``cache_dir``, ``local_files_only``, ...).
 
     Raises:
-        ConfigurationError: An option that neither accepts (the message lists the choices).
+        ConfigurationError: An option that neither accepts (the message lists the choices), or a
+            ``quant`` a local file does not have.
+        ModelNotFoundError: A local path (for example one a saved pipeline recorded) that does not exist.
     """
     from ..embedder import Embedder
 
@@ -68,12 +81,12 @@ def shared_model(
     cls: Callable[..., T],
     model: str | os.PathLike[str] | None = None,
     *,
-    quant: str | None = DEFAULT_QUANT,
+    quant: str | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> T:
     """The cached instance of ``cls(path, **load_options)`` (an Embedder, a Reranker, ...).
 
-    ``quant=None`` means the catalog entry's default (``Q8_0`` for embedders).
+    ``quant=None`` means the catalog entry's default (``Q8_0`` for embedders), or a local file's own.
     """
     hub, load = split_options(cls, options)
     path = resolve_path(model, quant=quant, hub_options=hub, reranker=getattr(cls, "__name__", "") == "Reranker")
@@ -113,11 +126,8 @@ def cached_models() -> list[Any]:
 
 
 def is_closed(model: object) -> bool:
-    """Whether an Embedder (or Reranker) was closed."""
-    closed = getattr(model, "closed", None)
-    if isinstance(closed, bool):
-        return closed
-    return getattr(model, "_engine", True) is None
+    """Whether an Embedder (or Reranker) was closed (its public ``closed``)."""
+    return getattr(model, "closed", False) is True
 
 
 def split_options(cls: Callable[..., Any], options: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -146,6 +156,24 @@ def _load_options(cls: Callable[..., Any]) -> set[str]:
     return {p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
+def local_path(model: str | os.PathLike[str]) -> Path | None:
+    """The absolute path ``model`` names when it is a local file (a path object, a ``.gguf`` name or an
+    existing file), resolved against the current directory and symlink-free; ``None`` for a catalog
+    name or Hub repo id. The file need not exist."""
+    text = os.fspath(model)
+    local = Path(os.path.expanduser(text))
+    if isinstance(model, os.PathLike) or text.lower().endswith(".gguf") or local.is_file():
+        return local.resolve()
+    return None
+
+
+def file_quant(path: Path) -> str:
+    """The quantization a GGUF file holds (its header's file type, as ``Embedder.quantization`` says)."""
+    from ..engines.gguf_info import read_gguf_info
+
+    return read_gguf_info(path).quantization
+
+
 def resolve_path(
     model: str | os.PathLike[str] | None,
     *,
@@ -155,7 +183,12 @@ def resolve_path(
 ) -> Path:
     """The absolute, symlink-free path of the model file (downloading it once if it comes from the Hub).
 
-    Names are looked up in the embedding catalog, or in the reranker catalog when ``reranker``.
+    Names are looked up in the embedding catalog, or in the reranker catalog when ``reranker``. For a
+    local file, ``quant`` is ``None`` or must be the file's own quantization.
+
+    Raises:
+        ModelNotFoundError: A local path that does not exist (the message names it).
+        ConfigurationError: A local file whose quantization is not ``quant``.
     """
     hub = dict(hub_options or {})
     if model is None:
@@ -164,18 +197,27 @@ def resolve_path(
         raise ConfigurationError(
             f"model must be a .gguf path, a catalog name such as '0.6B' or a Hub repo id, not {type(model).__name__}"
         )
-    text = os.fspath(model)
-    local = Path(os.path.expanduser(text))
-    if isinstance(model, os.PathLike) or text.lower().endswith(".gguf") or local.is_file():
+    local = local_path(model)
+    if local is not None:
         if not local.is_file():
-            raise ModelNotFoundError(f"Model file not found: {local}. Pass an existing .gguf file or a catalog name.")
-        return local.resolve()
+            raise ModelNotFoundError(
+                f"Model file not found: {local}. Pass an existing .gguf file or a catalog name; a saved pipeline "
+                "or collection records the file's absolute path, so if the file moved, pass model= its new path."
+            )
+        if quant is not None:
+            found = file_quant(local)
+            if normalize_quant(quant) != normalize_quant(found):
+                raise ConfigurationError(
+                    f"{local} holds {found} weights, not quant={quant!r}. For a local file pass quant=None (the "
+                    f"file's own) or {found!r}; vectors of another quantization would not match ones stored with it."
+                )
+        return local
     from ..hub.download import download_model
 
     filename = hub.pop("filename", None)
     options = build_hub_options(hub.pop("hub", None), **hub)  # checked here, before any request
     kind = "reranker" if reranker else "embedding"
-    return download_model(text, kind=kind, quant=quant, filename=filename, hub=options).resolve()
+    return download_model(os.fspath(model), kind=kind, quant=quant, filename=filename, hub=options).resolve()
 
 
 def freeze(value: Any) -> Hashable:
@@ -187,7 +229,7 @@ def freeze(value: Any) -> Hashable:
     if isinstance(value, (set, frozenset)):
         return frozenset(freeze(v) for v in value)
     if isinstance(value, os.PathLike):
-        return os.fspath(value)
+        return str(os.fspath(value))
     try:
         hash(value)
     except TypeError:
