@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from ..calls import EncodeCall
 from ..errors import ConfigurationError, EmbedderClosedError, InputTypeError, QwenEmbedError
-from ..hub.catalog import DEFAULT_QUANT
-from ..text.prompts import _check_instruction
-from ._cache import freeze, is_closed, shared_model
+from ..text.prompts import check_instruction
+from ._cache import file_quant, freeze, is_closed, local_path, shared_model
 
 __all__ = ["MissingExtraError", "ModelSource", "Sides", "positive_top_n", "rank", "require", "text_list", "to_floats"]
 
@@ -88,8 +88,8 @@ class Sides:
     def __post_init__(self) -> None:
         if self.task is not None and (not isinstance(self.task, str) or not self.task):
             raise ConfigurationError(f"task must be a prompt name such as 'qa' or 'sts', not {self.task!r}")
-        _check_instruction(self.query_instruction, "query_instruction")
-        _check_instruction(self.document_instruction, "document_instruction")
+        check_instruction(self.query_instruction, "query_instruction")
+        check_instruction(self.document_instruction, "document_instruction")
         if self.dim is not None and (isinstance(self.dim, bool) or not isinstance(self.dim, int) or self.dim < 1):
             raise ConfigurationError(f"dim must be a positive int (Matryoshka size) or None, not {self.dim!r}")
 
@@ -98,19 +98,23 @@ class Sides:
         if self.task is not None:
             embedder.prompts.get_prompt(self.task)
         if self.dim is not None:
-            embedder.encode([], dim=self.dim)  # DimensionError names the valid range
+            embedder.run([], self.query_call())  # DimensionError names the valid range
+
+    def query_call(self) -> EncodeCall:
+        """The :class:`~qwen_embed.EncodeCall` queries are embedded with."""
+        return EncodeCall(side="query", task=self.task, instruction=self.query_instruction, dim=self.dim)
+
+    def document_call(self) -> EncodeCall:
+        """The :class:`~qwen_embed.EncodeCall` documents are embedded with."""
+        return EncodeCall(side="document", task=self.task, instruction=self.document_instruction, dim=self.dim)
 
     def queries(self, embedder: Any, texts: str | list[str]) -> np.ndarray:
         """One encode call: the texts as queries."""
-        if self.query_instruction is not None:
-            return embedder.encode(texts, instruction=self.query_instruction, dim=self.dim)  # type: ignore[no-any-return]
-        return embedder.encode_queries(texts, task=self.task, dim=self.dim)  # type: ignore[no-any-return]
+        return embedder.run(texts, self.query_call()).vectors  # type: ignore[no-any-return]
 
     def documents(self, embedder: Any, texts: str | list[str]) -> np.ndarray:
         """One encode call: the texts as documents."""
-        if self.document_instruction is not None:
-            return embedder.encode(texts, instruction=self.document_instruction, dim=self.dim)  # type: ignore[no-any-return]
-        return embedder.encode_documents(texts, task=self.task, dim=self.dim)  # type: ignore[no-any-return]
+        return embedder.run(texts, self.document_call()).vectors  # type: ignore[no-any-return]
 
     def config(self) -> dict[str, Any]:
         """JSON-able fields (for frameworks that save adapters)."""
@@ -127,10 +131,16 @@ class ModelSource:
 
     Args:
         kind: The class to load (``Embedder`` or ``Reranker``).
-        model: A ``.gguf`` path, catalog name or Hub repo id (with ``options``), or ``None``.
+        model: A ``.gguf`` path, catalog name or Hub repo id (with ``options``), or ``None``. A local
+            path is made absolute here, so a later change of directory does not change the file.
         instance: An existing ``kind`` instance (excludes ``model`` and ``options``).
-        quant: Quantization for a catalog or Hub model (``None``: the catalog entry's default).
+        quant: Quantization for a catalog or Hub model (``None``: the catalog entry's default); for a
+            local file ``None`` or the file's own (checked at load).
         options: Load and download options of ``kind``.
+
+    :meth:`config` describes the model so that another process can load the same file: a local
+    file by its absolute path and the quantization it really holds, a model fetched from the Hub by
+    its repo, quantization and revision.
     """
 
     def __init__(
@@ -139,7 +149,7 @@ class ModelSource:
         *,
         model: str | os.PathLike[str] | None = None,
         instance: Any | None = None,
-        quant: str | None = DEFAULT_QUANT,
+        quant: str | None = None,
         options: Mapping[str, Any] | None = None,
     ) -> None:
         name = kind.__name__
@@ -160,7 +170,8 @@ class ModelSource:
         if quant is not None and not isinstance(quant, str):
             raise ConfigurationError(f"quant must be a str such as 'Q8_0', not {type(quant).__name__}")
         self.kind = kind
-        self.model = os.fspath(model) if isinstance(model, os.PathLike) else model
+        local = local_path(model) if isinstance(model, (str, os.PathLike)) else None
+        self.model = str(local) if local is not None else model
         self.quant = quant
         self.options: dict[str, Any] = dict(options or {})
         self._instance: Any = instance
@@ -200,12 +211,29 @@ class ModelSource:
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
-    def config(self) -> dict[str, Any]:
-        """JSON-able description from which an equal source can be rebuilt in another process."""
-        if self.model is None and self._instance is not None:
-            path: Path = self._instance.model_path
-            return {"model": str(path), "quant": self.quant, "embedder_options": {}}
-        return {"model": self.model, "quant": self.quant, "embedder_options": _jsonable(self.options)}
+    def config(self, options_key: str = "embedder_options") -> dict[str, Any]:
+        """JSON-able description from which an equal source can be rebuilt in another process.
+
+        ``{"model": ..., "quant": ..., options_key: {...}}``: a local file as its absolute path with
+        the quantization it holds (read from the file, or from the loaded model); a model that
+        :meth:`~qwen_embed.Embedder.from_pretrained` fetched as its repo, quantization and revision;
+        a catalog name or repo id as given. Secrets and live objects in the options are left out.
+        """
+        instance = self._instance
+        if self.model is None and instance is not None:
+            resolution = instance.resolution
+            if resolution is not None:  # fetched from the Hub: the repo survives moving the cache
+                options = {"revision": resolution.revision}
+                return {"model": resolution.repo_id, "quant": resolution.quant, options_key: options}
+            path = Path(instance.model_path).resolve()
+            return {"model": str(path), "quant": instance.quantization, options_key: {}}
+        quant = self.quant
+        if self.model is not None and local_path(self.model) is not None:
+            if instance is not None:
+                quant = instance.quantization
+            elif Path(self.model).is_file():
+                quant = file_quant(Path(self.model))
+        return {"model": self.model, "quant": quant, options_key: _jsonable(self.options)}
 
     def key(self) -> Any:
         """Hashable identity (for equality between adapters)."""

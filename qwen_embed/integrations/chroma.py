@@ -10,7 +10,11 @@ retrieval) and query texts through ``embed_query`` (the task's instruction). The
 is registered under the name ``"qwen_embed"`` and saves its configuration (model, quant,
 task, instructions, dim) with the collection, so a later process that has imported this
 module reopens the collection with ``client.get_collection("docs")`` and gets the same
-function back. The vectors are L2-normalized and the default space is cosine.
+function back. A local file is saved as its absolute path with the quantization it holds.
+If the file has moved since, Chroma's error names the missing path; pass the function with
+``model=`` the new path (``get_collection("docs", embedding_function=QwenEmbeddingFunction(...))``)
+each time you open the collection. Another quantization than the saved one is refused at load.
+The vectors are L2-normalized and the default space is cosine.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from chromadb.utils.embedding_functions import register_embedding_function  # no
 
 from ..embedder import Embedder  # noqa: E402
 from ..errors import ConfigurationError  # noqa: E402
-from ..hub.catalog import DEFAULT_QUANT  # noqa: E402
+from ..hub.catalog import normalize_quant  # noqa: E402
 from ._common import ModelSource, Sides, text_list  # noqa: E402
 
 __all__ = ["QwenEmbeddingFunction"]
@@ -47,7 +51,8 @@ class QwenEmbeddingFunction(EmbeddingFunction[Documents]):
     Args:
         model: A ``.gguf`` path, a catalog name (``"0.6B"``) or a Hub repo id.
         embedder: An existing :class:`~qwen_embed.Embedder` (saved as its file path).
-        quant: Quantization of a catalog or Hub model.
+        quant: Quantization of a catalog or Hub model (default: the catalog entry's, ``Q8_0``); for a
+            local file ``None`` (default) or the file's own, checked at load.
         task: Prompt name for both sides (``"qa"``, ``"code_search"``, ``"sts"``, ...).
         query_instruction: Instruction for queries, replacing the task's.
         document_instruction: Instruction for documents (symmetric tasks).
@@ -61,7 +66,7 @@ class QwenEmbeddingFunction(EmbeddingFunction[Documents]):
         *,
         model: str | os.PathLike[str] | None = None,
         embedder: Embedder | None = None,
-        quant: str = DEFAULT_QUANT,
+        quant: str | None = None,
         task: str | None = None,
         query_instruction: str | None = None,
         document_instruction: str | None = None,
@@ -107,7 +112,7 @@ class QwenEmbeddingFunction(EmbeddingFunction[Documents]):
         QwenEmbeddingFunction.validate_config(config)
         return QwenEmbeddingFunction(
             model=config.get("model"),
-            quant=config.get("quant", DEFAULT_QUANT),
+            quant=config.get("quant"),
             embedder_options=config.get("embedder_options") or None,
             **{key: config.get(key) for key in _VECTOR_KEYS},
         )
@@ -122,7 +127,13 @@ class QwenEmbeddingFunction(EmbeddingFunction[Documents]):
             raise ConfigurationError(f"unknown qwen_embed config keys {unknown}; known: {sorted(known)}")
 
     def validate_config_update(self, old_config: dict[str, Any], new_config: dict[str, Any]) -> None:
-        """The model file may move; a change of task, instructions or dim would mix incompatible vectors."""
+        """The model file may move; a change of quant, task, instructions or dim would mix incompatible vectors."""
+        old_quant, new_quant = old_config.get("quant"), new_config.get("quant")
+        if old_quant and new_quant and normalize_quant(str(old_quant)) != normalize_quant(str(new_quant)):
+            raise ConfigurationError(
+                f"cannot change the quant of a collection's qwen_embed function ({old_quant!r} -> {new_quant!r}): "
+                "stored vectors would not match; re-embed into a new collection instead."
+            )
         for key in _VECTOR_KEYS:
             if key in new_config and new_config.get(key) != old_config.get(key):
                 raise ConfigurationError(

@@ -34,7 +34,6 @@ from pydantic import ConfigDict, PrivateAttr  # noqa: E402
 
 from ..embedder import Embedder  # noqa: E402
 from ..errors import InputTypeError  # noqa: E402
-from ..hub.catalog import DEFAULT_QUANT  # noqa: E402
 from ..reranker import Reranker  # noqa: E402
 from ._common import ModelSource, Sides, one_text, positive_top_n, rank, text_list, to_floats  # noqa: E402
 
@@ -48,7 +47,8 @@ class QwenEmbeddings(Embeddings):
         model: A ``.gguf`` path, a catalog name (``"0.6B"``, ``"4B"``) or a Hub repo id.
         embedder: An existing :class:`~qwen_embed.Embedder` to use instead (share one model
             across adapters); excludes ``model`` and ``embedder_options``.
-        quant: Quantization of a catalog or Hub model.
+        quant: Quantization of a catalog or Hub model (default: the catalog entry's, ``Q8_0``); for a
+            local file ``None`` (default) or the file's own, checked at load.
         task: Prompt name for both sides (``"qa"``, ``"code_search"``, ``"sts"``, ...); default:
             web-search queries, bare documents.
         query_instruction: Instruction for queries, replacing the task's.
@@ -65,7 +65,7 @@ class QwenEmbeddings(Embeddings):
         *,
         model: str | os.PathLike[str] | None = None,
         embedder: Embedder | None = None,
-        quant: str = DEFAULT_QUANT,
+        quant: str | None = None,
         task: str | None = None,
         query_instruction: str | None = None,
         document_instruction: str | None = None,
@@ -89,12 +89,12 @@ class QwenEmbeddings(Embeddings):
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed documents (one ``encode_documents`` call); an empty list gives ``[]``."""
         items = text_list(texts, method="embed_documents", single="embed_query")
-        return to_floats(self._sides.documents(self.embedder, items))  # type: ignore[no-any-return]
+        return to_floats(self._sides.documents(self.embedder, items))
 
     def embed_query(self, text: str) -> list[float]:
         """Embed one query with the task's query instruction."""
         query = one_text(text, method="embed_query", many="embed_documents")
-        return to_floats(self._sides.queries(self.embedder, [query])[0])  # type: ignore[no-any-return]
+        return to_floats(self._sides.queries(self.embedder, [query])[0])
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         """:meth:`embed_documents` on a worker thread."""

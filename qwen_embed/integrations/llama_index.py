@@ -33,7 +33,6 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle  # 
 from .._config import DEFAULT_BATCH_SIZE  # noqa: E402
 from ..embedder import Embedder  # noqa: E402
 from ..errors import ConfigurationError, InputTypeError  # noqa: E402
-from ..hub.catalog import DEFAULT_QUANT  # noqa: E402
 from ..reranker import Reranker  # noqa: E402
 from ._common import ModelSource, Sides, one_text, positive_top_n, rank, text_list, to_floats  # noqa: E402
 
@@ -47,7 +46,8 @@ class QwenEmbedding(BaseEmbedding):
         model: A ``.gguf`` path, a catalog name (``"0.6B"``) or a Hub repo id.
         embedder: An existing :class:`~qwen_embed.Embedder` to use instead (excludes
             ``embedder_options``).
-        quant: Quantization of a catalog or Hub model.
+        quant: Quantization of a catalog or Hub model (default: the catalog entry's, ``Q8_0``); for a
+            local file ``None`` (default) or the file's own, checked at load.
         task: Prompt name for both sides (``"qa"``, ``"sts"``, ...); default: web-search
             queries, bare documents.
         query_instruction: Instruction for queries, replacing the task's.
@@ -59,8 +59,8 @@ class QwenEmbedding(BaseEmbedding):
         **kwargs: Other :class:`BaseEmbedding` fields (``callback_manager``, ``num_workers``, ...).
     """
 
-    model: str | None = Field(default=None, description="A .gguf path, catalog name or Hub repo id.")
-    quant: str = Field(default=DEFAULT_QUANT, description="Quantization of a catalog or Hub model.")
+    model: str | None = Field(default=None, description="A .gguf file's absolute path, catalog name or Hub repo id.")
+    quant: str | None = Field(default=None, description="Quantization (a local file's own, as read from it).")
     task: str | None = Field(default=None, description="Prompt name for both sides.")
     query_instruction: str | None = Field(default=None, description="Instruction for queries.")
     document_instruction: str | None = Field(default=None, description="Instruction for documents.")
@@ -75,7 +75,7 @@ class QwenEmbedding(BaseEmbedding):
         *,
         model: str | os.PathLike[str] | None = None,
         embedder: Embedder | None = None,
-        quant: str = DEFAULT_QUANT,
+        quant: str | None = None,
         task: str | None = None,
         query_instruction: str | None = None,
         document_instruction: str | None = None,
@@ -88,16 +88,16 @@ class QwenEmbedding(BaseEmbedding):
         source = ModelSource(Embedder, model=model, instance=embedder, quant=quant, options=embedder_options)
         loaded: Embedder = source.get()
         sides.check(loaded)
-        shown = os.fspath(model) if model is not None else str(loaded.model_path)
-        kwargs.setdefault("model_name", os.path.basename(shown))
+        saved = source.config()  # a local file: its absolute path and the quantization it holds
+        kwargs.setdefault("model_name", os.path.basename(str(saved["model"])))
         super().__init__(  # type: ignore[call-arg]
-            model=shown,
-            quant=quant,
+            model=saved["model"],
+            quant=saved["quant"],
             task=task,
             query_instruction=query_instruction,
             document_instruction=document_instruction,
             dim=dim,
-            embedder_options=dict(embedder_options or {}),
+            embedder_options=saved["embedder_options"],
             embed_batch_size=embed_batch_size,
             **kwargs,
         )
@@ -115,21 +115,21 @@ class QwenEmbedding(BaseEmbedding):
 
     def _get_query_embedding(self, query: str) -> list[float]:
         text = one_text(query, method="get_query_embedding", many="get_text_embedding_batch")
-        return to_floats(self._sides.queries(self.embedder, [text])[0])  # type: ignore[no-any-return]
+        return to_floats(self._sides.queries(self.embedder, [text])[0])
 
     async def _aget_query_embedding(self, query: str) -> list[float]:
         return await asyncio.to_thread(self._get_query_embedding, query)
 
     def _get_text_embedding(self, text: str) -> list[float]:
         one = one_text(text, method="get_text_embedding", many="get_text_embedding_batch")
-        return to_floats(self._sides.documents(self.embedder, [one])[0])  # type: ignore[no-any-return]
+        return to_floats(self._sides.documents(self.embedder, [one])[0])
 
     async def _aget_text_embedding(self, text: str) -> list[float]:
         return await asyncio.to_thread(self._get_text_embedding, text)
 
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
         items = text_list(texts, method="get_text_embedding_batch", single="get_text_embedding")
-        return to_floats(self._sides.documents(self.embedder, items))  # type: ignore[no-any-return]
+        return to_floats(self._sides.documents(self.embedder, items))
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
         return await asyncio.to_thread(self._get_text_embeddings, texts)
@@ -147,7 +147,8 @@ class QwenRerank(BaseNodePostprocessor):
         reranker_options: Options of :class:`~qwen_embed.Reranker` and ``from_pretrained``.
     """
 
-    model: str | None = Field(default=None, description="A reranker .gguf path, catalog size or Hub repo id.")
+    model: str | None = Field(default=None, description="A reranker .gguf's absolute path, catalog size or repo id.")
+    quant: str | None = Field(default=None, description="Quantization (a local file's own, as read from it).")
     top_n: int | None = Field(default=3, description="How many nodes to keep (None: all).")
     instruction: str | None = Field(default=None, description="The reranking instruction.")
 
@@ -165,10 +166,10 @@ class QwenRerank(BaseNodePostprocessor):
         **kwargs: Any,
     ) -> None:
         source = ModelSource(Reranker, model=model, instance=reranker, quant=quant, options=reranker_options)
-        loaded: Reranker = source.get()
-        shown = os.fspath(model) if model is not None else str(loaded.model_path)
+        source.get()
+        saved = source.config("reranker_options")
         super().__init__(  # type: ignore[call-arg]
-            model=shown, top_n=positive_top_n(top_n), instruction=instruction, **kwargs
+            model=saved["model"], quant=saved["quant"], top_n=positive_top_n(top_n), instruction=instruction, **kwargs
         )
         self._source = source
 

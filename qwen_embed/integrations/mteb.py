@@ -29,8 +29,9 @@ from mteb.models.abs_encoder import AbsEncoder  # noqa: E402
 from mteb.models.model_meta import ModelMeta, ScoringFunction  # noqa: E402
 from mteb.types import PromptType  # noqa: E402
 
+from ..calls import EncodeCall  # noqa: E402
 from ..embedder import Embedder  # noqa: E402
-from ..hub.catalog import CATALOG, DEFAULT_QUANT, CatalogModel  # noqa: E402
+from ..hub.catalog import CATALOG, CatalogModel  # noqa: E402
 from ..text.prompts import OFFICIAL_TEMPLATE  # noqa: E402
 from ._common import ModelSource, Sides  # noqa: E402
 
@@ -61,7 +62,8 @@ class QwenEmbedEncoder(AbsEncoder):
     Args:
         model: A ``.gguf`` path, a catalog name (``"0.6B"``) or a Hub repo id.
         embedder: An existing :class:`~qwen_embed.Embedder` instead.
-        quant: Quantization of a catalog or Hub model.
+        quant: Quantization of a catalog or Hub model (default: the catalog entry's, ``Q8_0``); for a
+            local file ``None`` (default) or the file's own, checked at load.
         dim: Output dimension (Matryoshka); recorded in the metadata.
         embedder_options: Options of :class:`~qwen_embed.Embedder` and ``from_pretrained``.
         prompts_dict: Instructions by mteb task name, task type or prompt type, overriding the
@@ -76,7 +78,7 @@ class QwenEmbedEncoder(AbsEncoder):
         *,
         model: str | os.PathLike[str] | None = None,
         embedder: Embedder | None = None,
-        quant: str = DEFAULT_QUANT,
+        quant: str | None = None,
         dim: int | None = None,
         embedder_options: Mapping[str, Any] | None = None,
         prompts_dict: Mapping[str, str] | None = None,
@@ -109,15 +111,17 @@ class QwenEmbedEncoder(AbsEncoder):
         prompt_type: PromptType | None = None,
         **kwargs: Any,
     ) -> np.ndarray:
-        """Embed every batch's ``text`` in one ``encode`` call; float32 ``(n, dim)``."""
+        """Embed every batch's ``text`` in one :meth:`~qwen_embed.Embedder.run` call; float32 ``(n, dim)``."""
         texts = [text for batch in inputs for text in batch["text"]]
         instruction = self.get_instruction(task_metadata, prompt_type)
         if isinstance(instruction, Mapping):
             instruction = next(iter(instruction.values()), "")
         show = kwargs.get("show_progress_bar")
         if prompt_type == PromptType.document or not instruction:
-            return self.embedder.encode(texts, dim=self._sides.dim, show_progress=show)
-        return self.embedder.encode(texts, instruction=instruction, dim=self._sides.dim, show_progress=show)
+            call = EncodeCall(side="document", dim=self._sides.dim, show_progress=show)  # bare
+        else:
+            call = EncodeCall(side="query", instruction=instruction, dim=self._sides.dim, show_progress=show)
+        return self.embedder.run(texts, call).vectors
 
 
 def _catalog_match(embedder: Embedder) -> CatalogModel | None:
