@@ -1,13 +1,19 @@
-"""Haystack: :class:`QwenTextEmbedder` and :class:`QwenDocumentEmbedder` (``pip install "qwen-embed[haystack]"``).
+"""Haystack components: :class:`QwenTextEmbedder`, :class:`QwenDocumentEmbedder` and :class:`QwenRanker`.
 
->>> from qwen_embed.integrations.haystack import QwenDocumentEmbedder, QwenTextEmbedder
+Install with ``pip install "qwen-embed[haystack]"``.
+
+>>> from qwen_embed.integrations.haystack import QwenDocumentEmbedder, QwenRanker, QwenTextEmbedder
 >>> indexing.add_component("embedder", QwenDocumentEmbedder(model="0.6B"))     # doctest: +SKIP
 >>> query.add_component("embedder", QwenTextEmbedder(model="0.6B"))            # doctest: +SKIP
+>>> query.add_component("ranker", QwenRanker(model="0.6B", top_k=5))          # doctest: +SKIP
 
 The text embedder is the query side (the task's instruction), the document embedder the
-document side (bare for retrieval). Both are light to build and JSON-serializable; the
-model loads in ``warm_up`` (``Pipeline.run`` calls it), once per process for both
-components through the shared cache. ``run_async`` runs on a worker thread.
+document side (bare for retrieval); the ranker reorders retrieved Documents with a
+Qwen3-Reranker and sets each one's ``score`` to the reranker's probability of relevance.
+All three are light to build and JSON-serializable (a local file is saved as its absolute
+path and the quantization it holds); the model loads in ``warm_up`` (``Pipeline.run`` calls
+it), once per process for every component through the shared cache. ``run_async`` runs on
+a worker thread.
 """
 
 from __future__ import annotations
@@ -26,11 +32,12 @@ from haystack import Document, component, default_from_dict, default_to_dict  # 
 from .._config import DEFAULT_BATCH_SIZE  # noqa: E402
 from .._pipeline import positive_int  # noqa: E402
 from ..embedder import Embedder  # noqa: E402
-from ..errors import InputTypeError  # noqa: E402
-from ..hub.catalog import DEFAULT_QUANT  # noqa: E402
-from ._common import ModelSource, Sides, text_list, to_floats  # noqa: E402
+from ..errors import ConfigurationError, InputTypeError  # noqa: E402
+from ..reranker import Reranker  # noqa: E402
+from ..text.prompts import check_instruction  # noqa: E402
+from ._common import ModelSource, Sides, rank, text_list, to_floats  # noqa: E402
 
-__all__ = ["QwenDocumentEmbedder", "QwenTextEmbedder"]
+__all__ = ["QwenDocumentEmbedder", "QwenRanker", "QwenTextEmbedder"]
 
 
 class _QwenComponent:
@@ -41,7 +48,7 @@ class _QwenComponent:
         *,
         model: str | os.PathLike[str] | None = None,
         embedder: Embedder | None = None,
-        quant: str = DEFAULT_QUANT,
+        quant: str | None = None,
         task: str | None = None,
         query_instruction: str | None = None,
         document_instruction: str | None = None,
@@ -74,7 +81,8 @@ class _QwenComponent:
         return {**source, **self._sides.config()}
 
     def to_dict(self) -> dict[str, Any]:
-        """The component as a JSON-able dict (an ``embedder=`` object is saved as its file path)."""
+        """The component as a JSON-able dict (an ``embedder=`` object is saved as its file path, a local
+        file as its absolute path with the quantization it holds)."""
         return default_to_dict(self, **self._init_parameters())
 
     @classmethod
@@ -90,7 +98,8 @@ class QwenTextEmbedder(_QwenComponent):
     Args:
         model: A ``.gguf`` path, a catalog name (``"0.6B"``) or a Hub repo id.
         embedder: An existing :class:`~qwen_embed.Embedder` (saved as its path by ``to_dict``).
-        quant: Quantization of a catalog or Hub model.
+        quant: Quantization of a catalog or Hub model (default: the catalog entry's, ``Q8_0``); for a
+            local file ``None`` (default) or the file's own, checked at load.
         task: Prompt name (``"qa"``, ``"code_search"``, ``"sts"``, ...); default: web search.
         query_instruction: Instruction for queries, replacing the task's.
         document_instruction: Unused on this side; accepted so both components take the same options.
@@ -133,7 +142,7 @@ class QwenDocumentEmbedder(_QwenComponent):
         *,
         model: str | os.PathLike[str] | None = None,
         embedder: Embedder | None = None,
-        quant: str = DEFAULT_QUANT,
+        quant: str | None = None,
         task: str | None = None,
         query_instruction: str | None = None,
         document_instruction: str | None = None,
@@ -173,14 +182,7 @@ class QwenDocumentEmbedder(_QwenComponent):
     @component.output_types(documents=list[Document], meta=dict[str, Any])
     def run(self, documents: list[Document]) -> dict[str, Any]:
         """Embed ``documents``: ``{"documents": copies with embeddings, "meta": {...}}``."""
-        if isinstance(documents, str) or not isinstance(documents, list):
-            raise InputTypeError(
-                f"QwenDocumentEmbedder takes a list of Documents, not {type(documents).__name__}; "
-                "to embed a query string use QwenTextEmbedder."
-            )
-        for i, doc in enumerate(documents):
-            if not isinstance(doc, Document):
-                raise InputTypeError(f"QwenDocumentEmbedder: item #{i} is {type(doc).__name__}, not a Document.")
+        _check_documents(documents, "QwenDocumentEmbedder", "to embed a query string use QwenTextEmbedder")
         self.warm_up()
         texts = text_list([self._text_of(d) for d in documents], method="run", single="QwenTextEmbedder")
         embedded: list[Document] = []
@@ -194,3 +196,131 @@ class QwenDocumentEmbedder(_QwenComponent):
     async def run_async(self, documents: list[Document]) -> dict[str, Any]:
         """:meth:`run` on a worker thread."""
         return await asyncio.to_thread(self.run, documents)
+
+
+def _check_documents(documents: object, who: str, hint: str) -> list[Document]:
+    if isinstance(documents, str) or not isinstance(documents, list):
+        raise InputTypeError(f"{who} takes a list of Documents, not {type(documents).__name__}; {hint}.")
+    for i, doc in enumerate(documents):
+        if not isinstance(doc, Document):
+            raise InputTypeError(f"{who}: item #{i} is {type(doc).__name__}, not a Document.")
+    return documents
+
+
+def _score_threshold(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"score_threshold must be a number (a probability from 0 to 1) or None, not {value!r}")
+    return float(value)
+
+
+@component
+class QwenRanker:
+    """Ranks Documents by their relevance to a query with a Qwen3-Reranker (a Haystack ranker).
+
+    ``run`` returns copies of the Documents, best first, at most ``top_k``, each with ``score``
+    set to the reranker's ``p(yes)`` in [0, 1] (the score a retriever gave is replaced); the
+    input Documents are not changed. One :meth:`~qwen_embed.Reranker.rank` call per run.
+
+    Args:
+        model: A reranker ``.gguf`` path, a reranker catalog size (``"0.6B"``) or a Hub repo id.
+        reranker: An existing :class:`~qwen_embed.Reranker` (saved as its file path by ``to_dict``).
+        quant: Quantization of a catalog or Hub model (default: the catalog entry's); for a local
+            file ``None`` (default) or the file's own, checked at load.
+        top_k: How many Documents to return (at most).
+        instruction: The reranking task's instruction (default: the reranker's).
+        score_threshold: Drop Documents scoring below it (``None``: keep all ``top_k``).
+        meta_fields_to_embed: Meta fields whose values are put before the content.
+        embedding_separator: Joins those values and the content.
+        reranker_options: Options of :class:`~qwen_embed.Reranker` and ``from_pretrained``.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str | os.PathLike[str] | None = None,
+        reranker: Reranker | None = None,
+        quant: str | None = None,
+        top_k: int = 10,
+        instruction: str | None = None,
+        score_threshold: float | None = None,
+        meta_fields_to_embed: list[str] | None = None,
+        embedding_separator: str = "\n",
+        reranker_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.top_k = positive_int("top_k", top_k)
+        self.instruction = check_instruction(instruction)
+        self.score_threshold = _score_threshold(score_threshold)
+        self.meta_fields_to_embed = list(meta_fields_to_embed or [])
+        self.embedding_separator = embedding_separator
+        self._source = ModelSource(Reranker, model=model, instance=reranker, quant=quant, options=reranker_options)
+
+    def warm_up(self) -> None:
+        """Load the reranker (once per process, through the shared cache); idempotent."""
+        self._source.get()
+
+    @property
+    def reranker(self) -> Reranker:
+        """The :class:`~qwen_embed.Reranker` in use (loads it if needed)."""
+        return self._source.get()  # type: ignore[no-any-return]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The component as a JSON-able dict (a ``reranker=`` object is saved as its file path)."""
+        return default_to_dict(
+            self,
+            **self._source.config("reranker_options"),
+            top_k=self.top_k,
+            instruction=self.instruction,
+            score_threshold=self.score_threshold,
+            meta_fields_to_embed=self.meta_fields_to_embed,
+            embedding_separator=self.embedding_separator,
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QwenRanker:
+        """Rebuild a component saved by :meth:`to_dict`."""
+        return default_from_dict(cls, data)
+
+    def _text_of(self, doc: Document) -> str:
+        values = [str(doc.meta[k]) for k in self.meta_fields_to_embed if doc.meta.get(k) is not None]
+        return self.embedding_separator.join([*values, doc.content or ""])
+
+    @component.output_types(documents=list[Document])
+    def run(
+        self,
+        query: str,
+        documents: list[Document],
+        top_k: int | None = None,
+        score_threshold: float | None = None,
+    ) -> dict[str, list[Document]]:
+        """Rank ``documents`` for ``query``: ``{"documents": copies, best first, with score set}``.
+
+        Args:
+            query: The query.
+            documents: The Documents to rank (an empty list gives an empty list).
+            top_k: Overrides the component's ``top_k`` for this run.
+            score_threshold: Overrides the component's ``score_threshold`` for this run.
+        """
+        if not isinstance(query, str):
+            raise InputTypeError(f"QwenRanker takes the query as a str, not {type(query).__name__}.")
+        docs = _check_documents(documents, "QwenRanker", "pass the retriever's documents")
+        limit = self.top_k if top_k is None else positive_int("top_k", top_k)
+        threshold = self.score_threshold if score_threshold is None else _score_threshold(score_threshold)
+        if not docs:
+            return {"documents": []}
+        texts = [self._text_of(d) for d in docs]
+        hits = rank(self.reranker, query, texts, top_n=limit, instruction=self.instruction)
+        ranked = [replace(docs[i], score=score) for i, score in hits if threshold is None or score >= threshold]
+        return {"documents": ranked}
+
+    @component.output_types(documents=list[Document])
+    async def run_async(
+        self,
+        query: str,
+        documents: list[Document],
+        top_k: int | None = None,
+        score_threshold: float | None = None,
+    ) -> dict[str, list[Document]]:
+        """:meth:`run` on a worker thread."""
+        return await asyncio.to_thread(self.run, query, documents, top_k, score_threshold)
