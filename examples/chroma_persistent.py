@@ -26,6 +26,7 @@ DOCUMENTS = [
     "Qwen3-Embedding turns text into vectors for search and clustering.",
     "Sourdough needs a lively starter and a long proof.",
 ]
+QUERY = "Which file format does llama.cpp use?"
 
 
 def main(argv: list[str]) -> None:
@@ -36,7 +37,7 @@ def main(argv: list[str]) -> None:
     docs.upsert(ids=[f"doc{i}" for i in range(len(DOCUMENTS))], documents=DOCUMENTS)
 
     reopened = chromadb.PersistentClient(path=path).get_collection("docs")  # the function comes back by name
-    found = reopened.query(query_texts=["Which file format does llama.cpp use?"], n_results=2)
+    found = reopened.query(query_texts=[QUERY], n_results=2)
     for doc, distance in zip(found["documents"][0], found["distances"][0]):
         print(f"{distance:.3f}  {doc}")
     print(f"collection at {path}: {reopened.count()} documents, space {reopened.configuration['hnsw']['space']}")

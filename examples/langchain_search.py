@@ -21,12 +21,13 @@ DOCUMENTS = [
     "Qwen3-Embedding turns text into vectors for search and clustering.",
     "Sourdough needs a lively starter and a long proof.",
 ]
+QUERY = "Which file format does llama.cpp use?"
 
 
 def main(argv: list[str]) -> None:
     embeddings = QwenEmbeddings(model=demo_model(argv[1] if len(argv) > 1 else None))
     store = InMemoryVectorStore.from_texts(DOCUMENTS, embeddings)
-    for doc, score in store.similarity_search_with_score("Which file format does llama.cpp use?", k=2):
+    for doc, score in store.similarity_search_with_score(QUERY, k=2):
         print(f"{score:.3f}  {doc.page_content}")
     print(f"{len(store.store)} documents of {embeddings.dim} dims")
 

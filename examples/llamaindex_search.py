@@ -20,13 +20,14 @@ DOCUMENTS = [
     "Qwen3-Embedding turns text into vectors for search and clustering.",
     "Sourdough needs a lively starter and a long proof.",
 ]
+QUERY = "Which file format does llama.cpp use?"
 
 
 def main(argv: list[str]) -> None:
     embed_model = QwenEmbedding(model=demo_model(argv[1] if len(argv) > 1 else None))
     index = VectorStoreIndex.from_documents([Document(text=t) for t in DOCUMENTS], embed_model=embed_model)
     retriever = index.as_retriever(similarity_top_k=2)
-    for hit in retriever.retrieve("Which file format does llama.cpp use?"):
+    for hit in retriever.retrieve(QUERY):
         print(f"{hit.score:.3f}  {hit.node.get_content()}")
     print(f"model {embed_model.model_name}, batch size {embed_model.embed_batch_size}")
 

@@ -21,6 +21,7 @@ DOCUMENTS = [
     "Qwen3-Embedding turns text into vectors for search and clustering.",
     "Sourdough needs a lively starter and a long proof.",
 ]
+QUERY = "Which file format does llama.cpp use?"
 
 
 def main(argv: list[str]) -> None:
@@ -33,7 +34,7 @@ def main(argv: list[str]) -> None:
         vectors = emb.encode_documents(DOCUMENTS)  # (n, dim) float32, unit length
         rows = [{"id": i, "vector": v.tolist(), "text": t} for i, (v, t) in enumerate(zip(vectors, DOCUMENTS))]
         client.insert("docs", rows)
-        query = emb.encode_queries(["Which file format does llama.cpp use?"])
+        query = emb.encode_queries([QUERY])
         hits = client.search("docs", data=query.tolist(), limit=2, output_fields=["text"])[0]
         for hit in hits:
             print(f"{hit['distance']:.3f}  {hit['entity']['text']}")

@@ -11,11 +11,22 @@ from pathlib import Path
 
 import pytest
 
-from qwen_embed import ConfigurationError, Embedder, EmbedderClosedError, InputTypeError, ModelNotFoundError
+from qwen_embed import (
+    ConfigurationError,
+    DimensionError,
+    Embedder,
+    EmbedderClosedError,
+    InputTypeError,
+    InvalidPromptError,
+    ModelNotFoundError,
+    UnknownPromptError,
+)
 from qwen_embed.integrations import MissingExtraError, cached_models, clear_cache, shared_embedder
+from qwen_embed.integrations._cache import is_closed
 from qwen_embed.integrations._common import ModelSource, Sides
 
-from .conftest import ModelFactory
+from .conftest import OFFICIAL_06B, ModelFactory
+from .hub_server import HubServer
 
 FRAMEWORKS = {  # adapter module -> (framework module, extra)
     "langchain": ("langchain_core", "langchain"),
@@ -137,11 +148,11 @@ def test_sides_check_their_values(tiny_embedder: Embedder) -> None:
         Sides(dim=0)
     with pytest.raises(ConfigurationError, match="task must be a prompt name"):
         Sides(task="")
-    with pytest.raises(Exception, match="query_instruction must be a str"):
+    with pytest.raises(InvalidPromptError, match="query_instruction must be a str, not int"):
         Sides(query_instruction=3)  # type: ignore[arg-type]
-    with pytest.raises(Exception, match=r"Unknown prompt 'qaa'.*Did you mean 'qa'"):
+    with pytest.raises(UnknownPromptError, match=r"Unknown prompt 'qaa'.*Did you mean 'qa'"):
         Sides(task="qaa").check(tiny_embedder)
-    with pytest.raises(Exception, match="dim"):
+    with pytest.raises(DimensionError, match=r"dim=4096 .*64"):
         Sides(dim=4096).check(tiny_embedder)
 
 
@@ -153,3 +164,46 @@ def test_copies_and_pickles_share_the_model(tiny_model: Path) -> None:
     model = source.get()
     assert copy.deepcopy(source).get() is model  # a deep copy never loads a second model
     assert pickle.loads(pickle.dumps(source)).get() is model  # unpickled: from the cache, by path and options
+
+
+def test_a_local_file_is_recorded_by_absolute_path_and_real_quant(
+    model_factory: ModelFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    q8 = model_factory(quant="Q8_0")
+    monkeypatch.chdir(q8.parent)
+    source = ModelSource(Embedder, model=q8.name, options={"n_threads": 2})  # relative, not loaded yet
+    expected = {"model": str(q8.resolve()), "quant": "Q8_0", "embedder_options": {"n_threads": 2}}
+    assert source.config() == expected and not source.loaded  # the quant read from the file's header
+    assert source.get().quantization == "Q8_0" and source.config() == expected
+    with Embedder(q8, n_threads=2) as emb:
+        assert ModelSource(Embedder, instance=emb).config("reranker_options") == {
+            "model": str(q8.resolve()),
+            "quant": "Q8_0",
+            "reranker_options": {},
+        }
+    assert ModelSource(Embedder, model="0.6B").config()["quant"] is None  # a catalog name: as given
+    assert shared_embedder(q8, quant="q8_0", options={"n_threads": 2}).quantization == "Q8_0"  # any spelling
+    with pytest.raises(ConfigurationError, match=r"holds Q8_0 weights, not quant='F16'.*pass quant=None"):
+        shared_embedder(q8, quant="F16", options={"n_threads": 2})
+
+
+def test_a_model_from_the_hub_is_recorded_by_repo_quant_and_revision(hub: HubServer) -> None:
+    emb = Embedder.from_pretrained("0.6B", endpoint=hub.url, n_threads=2, download_progress=False)
+    assert emb.resolution is not None
+    config = ModelSource(Embedder, instance=emb).config()
+    assert config == {
+        "model": OFFICIAL_06B,
+        "quant": "Q8_0",
+        "embedder_options": {"revision": emb.resolution.revision},
+    }  # not the cache's snapshot path, which another machine does not have
+    options = {**config["embedder_options"], "endpoint": hub.url, "n_threads": 2}  # the endpoint is this machine's
+    again = shared_embedder(config["model"], quant=config["quant"], options=options)
+    assert again.model_path.resolve() == emb.model_path.resolve() and again.quantization == "Q8_0"
+    emb.close()
+
+
+def test_closed_is_read_from_the_public_property(tiny_model: Path) -> None:
+    emb = Embedder(tiny_model, n_threads=2)
+    assert not emb.closed and not is_closed(emb)
+    emb.close()
+    assert emb.closed and is_closed(emb)

@@ -20,11 +20,20 @@ from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_tests.integration_tests import EmbeddingsIntegrationTests
 from langchain_tests.unit_tests import EmbeddingsUnitTests
 
-from qwen_embed import EmbedderClosedError, InputTypeError, Reranker
+from qwen_embed import ConfigurationError, Embedder, EmbedderClosedError, InputTypeError, Reranker
 from qwen_embed.integrations.langchain import QwenEmbeddings, QwenRerank
 
 from .conftest import real_vocab
-from .integration_support import DOCUMENTS, CountingEmbedder, assert_same_vectors
+from .integration_support import (
+    DOCUMENTS,
+    QUERIES,
+    CountingEmbedder,
+    assert_other_vectors,
+    assert_printed_ranking,
+    assert_ranked,
+    assert_same_vectors,
+    brute_force,
+)
 from .reranker_support import make_reranker_gguf, reranker_vocabulary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,23 +78,33 @@ def test_vectors_are_the_embedders_own(tiny_model: Path) -> None:
     assert_same_vectors(custom.embed_query("bread"), emb.encode("bread", instruction="Find recipes"))
     emb.calls.clear()
     vectors = embeddings.embed_documents(DOCUMENTS)
-    assert [c[:2] for c in emb.calls] == [("encode_documents", 4)]  # one encode per batch
+    embeddings.embed_query("What purrs?")
+    assert [c[:2] for c in emb.calls] == [("document", 4), ("query", 1)]  # one engine call per batch
     assert all(type(x) is float for row in vectors for x in row)
     assert embeddings.embed_documents([]) == []
 
 
 def test_in_memory_vector_store_round_trip(tiny_model: Path) -> None:
-    embeddings = QwenEmbeddings(model=tiny_model, task="sts", embedder_options={"n_threads": 2})
+    """Default prompts: the store holds ``encode_documents``' vectors and ranks as brute force over
+    ``encode_queries``' vectors does (same order, same scores)."""
+    embeddings = QwenEmbeddings(model=tiny_model, embedder_options={"n_threads": 2})
+    emb = embeddings.embedder
     store = InMemoryVectorStore.from_texts(DOCUMENTS, embeddings, metadatas=[{"i": i} for i in range(4)])
-    for i, text in enumerate(DOCUMENTS):
-        (best, score), (_, runner_up) = store.similarity_search_with_score(text, k=2)
-        assert best.metadata["i"] == i and best.page_content == text
-        assert score == pytest.approx(1.0, abs=1e-4) and runner_up < 0.999
+    held = {entry["metadata"]["i"]: entry["vector"] for entry in store.store.values()}
+    stored = [held[i] for i in range(4)]
+    assert_same_vectors(stored, emb.encode_documents(DOCUMENTS))
+    assert_other_vectors(stored, emb.encode_queries(DOCUMENTS))  # the broken pairing stores other vectors
+    assert_same_vectors([embeddings.embed_query(q) for q in QUERIES], emb.encode_queries(QUERIES))
+    expected = brute_force(emb.encode_queries(QUERIES), emb.encode_documents(DOCUMENTS), k=2)
+    for query, best in zip(QUERIES, expected, strict=True):
+        found = store.similarity_search_with_score(query, k=2)
+        assert_ranked([(doc.metadata["i"], score) for doc, score in found], best)
+        assert [doc.page_content for doc, _ in found] == [DOCUMENTS[i] for i, _ in best]
 
 
 def test_query_and_document_adapters_share_one_model(tiny_model: Path) -> None:
     a = QwenEmbeddings(model=tiny_model, embedder_options={"n_threads": 2})
-    b = QwenEmbeddings(model=str(tiny_model), task="sts", dim=32, embedder_options={"n_threads": 2})
+    b = QwenEmbeddings(model=str(tiny_model), task="qa", dim=32, embedder_options={"n_threads": 2})
     assert a.embedder is b.embedder and b.dim == 32 and a.dim == 64
 
 
@@ -99,7 +118,8 @@ def test_async_runs_off_the_event_loop(tiny_model: Path) -> None:
 
     loop_thread, docs, query = asyncio.run(main())
     assert len(docs) == 4 and len(query) == 64
-    assert emb.calls and all(thread != loop_thread for _, _, thread in emb.calls)
+    assert sorted(c[:2] for c in emb.calls) == [("document", 4), ("query", 1)]
+    assert all(thread != loop_thread for _, _, thread in emb.calls)
 
 
 def test_bad_use_gives_clear_errors(tiny_model: Path) -> None:
@@ -141,7 +161,7 @@ def test_rerank_compressor_follows_the_reranker(reranker_path: Path) -> None:
     assert len(every.compress_documents(docs, query)) == 4
     with pytest.raises(InputTypeError, match="item #0 is str, not a Document"):
         compressor.compress_documents(["text"], query)  # type: ignore[list-item]
-    with pytest.raises(Exception, match="top_n must be a positive int"):
+    with pytest.raises(ConfigurationError, match="top_n must be a positive int"):
         QwenRerank(reranker=compressor.reranker, top_n=0)
     with pytest.raises(InputTypeError, match=r"must be a qwen_embed\.Reranker"):
         QwenRerank(reranker=object())  # type: ignore[arg-type]
@@ -149,9 +169,10 @@ def test_rerank_compressor_follows_the_reranker(reranker_path: Path) -> None:
 
 
 def test_langchain_example(
-    tiny_model: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tiny_model: Path, tiny_embedder: Embedder, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sys, "argv", ["langchain_search.py", str(tiny_model)])
-    runpy.run_path(str(ROOT / "examples" / "langchain_search.py"), run_name="__main__")
+    example = runpy.run_path(str(ROOT / "examples" / "langchain_search.py"), run_name="__main__")
     out = capsys.readouterr().out
-    assert "3 documents of 64 dims" in out and out.count("  ") >= 2
+    assert out.splitlines()[-1] == "3 documents of 64 dims"
+    assert_printed_ranking(out, tiny_embedder, example["DOCUMENTS"], example["QUERY"], k=2)

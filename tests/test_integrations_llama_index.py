@@ -17,11 +17,20 @@ from llama_index.core import Document, VectorStoreIndex
 from llama_index.core.ingestion import IngestionPipeline
 from llama_index.core.schema import NodeWithScore, TextNode
 
-from qwen_embed import ConfigurationError, EmbedderClosedError, InputTypeError
+from qwen_embed import ConfigurationError, Embedder, EmbedderClosedError, InputTypeError, UnknownPromptError
 from qwen_embed.integrations.llama_index import QwenEmbedding, QwenRerank
 
-from .conftest import real_vocab
-from .integration_support import DOCUMENTS, CountingEmbedder, assert_same_vectors
+from .conftest import ModelFactory, real_vocab
+from .integration_support import (
+    DOCUMENTS,
+    QUERIES,
+    CountingEmbedder,
+    assert_other_vectors,
+    assert_printed_ranking,
+    assert_ranked,
+    assert_same_vectors,
+    brute_force,
+)
 from .reranker_support import make_reranker_gguf, reranker_vocabulary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,13 +50,21 @@ def test_all_six_methods_are_ours() -> None:
 
 
 def test_vector_store_index_round_trip(tiny_model: Path) -> None:
-    embed_model = QwenEmbedding(model=tiny_model, task="sts", embedder_options={"n_threads": 2})
+    """Default prompts: the index holds ``encode_documents``' vectors and retrieves as brute force over
+    ``encode_queries``' vectors does (same order, same scores)."""
+    embed_model = QwenEmbedding(model=tiny_model, embedder_options={"n_threads": 2})
+    emb = embed_model.embedder
     docs = [Document(text=t, metadata={"i": i}, excluded_embed_metadata_keys=["i"]) for i, t in enumerate(DOCUMENTS)]
-    retriever = VectorStoreIndex.from_documents(docs, embed_model=embed_model).as_retriever(similarity_top_k=2)
-    for i, text in enumerate(DOCUMENTS):
-        best, runner_up = retriever.retrieve(text)
-        assert best.node.metadata["i"] == i
-        assert best.score == pytest.approx(1.0, abs=1e-4) and runner_up.score < 0.999
+    index = VectorStoreIndex.from_documents(docs, embed_model=embed_model)
+    held = {node.metadata["i"]: index.vector_store.get(node_id) for node_id, node in index.docstore.docs.items()}
+    stored = [held[i] for i in range(4)]
+    assert_same_vectors(stored, emb.encode_documents(DOCUMENTS))
+    assert_other_vectors(stored, emb.encode_queries(DOCUMENTS))  # the broken pairing stores other vectors
+    assert_same_vectors([embed_model.get_query_embedding(q) for q in QUERIES], emb.encode_queries(QUERIES))
+    expected = brute_force(emb.encode_queries(QUERIES), emb.encode_documents(DOCUMENTS), k=2)
+    retriever = index.as_retriever(similarity_top_k=2)
+    for query, best in zip(QUERIES, expected, strict=True):
+        assert_ranked([(hit.node.metadata["i"], hit.score) for hit in retriever.retrieve(query)], best)
 
 
 def test_vectors_batches_and_ingestion(tiny_model: Path) -> None:
@@ -58,8 +75,8 @@ def test_vectors_batches_and_ingestion(tiny_model: Path) -> None:
     assert_same_vectors(embed_model.get_text_embedding(DOCUMENTS[0]), emb.encode_documents(DOCUMENTS[0]))
     emb.calls.clear()
     vectors = embed_model.get_text_embedding_batch(DOCUMENTS)
+    assert [c[:2] for c in emb.calls] == [("document", 3), ("document", 1)]  # one engine call per batch
     assert_same_vectors(vectors, emb.encode_documents(DOCUMENTS))
-    assert [c[:2] for c in emb.calls[:2]] == [("encode_documents", 3), ("encode_documents", 1)]  # one per batch
     assert all(type(x) is float for row in vectors for x in row)
     assert QwenEmbedding(model=tiny_model, embedder_options={"n_threads": 2}).embed_batch_size == 64
 
@@ -79,15 +96,21 @@ def test_async_methods_run_off_the_loop(tiny_model: Path) -> None:
         return threading.get_ident()
 
     loop_thread = asyncio.run(main())
-    assert len(emb.calls) == 3 and all(thread != loop_thread for _, _, thread in emb.calls)
+    assert [c[:2] for c in emb.calls] == [("query", 1), ("document", 1), ("document", 4)]
+    assert all(thread != loop_thread for _, _, thread in emb.calls)
 
 
-def test_serialization_round_trip(tiny_model: Path) -> None:
+def test_serialization_round_trip(tiny_model: Path, model_factory: ModelFactory) -> None:
     embed_model = QwenEmbedding(model=tiny_model, task="qa", dim=32, embedder_options={"n_threads": 2})
     data = embed_model.to_dict()
+    assert data["model"] == str(tiny_model.resolve()) and data["quant"] == "F32"  # the file's own quantization
     again = QwenEmbedding.from_dict(data)
     assert again.to_dict() == data and again.embedder is embed_model.embedder
     assert len(again.get_query_embedding("q")) == 32
+    q8 = model_factory(quant="Q8_0")
+    assert QwenEmbedding(model=q8, embedder_options={"n_threads": 2}).to_dict()["quant"] == "Q8_0"
+    with pytest.raises(ConfigurationError, match=r"holds F32 weights, not quant='Q8_0'"):
+        QwenEmbedding.from_dict({**data, "quant": "Q8_0"})
 
 
 def test_bad_use_gives_clear_errors(tiny_model: Path) -> None:
@@ -96,7 +119,7 @@ def test_bad_use_gives_clear_errors(tiny_model: Path) -> None:
         embed_model.get_query_embedding(3)  # type: ignore[arg-type]
     with pytest.raises(InputTypeError, match="text #0 is bytes"):
         embed_model.get_text_embedding_batch([b"bytes"])  # type: ignore[list-item]
-    with pytest.raises(Exception, match="Unknown prompt"):
+    with pytest.raises(UnknownPromptError, match="Unknown prompt 'no-such-task'"):
         QwenEmbedding(model=tiny_model, task="no-such-task", embedder_options={"n_threads": 2})
     own = CountingEmbedder(tiny_model, n_threads=2)
     adapter = QwenEmbedding(embedder=own)
@@ -112,6 +135,7 @@ def reranker_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_rerank_postprocessor_follows_the_reranker(reranker_path: Path) -> None:
     post = QwenRerank(model=reranker_path, top_n=3, reranker_options={"n_threads": 2})
+    assert (post.model, post.quant) == (str(reranker_path.resolve()), "F32")  # the file's path and quantization
     nodes = [NodeWithScore(node=TextNode(text=t, id_=str(i)), score=0.0) for i, t in enumerate(DOCUMENTS)]
     query = "Which language has a borrow checker?"
     kept = post.postprocess_nodes(nodes, query_str=query)
@@ -126,9 +150,10 @@ def test_rerank_postprocessor_follows_the_reranker(reranker_path: Path) -> None:
 
 
 def test_llamaindex_example(
-    tiny_model: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tiny_model: Path, tiny_embedder: Embedder, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sys, "argv", ["llamaindex_search.py", str(tiny_model)])
-    runpy.run_path(str(ROOT / "examples" / "llamaindex_search.py"), run_name="__main__")
+    example = runpy.run_path(str(ROOT / "examples" / "llamaindex_search.py"), run_name="__main__")
     out = capsys.readouterr().out
-    assert f"model {tiny_model.name}, batch size 64" in out and out.count("  ") >= 2
+    assert out.splitlines()[-1] == f"model {tiny_model.name}, batch size 64"
+    assert_printed_ranking(out, tiny_embedder, example["DOCUMENTS"], example["QUERY"], k=2)

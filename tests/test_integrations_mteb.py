@@ -18,7 +18,7 @@ from mteb.types import PromptType
 from qwen_embed import Embedder
 from qwen_embed.integrations.mteb import QwenEmbedEncoder, qwen3_instruction_template
 
-from .integration_support import DOCUMENTS, assert_same_vectors
+from .integration_support import DOCUMENTS, CountingEmbedder, assert_other_vectors, assert_same_vectors
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,10 +46,20 @@ def test_instructions_follow_qwens_recipe(encoder: QwenEmbedEncoder) -> None:
     queries = _encode(encoder, "MockRetrievalTask", PromptType.query)
     assert queries.dtype == np.float32 and queries.shape == (4, 64)
     assert_same_vectors(queries, emb.encode(DOCUMENTS, instruction=retrieval))  # Instruct: ...\nQuery:{text}
+    assert_other_vectors(queries, emb.encode_documents(DOCUMENTS))  # the broken twin: bare queries differ
     assert_same_vectors(_encode(encoder, "MockRetrievalTask", PromptType.document), emb.encode(DOCUMENTS))  # bare
     assert_same_vectors(_encode(encoder, "MockSTSTask", None), emb.encode(DOCUMENTS, instruction=sts))  # symmetric
     assert qwen3_instruction_template("Find it", PromptType.query) == "Instruct: Find it\nQuery:"
     assert qwen3_instruction_template("Find it", PromptType.document) == ""
+
+
+def test_one_engine_call_per_encode(tiny_model: Path) -> None:
+    emb = CountingEmbedder(tiny_model, n_threads=2)
+    encoder = QwenEmbedEncoder(embedder=emb)
+    emb.calls.clear()
+    _encode(encoder, "MockRetrievalTask", PromptType.document)  # two of mteb's batches, one engine call
+    _encode(encoder, "MockRetrievalTask", PromptType.query)
+    assert [c[:2] for c in emb.calls] == [("document", 4), ("query", 4)]
 
 
 def test_prompts_dict_overrides_the_task_prompt(tiny_model: Path) -> None:
