@@ -102,26 +102,34 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
 
 
 class EngineGate:
-    """Wraps ``emb.encode`` so the test decides when each engine call may run, and records them.
+    """Wraps a model's engine entry (``Embedder.run``, ``Reranker.predict``) so the test decides when each
+    engine call may run, and records them.
 
-    ``calls`` lists the texts of each call in the order the engine thread started them.
+    ``calls`` lists the texts of each call (the documents of a rerank) in the order the engine thread
+    started them; ``log``, shared between gates, records ``(name, texts)`` across models.
     """
 
-    def __init__(self, emb: Embedder, monkeypatch: Any) -> None:
+    def __init__(
+        self, model: Embedder | Reranker, monkeypatch: Any, *, name: str = "", log: list[tuple[str, Any]] | None = None
+    ) -> None:
         self.calls: list[list[str]] = []
+        self.log = log if log is not None else []
         self.entered = threading.Semaphore(0)
         self._permits = threading.Semaphore(0)
         self._open = threading.Event()
-        real = emb.encode
+        method = "predict" if isinstance(model, Reranker) else "run"
+        real = getattr(model, method)
 
-        def gated(texts: Any, **kwargs: Any) -> Any:
-            self.calls.append(list(texts))
+        def gated(items: Any, *args: Any, **kwargs: Any) -> Any:
+            texts = [pair[1] for pair in items] if method == "predict" else list(items)
+            self.calls.append(texts)
+            self.log.append((name, texts))
             self.entered.release()
             while not self._open.is_set() and not self._permits.acquire(timeout=0.05):
                 pass
-            return real(texts, **kwargs)
+            return real(items, *args, **kwargs)
 
-        monkeypatch.setattr(emb, "encode", gated)
+        monkeypatch.setattr(model, method, gated)
 
     def wait_entered(self) -> None:
         if not self.entered.acquire(timeout=HANG):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -59,9 +60,78 @@ def test_float_format_dimensions_and_prompts(client: Any, emb: Embedder) -> None
 
 
 def test_models_and_health(client: Any, running: Running) -> None:
-    assert [m.id for m in client.models.list().data] == [MODEL]
+    assert [m.id for m in client.models.list().data] == [MODEL, MODEL + "-query"]
     health = running.get("/health").json()
     assert health["status"] == "ok" and health["model"] == MODEL and health["dim"] == 64
+
+
+QUERIES = ["What is GGUF?", "a query", "Déjà vu?"]
+
+
+def _vectors(response: Any) -> np.ndarray:
+    return np.array([item.embedding for item in sorted(response.data, key=lambda d: d.index)], dtype=np.float32)
+
+
+def test_the_query_model_name_gives_exactly_encode_queries(client: Any, emb: Embedder) -> None:
+    """OpenAI clients that send bare text (LangChain's OpenAIEmbeddings) pick the query side by the model name."""
+    queried = client.embeddings.create(model=MODEL + "-query", input=QUERIES)  # base64: exact float32
+    np.testing.assert_array_equal(_vectors(queried), emb.encode_queries(QUERIES))
+    assert queried.model == MODEL + "-query"
+    assert queried.usage.prompt_tokens == sum(emb.count_tokens(q, side="query") for q in QUERIES)
+    # The twin: the plain name embeds the same texts as documents, which are not the query vectors.
+    plain = client.embeddings.create(model=MODEL, input=QUERIES)
+    np.testing.assert_array_equal(_vectors(plain), emb.encode_documents(QUERIES))
+    assert np.abs(_vectors(plain) - _vectors(queried)).max() > 100 * BATCH_ATOL
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"side": "query"}, lambda emb, t: emb.encode_queries(t)),
+        ({"side": "document"}, lambda emb, t: emb.encode_documents(t)),
+        ({"side": "query", "task": "qa"}, lambda emb, t: emb.encode_queries(t, task="qa")),
+        ({"side": "document", "task": "sts"}, lambda emb, t: emb.encode_documents(t, task="sts")),
+        ({"task": "qa"}, lambda emb, t: emb.encode(t, task="qa")),
+        ({"instruction": "Find code"}, lambda emb, t: emb.encode(t, instruction="Find code")),
+        ({"side": "query", "instruction": "Find code"}, lambda emb, t: emb.encode_queries(t, instruction="Find code")),
+        # The field names the server took before, still accepted:
+        ({"prompt_name": "query"}, lambda emb, t: emb.encode_queries(t)),
+        ({"prompt_name": "document"}, lambda emb, t: emb.encode_documents(t)),
+        ({"prompt_name": "passage"}, lambda emb, t: emb.encode_documents(t)),
+        ({"prompt_name": "qa"}, lambda emb, t: emb.encode(t, prompt_name="qa")),
+    ],
+    ids=lambda v: json.dumps(v) if isinstance(v, dict) else "",
+)
+def test_the_prompt_options_are_the_library_vocabulary(
+    client: Any, emb: Embedder, extra: dict[str, str], expected: Any
+) -> None:
+    answer = client.embeddings.create(model=MODEL, input=QUERIES, extra_body=extra)
+    np.testing.assert_array_equal(_vectors(answer), expected(emb, QUERIES))
+
+
+def test_the_query_name_with_a_task_and_its_conflicts(client: Any, running: Running, emb: Embedder) -> None:
+    told = client.embeddings.create(model=MODEL + "-query", input=QUERIES, extra_body={"task": "qa"})
+    np.testing.assert_array_equal(_vectors(told), emb.encode_queries(QUERIES, task="qa"))
+    clash = running.post({"model": MODEL + "-query", "input": "x", "side": "document"})
+    assert clash.status_code == 400 and clash.json()["error"]["param"] == "side"
+    assert "the model 'qwen3-embedding-test-query' is the query side" in clash.json()["error"]["message"]
+    both = running.post({"input": "x", "task": "qa", "prompt_name": "sts"})
+    assert both.status_code == 400 and "name the same option" in both.json()["error"]["message"]
+    unknown = running.post({"input": "x", "task": "nope"})
+    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "task"
+    assert "Unknown prompt 'nope'" in unknown.json()["error"]["message"]
+
+
+def test_an_instruction_that_alone_is_too_long_is_named(running: Running, emb: Embedder) -> None:
+    instruction = "word " * 100  # over max_length=64 on its own
+    answer = running.post({"input": ["short"], "instruction": instruction})
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["param"] == "instruction" and error["message"].startswith("The instruction alone takes ")
+    assert "input[0]" not in error["message"]
+    # The twin: a short instruction and a long input blame the input.
+    long_input = running.post({"input": ["word " * 100], "instruction": "Find code"})
+    assert long_input.json()["error"]["param"] == "input" and "input[0] is" in long_input.json()["error"]["message"]
 
 
 def test_concurrent_clients_are_batched_and_get_their_own_vectors(running: Running, emb: Embedder) -> None:
@@ -97,6 +167,9 @@ def test_concurrent_clients_are_batched_and_get_their_own_vectors(running: Runni
         ({"model": MODEL, "input": "x", "dimensions": "32"}, 400, "'dimensions' must be an integer"),
         ({"model": MODEL, "input": "x", "encoding_format": "int8"}, 400, "encoding_format"),
         ({"model": MODEL, "input": "x", "prompt_name": "nope"}, 400, "nope"),
+        ({"model": MODEL, "input": "x", "side": "queries"}, 400, '\'side\' must be "query" or "document"'),
+        ({"model": MODEL, "input": "x", "task": ""}, 400, "'task' must be a non-empty string"),
+        ({"model": MODEL + "-document", "input": "x"}, 404, "this server has 'qwen3-embedding-test' (documents)"),
         ({"model": MODEL, "input": "x", "instruction": " "}, 400, "'instruction' must be a non-empty string"),
         ({"model": MODEL, "input": "bad \ud800 surrogate"}, 400, "UTF-8"),
     ],

@@ -21,6 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from qwen_embed import Embedder
+from qwen_embed.interfaces import _server_embeddings
 from qwen_embed.interfaces import server as server_module
 from qwen_embed.interfaces.server import ServerOptions, create_app
 
@@ -76,7 +77,7 @@ def test_responses_are_rendered_off_the_event_loop(
     emb: Embedder, monkeypatch: pytest.MonkeyPatch, pool: ThreadPoolExecutor
 ) -> None:
     entered, release = threading.Event(), threading.Event()
-    real = server_module.render_embeddings
+    real = _server_embeddings.render_embeddings
 
     def slow_render(vectors: np.ndarray, **kwargs: Any) -> bytes:
         if len(vectors) == 3:
@@ -84,7 +85,7 @@ def test_responses_are_rendered_off_the_event_loop(
             release.wait(HANG)
         return real(vectors, **kwargs)
 
-    monkeypatch.setattr(server_module, "render_embeddings", slow_render)
+    monkeypatch.setattr(_server_embeddings, "render_embeddings", slow_render)
     with Running(emb) as server:
         big = pool.submit(server.post, {"input": ["a", "b", "c"]})
         assert entered.wait(HANG)
@@ -206,7 +207,10 @@ def test_half_sent_body_gets_408_and_the_connection_closes(emb: Embedder) -> Non
         assert _embeddings(server.metrics, 408) == 1
 
 
-def test_shutdown_drain_is_bounded(emb: Embedder, monkeypatch: pytest.MonkeyPatch, pool: ThreadPoolExecutor) -> None:
+def test_shutdown_drain_is_bounded(
+    emb: Embedder, monkeypatch: pytest.MonkeyPatch, pool: ThreadPoolExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past the shutdown timeout the request still gets an answer in JSON (503), and the log no traceback."""
     entered, release = threading.Event(), threading.Event()
     real = emb.count_tokens
 
@@ -217,14 +221,20 @@ def test_shutdown_drain_is_bounded(emb: Embedder, monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(emb, "count_tokens", stuck)
     server = Running(emb, shutdown_timeout=0.2)
-    with server:
+    with server, caplog.at_level(logging.INFO):
         request = pool.submit(lambda: httpx.post(server.url + "/v1/embeddings", json={"input": "x"}, timeout=HANG))
         assert entered.wait(HANG)
         server.stop()  # the request never finishes: the drain gives up after shutdown_timeout
         assert not server.thread.is_alive()
         release.set()
-    with pytest.raises(httpx.HTTPError):
-        request.result().raise_for_status()
+        answer = request.result()
+    assert answer.status_code == 503 and answer.headers["content-type"] == "application/json"
+    error = answer.json()["error"]
+    assert error["code"] == "shutting_down" and "--shutdown-timeout" in error["message"]
+    assert any("cancelled by the shutdown" in r.getMessage() for r in caplog.records)
+    tracebacks = [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+    assert tracebacks == [], [r.getMessage() for r in tracebacks]
+    assert not any("Exception in ASGI application" in r.getMessage() for r in caplog.records)
 
 
 def test_a_request_in_flight_finishes_during_a_clean_drain(
@@ -356,7 +366,7 @@ def test_a_500_is_logged_with_its_traceback_and_never_leaks_it(
         raise RuntimeError("secret internal detail")
 
     with Running(emb) as server, caplog.at_level(logging.ERROR, logger="qwen_embed"):
-        monkeypatch.setattr(emb, "encode", boom)
+        monkeypatch.setattr(emb, "run", boom)
         answer = server.post({"input": "x"})
         monkeypatch.undo()
         assert answer.status_code == 500 and answer.json()["error"]["type"] == "server_error"
@@ -374,7 +384,7 @@ def test_an_unexpected_error_in_a_route_is_logged_and_answered_500(
     def broken(*args: object, **kwargs: object) -> None:  # failure injection outside the library's errors
         raise KeyError("unexpected")
 
-    monkeypatch.setattr(server_module, "render_embeddings", broken)
+    monkeypatch.setattr(_server_embeddings, "render_embeddings", broken)
     with Running(emb) as server, caplog.at_level(logging.ERROR, logger="qwen_embed"):
         answer = server.post({"input": "x"})
     assert answer.status_code == 500 and "unexpected" not in answer.text

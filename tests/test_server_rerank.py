@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from qwen_embed import Embedder, Reranker
@@ -19,7 +21,7 @@ from qwen_embed.interfaces.server import ServerOptions, create_app
 
 from .conftest import real_vocab
 from .reranker_support import make_reranker_gguf, reranker_vocabulary
-from .server_support import HANG, MODEL, Running, wait_until
+from .server_support import HANG, MODEL, EngineGate, Running, wait_until
 from .test_server_cli import ServeProcess
 
 RERANKER = "qwen3-reranker-test"
@@ -28,7 +30,7 @@ DOCS = [
     "GGUF is the single-file model format of llama.cpp.",
     "Sourdough needs a lively starter.",
     "Qwen3 rerankers judge whether a document answers a query. " * 3,
-    "",
+    " ",
     "A document with a literal <|im_end|> marker.",
     "Déjà vu — “quotes”, 中文, Привет!",
     "yes",
@@ -115,6 +117,8 @@ def test_top_n_return_documents_objects_and_instruction(both: Running, rr: Reran
         ({"documents": "one text"}, 400, "documents", "(it is a string)"),
         ({"documents": []}, 400, "documents", "(it is empty)"),
         ({"documents": ["a", 3]}, 400, "documents", "documents[1] is a number"),
+        ({"documents": [""]}, 400, "documents", "documents[0] is empty"),  # as embeddings refuse ""
+        ({"documents": ["a", {"text": ""}]}, 400, "documents", "documents[1] is empty"),
         ({"documents": [{"title": "a"}]}, 400, "documents", "documents[0] is an object whose 'text' is null"),
         ({"documents": ["d"] * 9}, 400, "documents", "Too many documents: 9 (at most 8"),
         ({"query": "q\ud800"}, 400, "query", "'query' holds a lone surrogate at character 1"),
@@ -146,7 +150,7 @@ def test_not_json_and_wrong_content_type(both: Running) -> None:
 
 
 def test_both_models_listed_in_models_health_and_metrics(both: Running, emb: Embedder) -> None:
-    assert [m["id"] for m in both.get("/v1/models").json()["data"]] == [MODEL, RERANKER]
+    assert [m["id"] for m in both.get("/v1/models").json()["data"]] == [MODEL, MODEL + "-query", RERANKER]
     before = both.metrics.value("qwen_embed_rerank_documents_total")
     assert both.post({"query": QUERY, "documents": DOCS[:4]}, path="/v1/rerank").status_code == 200
     assert both.post({"input": ["x"]}).status_code == 200  # embeddings still served
@@ -183,7 +187,7 @@ def test_embedder_only_server_says_how_to_get_a_reranker(emb: Embedder) -> None:
     with Running(emb) as server:
         answer = server.post({"query": QUERY, "documents": DOCS[:1]}, path="/v1/rerank")
         assert answer.status_code == 404 and "--reranker MODEL" in answer.json()["error"]["message"]
-        assert [m["id"] for m in server.get("/v1/models").json()["data"]] == [MODEL]
+        assert [m["id"] for m in server.get("/v1/models").json()["data"]] == [MODEL, MODEL + "-query"]
         assert "reranker" not in server.get("/health").json()
 
 
@@ -243,3 +247,101 @@ def test_serve_reranker_process(tiny_model: Path, reranker_file: Path, rr: Reran
     finally:
         server.stop()
     assert any("Finished server process" in line for line in server.seen)
+
+
+# ---------------------------------------------------------------- one scheduler for both models
+
+
+def test_a_small_rerank_is_served_while_a_big_one_is_in_progress(rr: Reranker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reranks go through the fair scheduler: a small one waits for at most one engine call of a big one."""
+    gate = EngineGate(rr, monkeypatch)
+    big_docs = [f"big document {i}" for i in range(30)]
+    with Running(None, reranker=rr, batch_texts=3, max_inputs=64) as server, ThreadPoolExecutor(2) as pool:
+        big = pool.submit(server.post, {"query": QUERY, "documents": big_docs}, path="/v1/rerank")
+        gate.wait_entered()  # the big rerank's first three documents are in the engine
+        small_docs = ["small one", "small two"]
+        small = pool.submit(server.post, {"query": "another query", "documents": small_docs}, path="/v1/rerank")
+        wait_until(lambda: server.metrics.value("qwen_embed_queue_requests") == 2, "both reranks queued")
+        gate.open()
+        assert small.result().status_code == 200 and big.result().status_code == 200
+    assert len(gate.calls) == 11
+    assert gate.calls[0] == big_docs[:3] and gate.calls[1] == small_docs  # not after the other 9 calls
+    assert [d for call in gate.calls if call != small_docs for d in call] == big_docs  # in order, each once
+    _check_ranked(small.result().json(), rr.rank("another query", small_docs))
+    scored = np.concatenate([rr.predict([(QUERY, d) for d in big_docs[i : i + 3]]) for i in range(0, 30, 3)])
+    _check_ranked(big.result().json(), [{"corpus_id": i, "score": float(v)} for i, v in enumerate(scored)])
+
+
+def test_health_and_a_small_embedding_answer_while_a_huge_rerank_runs(
+    emb: Embedder, rr: Reranker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A huge rerank document is parsed and tokenized on a worker and scored through the scheduler: /health and a
+    1-text embedding request are answered while it is tokenized, and the embedding's engine call comes right
+    after the rerank's current one (the rest of the rerank waits)."""
+    huge = "word " * 50_000
+    tokenizing, release = threading.Event(), threading.Event()
+    real = rr.tokenize
+
+    def slow(query: str, document: str, **kwargs: Any) -> Any:
+        if len(document) == len(huge) and not release.is_set():
+            tokenizing.set()
+            release.wait(HANG)
+        return real(query, document, **kwargs)
+
+    monkeypatch.setattr(rr, "tokenize", slow)
+    log: list[tuple[str, Any]] = []
+    scoring = EngineGate(rr, monkeypatch, name="rerank", log=log)
+    EngineGate(emb, monkeypatch, name="embed", log=log).open()
+    documents = [huge, "short one", "short two", "short three"]
+    with (
+        Running(emb, reranker=rr, reranker_name=RERANKER, batch_texts=1) as server,
+        ThreadPoolExecutor(2) as pool,
+    ):
+        big = pool.submit(server.post, {"query": QUERY, "documents": documents}, path="/v1/rerank")
+        assert tokenizing.wait(HANG), "the huge document was never tokenized"
+        assert server.get("/health").status_code == 200
+        assert server.post({"input": "while tokenizing"}).status_code == 200
+        assert not big.done()
+        release.set()
+        scoring.wait_entered()  # the huge document is in the engine
+        small = pool.submit(server.post, {"input": "while scoring"})
+        wait_until(lambda: server.metrics.value("qwen_embed_queue_requests") == 2, "both requests queued")
+        assert server.get("/health").status_code == 200
+        scoring.open()
+        assert small.result().status_code == 200 and big.result().status_code == 200
+    assert [name for name, _ in log] == ["embed", "rerank", "embed", "rerank", "rerank", "rerank"]
+    assert log[2] == ("embed", ["while scoring"]) and log[1][1] == [huge]
+
+
+# ---------------------------------------------------------------- limits and shapes
+
+
+def test_a_query_or_instruction_that_alone_fills_max_length_is_a_400(reranker_file: Path) -> None:
+    long = "word " * 100
+    with Reranker(reranker_file, n_threads=2, max_length=128) as short, Running(None, reranker=short) as server:
+        query = server.post({"query": long, "documents": ["a", "b"]}, path="/v1/rerank")
+        assert query.status_code == 400, query.text
+        assert query.json()["error"]["param"] == "query" and "query" in query.json()["error"]["message"]
+        told = server.post({"query": "q", "documents": ["a"], "instruction": long}, path="/v1/rerank")
+        assert told.status_code == 400 and told.json()["error"]["param"] == "instruction", told.text
+        assert "instruction" in told.json()["error"]["message"]
+        # The twin: a long document is cut to max_length and scored, as the official recipe does.
+        document = server.post({"query": "q", "documents": [long, "b"]}, path="/v1/rerank")
+        assert document.status_code == 200, document.text
+        assert server.post({"query": long, "documents": ["a"]}, path="/v2/rerank").status_code == 400
+
+
+def test_cohere_v2_rerank_shape(both: Running, rr: Reranker) -> None:
+    """What ``cohere.ClientV2(base_url=...).rerank(model=, query=, documents=, top_n=)`` sends and reads."""
+    request = {"model": RERANKER, "query": QUERY, "documents": DOCS[:5], "top_n": 3, "max_tokens_per_doc": 4096}
+    answer = both.post(request, path="/v2/rerank")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert set(body) == {"id", "results", "meta"} and body["id"] == answer.headers["x-request-id"]
+    assert all(set(r) == {"index", "relevance_score"} for r in body["results"])
+    _check_ranked(body, rr.rank(QUERY, DOCS[:5], top_k=3))
+    tokens = sum(len(rr.tokenize(QUERY, d)) for d in DOCS[:5])
+    assert body["meta"]["api_version"]["version"] == "2" and body["meta"]["tokens"]["input_tokens"] == tokens
+    bad = both.post({**request, "max_tokens_per_doc": 0}, path="/v2/rerank")
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "max_tokens_per_doc"
+    assert both.metrics.value("qwen_embed_requests_total", {"path": "/v2/rerank", "status": "200"}) == 1

@@ -4,6 +4,7 @@ the Host check against DNS rebinding, and the API key.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import logging
@@ -132,6 +133,21 @@ class Observe:
                 )
             else:
                 await self.app(scope, receive, tracked)
+        except asyncio.CancelledError:
+            # uvicorn cancels the requests still running when --shutdown-timeout is over: answer them in JSON
+            # and end quietly (re-raised, uvicorn would log the cancellation as a crash and answer plain text).
+            logger.warning(
+                "request %s (%s %s) cancelled by the shutdown", request_id, scope.get("method"), scope.get("path")
+            )
+            if not answer["status"]:
+                await send_error(
+                    tracked,
+                    503,
+                    "The server shut down before this request finished (its --shutdown-timeout ran out); "
+                    "send it again once the server is back.",
+                    code="shutting_down",
+                    headers={"Connection": "close"},
+                )
         except Exception:
             logger.exception("request %s (%s %s) failed", request_id, scope.get("method"), scope.get("path"))
             if not answer["status"]:

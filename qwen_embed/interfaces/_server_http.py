@@ -1,44 +1,33 @@
-"""HTTP pieces of the server: OpenAI-shaped errors, the guarded body read, request parsing, response rendering.
+"""HTTP pieces every route shares: OpenAI-shaped errors, the guarded body read, the disconnect race, JSON checks.
 
-Parsing and rendering are plain functions the server runs on a worker thread, never on the
-event loop. Rendering goes row by row so another thread (the event loop) gets the GIL between
-rows instead of waiting for one long C call to finish.
+The checks are plain functions the routes run on a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
-
-from ._server_scheduler import Key
+if TYPE_CHECKING:
+    from starlette.responses import Response
 
 __all__ = [
-    "LANGCHAIN_HINT",
     "ClientGone",
-    "Parsed",
     "RequestError",
     "check_content_type",
     "check_model",
+    "check_unicode",
     "error_body",
+    "error_response",
     "json_kind",
     "load_object",
-    "parse_request",
+    "optional_text",
     "race",
     "read_body",
-    "render_embeddings",
     "wait_disconnect",
 ]
-
-LANGCHAIN_HINT = (
-    "LangChain's OpenAIEmbeddings sends token ids by default: create it with "
-    "OpenAIEmbeddings(..., check_embedding_ctx_length=False) so it sends the texts."
-)
 
 T = TypeVar("T")
 
@@ -63,8 +52,17 @@ class RequestError(Exception):
 
 
 def error_body(status: int, message: str, *, param: str | None = None, code: str | None = None) -> bytes:
+    """OpenAI's error shape: ``{"error": {"message", "type", "param", "code"}}``."""
     kind = "invalid_request_error" if status < 500 else "server_error"
     return json.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}}).encode()
+
+
+def error_response(bad: RequestError) -> Response:
+    """The Starlette response for ``bad`` (OpenAI's error shape, its status and headers)."""
+    from starlette.responses import Response
+
+    body = error_body(bad.status, bad.message, param=bad.param, code=bad.code)
+    return Response(body, status_code=bad.status, media_type="application/json", headers=bad.headers)
 
 
 class ClientGone(Exception):
@@ -114,15 +112,6 @@ async def read_body(receive: Receive, *, content_length: str | None, limit: int,
         ) from None
 
 
-@dataclass(frozen=True)
-class Parsed:
-    """A checked ``/v1/embeddings`` request."""
-
-    texts: list[str]
-    key: Key
-    encoding: str
-
-
 def load_object(raw: bytes) -> dict[str, Any]:
     """The request body as a JSON object; anything else is a 400 saying what is wrong."""
     try:
@@ -136,72 +125,24 @@ def load_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def check_model(body: Mapping[str, Any], *, aliases: set[str], name: str) -> None:
-    """An absent ``model`` is fine; one that names no alias of ``name`` is a 404 ``model_not_found``."""
+def check_model(body: Mapping[str, Any], *, aliases: Collection[str], name: str) -> str | None:
+    """The ``model`` asked for: absent is fine (``None``); one that is not in ``aliases`` is a 404 ``model_not_found``.
+
+    ``name`` is what the messages offer instead (the served names).
+    """
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise RequestError(
-            400, f"'model' must be a string, not {json_kind(model)}; this server has {name!r}.", param="model"
+            400, f"'model' must be a string, not {json_kind(model)}; this server has {name}.", param="model"
         )
     if model is not None and model not in aliases:
         raise RequestError(
             404,
-            f"The model {model!r} does not exist here; this server has {name!r}.",
+            f"The model {model!r} does not exist here; this server has {name}.",
             param="model",
             code="model_not_found",
         )
-
-
-def parse_request(raw: bytes, *, aliases: set[str], name: str, max_inputs: int) -> Parsed:
-    """Decode and check the JSON body; every problem is a :class:`RequestError` naming the field."""
-    body = load_object(raw)
-    check_model(body, aliases=aliases, name=name)
-    texts = _texts(body.get("input"), max_inputs)
-    encoding = body.get("encoding_format")
-    if encoding is None:
-        encoding = "float"
-    elif not isinstance(encoding, str) or encoding not in ("float", "base64"):
-        raise RequestError(
-            400,
-            f'\'encoding_format\' must be "float" or "base64", not {json.dumps(encoding)}.',
-            param="encoding_format",
-        )
-    dim = body.get("dimensions")
-    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int)):
-        raise RequestError(400, f"'dimensions' must be an integer, not {json.dumps(dim)}.", param="dimensions")
-    prompt_name, instruction = body.get("prompt_name"), body.get("instruction")
-    for field_name, value in (("prompt_name", prompt_name), ("instruction", instruction)):
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise RequestError(400, f"'{field_name}' must be a non-empty string.", param=field_name)
-    return Parsed(texts, (prompt_name, instruction, dim), encoding)
-
-
-def _texts(raw: object, max_inputs: int) -> list[str]:
-    if raw is None:
-        raise RequestError(400, "'input' is required: a string or a list of strings.", param="input")
-    texts = [raw] if isinstance(raw, str) else raw
-    if not isinstance(texts, list) or not texts:
-        raise RequestError(400, "'input' must be a non-empty string or a non-empty list of strings.", param="input")
-    if len(texts) > max_inputs:
-        raise RequestError(
-            400,
-            f"Too many inputs: {len(texts):,} (at most {max_inputs:,} per request, "
-            "--max-inputs); split them over several requests.",
-            param="input",
-        )
-    if all(isinstance(t, int) and not isinstance(t, bool) for t in texts) or any(isinstance(t, list) for t in texts):
-        raise RequestError(
-            400,
-            "'input' holds token ids; this server embeds text only, so send the strings. " + LANGCHAIN_HINT,
-            param="input",
-            code="token_ids_not_supported",
-        )
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise RequestError(400, f"input[{i}] is {json_kind(text)}, not a string.", param="input")
-        if not text:
-            raise RequestError(400, f"input[{i}] is empty.", param="input")
-    return texts
+    return model
 
 
 def json_kind(value: object) -> str:
@@ -210,17 +151,28 @@ def json_kind(value: object) -> str:
     return names.get(type(value), "a number")
 
 
-def render_embeddings(vectors: np.ndarray, *, encoding: str, model: str, tokens: int) -> bytes:
-    """The ``/v1/embeddings`` answer as JSON bytes, built one vector at a time."""
-    parts: list[str] = []
-    for i, vector in enumerate(vectors):
-        if encoding == "base64":
-            value = '"' + base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").tobytes()).decode("ascii") + '"'
-        else:
-            value = json.dumps(vector.tolist(), separators=(",", ":"))
-        parts.append(f'{{"object":"embedding","index":{i},"embedding":{value}}}')
-    usage = json.dumps({"prompt_tokens": tokens, "total_tokens": tokens})
-    return f'{{"object":"list","data":[{",".join(parts)}],"model":{json.dumps(model)},"usage":{usage}}}'.encode()
+def optional_text(body: Mapping[str, Any], field: str) -> str | None:
+    """``body[field]`` when it is a non-empty string (without lone surrogates), ``None`` when absent; else a 400."""
+    value = body.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise RequestError(400, f"'{field}' must be a non-empty string.", param=field)
+    check_unicode(value, f"'{field}'", field)
+    return value
+
+
+def check_unicode(text: str, where: str, param: str) -> None:
+    """A 400 naming ``where`` when ``text`` holds a lone surrogate (it cannot be UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise RequestError(
+            400,
+            f"{where} holds a lone surrogate at character {error.start} ({error.object[error.start]!r}), "
+            "which is not Unicode text; fix the bad decode that made it, or replace it.",
+            param=param,
+        ) from None
 
 
 def check_content_type(value: str | None) -> None:

@@ -9,7 +9,9 @@ from ..errors import ConfigurationError
 __all__ = ["ROUTES", "Metrics"]
 
 #: Paths reported by name; any other path is reported as ``other`` (bounded label values).
-ROUTES = frozenset({"/v1/embeddings", "/embeddings", "/v1/rerank", "/rerank", "/v1/models", "/health", "/metrics"})
+ROUTES = frozenset(
+    {"/v1/embeddings", "/embeddings", "/v1/rerank", "/rerank", "/v2/rerank", "/v1/models", "/health", "/metrics"}
+)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _TEXT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -56,11 +58,13 @@ class Metrics:
             registry=r,
         )
         self.queue_requests = Gauge(
-            "qwen_embed_queue_requests", "Requests with sub-batches waiting for the engine.", registry=r
+            "qwen_embed_queue_requests", "Requests (embeddings and reranks) waiting for the engine.", registry=r
         )
-        self.queue_inputs = Gauge("qwen_embed_queue_inputs", "Texts waiting for the engine.", registry=r)
+        self.queue_inputs = Gauge(
+            "qwen_embed_queue_inputs", "Texts and rerank documents waiting for the engine.", registry=r
+        )
         self.batch_texts = Histogram(
-            "qwen_embed_batch_texts", "Texts per engine call.", buckets=_TEXT_BUCKETS, registry=r
+            "qwen_embed_batch_texts", "Texts (or rerank documents) per engine call.", buckets=_TEXT_BUCKETS, registry=r
         )
         self.batch_tokens = Histogram(
             "qwen_embed_batch_tokens", "Tokens per engine call.", buckets=_TOKEN_BUCKETS, registry=r
@@ -70,7 +74,7 @@ class Metrics:
         )
 
     # The scheduler's observer interface.
-    def batch_done(self, *, texts: int, tokens: int, seconds: float) -> None:
+    def batch_done(self, *, kind: str, texts: int, tokens: int, seconds: float) -> None:
         self.batch_texts.observe(texts)
         self.batch_tokens.observe(tokens)
         self.batch_seconds.observe(seconds)
@@ -79,8 +83,8 @@ class Metrics:
         self.queue_requests.set(jobs)
         self.queue_inputs.set(inputs)
 
-    def inputs_dropped(self, count: int) -> None:
-        self.dropped.inc(count)
+    def inputs_dropped(self, *, kind: str, count: int) -> None:
+        (self.rerank_dropped if kind == "rerank" else self.dropped).inc(count)
 
     # The HTTP side.
     def request_done(self, path: str, status: int, seconds: float) -> None:

@@ -1,62 +1,54 @@
-"""``POST /v1/rerank`` (and ``/rerank``): Qwen3-Reranker scores in the shape llama-server, Jina and Cohere use.
+"""``POST /v1/rerank`` (and ``/rerank``, ``/v2/rerank``): Qwen3-Reranker scores in the shapes llama-server, Jina
+and Cohere use.
 
-Request fields: ``query`` (a string), ``documents`` (strings or ``{"text": ...}`` objects),
-``top_n`` (default: all), ``return_documents`` (default ``false``, Cohere's default; llama-server
-never returns them, Jina defaults to ``true``), ``model`` (optional; a name of the reranker) and
-one of ours, ``instruction`` (the task, default the reranker's). The answer, best first:
+Request fields: ``query`` (a string), ``documents`` (non-empty strings or ``{"text": ...}``
+objects), ``top_n`` (default: all), ``return_documents`` (default ``false``, Cohere's default;
+llama-server never returns them, Jina defaults to ``true``), ``model`` (optional; a name of the
+reranker) and one of ours, ``instruction`` (the task, default the reranker's). The answer, best first:
 
     {"object": "list", "model": "...", "results": [{"index": 2, "relevance_score": 0.93,
      "document": {"text": "..."}}, ...], "usage": {"prompt_tokens": 812, "total_tokens": 812}}
 
+``POST /v2/rerank`` is Cohere's v2 API (what ``cohere.ClientV2(base_url=...).rerank`` calls): the
+same request (Cohere's ``max_tokens_per_doc`` and ``priority`` are checked and otherwise unused:
+each pair is cut to the reranker's ``max_length``, document first), answered as Cohere does:
+
+    {"id": "<request id>", "results": [{"index": 2, "relevance_score": 0.93}, ...],
+     "meta": {"api_version": {"version": "2"}, "billed_units": {"input_tokens": 812},
+              "tokens": {"input_tokens": 812, "output_tokens": 0}}}
+
 ``relevance_score`` is the official ``p(yes)`` in [0, 1]; the usage counts each pair's tokens
 as the model reads them (prompt included, after truncation to the reranker's ``max_length``).
+A query or instruction that alone fills ``max_length`` is a 400 naming it.
 
-As for embeddings, the event loop only moves bytes: parsing, token counting and rendering run
-on the server's worker threads, and scoring on one thread of the reranker's own, a chunk of
-``batch_texts`` documents at a time, so concurrent requests take turns and the chunks of a
+The request lifecycle is the server's one (:mod:`._server_route`): parsing and token counting on
+a worker thread, scoring through the fair scheduler that embeddings use too, ``batch_texts``
+documents per engine call, so concurrent requests of both models take turns and the documents of a
 client that went away are never scored.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
-import logging
 import threading
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import EmbedderClosedError, QwenEmbedError
-from ._server_http import (
-    ClientGone,
-    RequestError,
-    check_content_type,
-    check_model,
-    json_kind,
-    load_object,
-    race,
-    read_body,
-    wait_disconnect,
-)
-from ._server_metrics import Metrics
+from ..errors import InputTooLongError
+from ..reranker import Reranker
+from ._server_http import ClientGone, RequestError, check_model, check_unicode, json_kind, load_object, optional_text
+from ._server_route import AppParts, ModelRoute, Plan, Tally
 
-if TYPE_CHECKING:
-    from ..reranker import Reranker
-    from .server import ServerOptions
+__all__ = ["RerankRequest", "RerankRoute", "RerankWork", "count_tokens", "parse_rerank", "render_rerank"]
 
-__all__ = ["RerankRequest", "RerankRoute", "count_tokens", "parse_rerank", "render_rerank"]
-
-logger = logging.getLogger("qwen_embed.server")
+Shape = Literal["v1", "cohere-v2"]
 
 
 @dataclass(frozen=True)
 class RerankRequest:
-    """A checked ``/v1/rerank`` request."""
+    """A checked rerank request."""
 
     query: str
     documents: list[str]
@@ -65,32 +57,34 @@ class RerankRequest:
     instruction: str | None
 
 
-def parse_rerank(raw: bytes, *, aliases: set[str], name: str, max_inputs: int) -> RerankRequest:
+def parse_rerank(raw: bytes, *, aliases: frozenset[str], name: str, max_inputs: int) -> RerankRequest:
     """Decode and check the JSON body; every problem is a :class:`RequestError` naming the field."""
     body = load_object(raw)
-    check_model(body, aliases=aliases, name=name)
+    check_model(body, aliases=aliases, name=repr(name))
     query = body.get("query")
     if not isinstance(query, str) or not query.strip():
         got = "missing" if query is None else "blank" if isinstance(query, str) else json_kind(query)
         raise RequestError(400, f"'query' must be a non-empty string (it is {got}).", param="query")
-    _check_unicode(query, "'query'", "query")
+    check_unicode(query, "'query'", "query")
     documents = _documents(body.get("documents"), max_inputs)
-    top_n = body.get("top_n")
-    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
-        raise RequestError(
-            400, f"'top_n' must be a positive integer, not {json.dumps(top_n)}; leave it out for all.", param="top_n"
-        )
+    top_n = _positive(body, "top_n", "leave it out for all")
+    _positive(body, "max_tokens_per_doc", "leave it out for the reranker's max_length")  # Cohere's; checked only
+    _positive(body, "priority", "leave it out", low=0)  # Cohere's; checked only
     flag = body.get("return_documents", False)
     if not isinstance(flag, bool):
         raise RequestError(
             400, f"'return_documents' must be true or false, not {json.dumps(flag)}.", param="return_documents"
         )
-    instruction = body.get("instruction")
-    if instruction is not None and (not isinstance(instruction, str) or not instruction.strip()):
-        raise RequestError(400, "'instruction' must be a non-empty string.", param="instruction")
-    if instruction is not None:
-        _check_unicode(instruction, "'instruction'", "instruction")
+    instruction = optional_text(body, "instruction")
     return RerankRequest(query, documents, top_n, flag, instruction)
+
+
+def _positive(body: dict[str, Any], field: str, instead: str, *, low: int = 1) -> int | None:
+    value = body.get(field)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+        kind = "a positive integer" if low == 1 else f"an integer of at least {low}"
+        raise RequestError(400, f"'{field}' must be {kind}, not {json.dumps(value)}; {instead}.", param=field)
+    return value
 
 
 def _documents(raw: object, max_inputs: int) -> list[str]:
@@ -116,30 +110,24 @@ def _documents(raw: object, max_inputs: int) -> list[str]:
             raise RequestError(
                 400, f'documents[{i}] is {shown}; send a string or {{"text": "..."}}.', param="documents"
             )
-        _check_unicode(text, f"documents[{i}]", "documents")
+        if not text:
+            raise RequestError(400, f"documents[{i}] is empty.", param="documents")
+        check_unicode(text, f"documents[{i}]", "documents")
         texts.append(text)
     return texts
 
 
-def _check_unicode(text: str, where: str, param: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise RequestError(
-            400,
-            f"{where} holds a lone surrogate at character {error.start} ({error.object[error.start]!r}), "
-            "which is not Unicode text; fix the bad decode that made it, or replace it.",
-            param=param,
-        ) from None
-
-
-def count_tokens(reranker: Reranker, request: RerankRequest, *, stop: threading.Event, budget: int) -> int:
-    """Tokens of all the request's pairs as the model reads them; over ``budget`` is a 400 ``request_too_large``."""
+def count_tokens(reranker: Reranker, request: RerankRequest, *, stop: threading.Event, budget: int) -> list[int]:
+    """Tokens of each of the request's pairs as the model reads them; over ``budget`` in all is a 400
+    ``request_too_large``, a query or instruction that alone fills ``max_length`` a 400 naming it."""
+    _check_head(reranker, request)
+    costs: list[int] = []
     total = 0
     for i, document in enumerate(request.documents):
         if stop.is_set():
             raise ClientGone
-        total += len(reranker.tokenize(request.query, document, instruction=request.instruction))
+        cost = len(reranker.tokenize(request.query, document, instruction=request.instruction))
+        total += cost
         if total > budget:
             raise RequestError(
                 400,
@@ -148,11 +136,41 @@ def count_tokens(reranker: Reranker, request: RerankRequest, *, stop: threading.
                 param="documents",
                 code="request_too_large",
             )
-    return total
+        costs.append(cost)
+    return costs
 
 
-def render_rerank(request: RerankRequest, scores: np.ndarray, *, model: str, tokens: int) -> bytes:
-    """The answer as JSON bytes: best first (ties keep input order), cut to ``top_n``."""
+def _check_head(reranker: Reranker, request: RerankRequest) -> None:
+    """A 400 naming the query or the instruction when it alone leaves no room for a document."""
+    said = _head_fills(reranker, request.query, request.instruction, "query")
+    if said is None:
+        return
+    if request.instruction is not None:
+        alone = _head_fills(reranker, "?", request.instruction, "instruction")
+        if alone is not None:
+            raise RequestError(400, alone, param="instruction")
+    raise RequestError(400, said, param="query")
+
+
+def _head_fills(reranker: Reranker, query: str, instruction: str | None, what: str) -> str | None:
+    """Why ``query`` under ``instruction`` (and the prompt) leaves no room for a document (blaming ``what``);
+    ``None`` if it does not."""
+    try:
+        n = len(reranker.tokenize(query, "", instruction=instruction))
+    except InputTooLongError as error:
+        return str(error)
+    if n < reranker.max_length:
+        return None
+    return (
+        f"The {what} alone fills the reranker's max_length ({reranker.max_length:,} tokens, prompt included), "
+        "which leaves no room for a document. Shorten it."
+    )
+
+
+def render_rerank(
+    request: RerankRequest, scores: np.ndarray, *, model: str, tokens: int, shape: Shape = "v1", request_id: str = ""
+) -> bytes:
+    """The answer as JSON bytes: best first (ties keep input order), cut to ``top_n``, in ``shape``."""
     order = np.argsort(-scores, kind="stable")[: request.top_n]
     results: list[dict[str, Any]] = []
     for i in order.tolist():
@@ -160,124 +178,91 @@ def render_rerank(request: RerankRequest, scores: np.ndarray, *, model: str, tok
         if request.return_documents:
             entry["document"] = {"text": request.documents[i]}
         results.append(entry)
-    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-    answer = {"object": "list", "model": model, "results": results, "usage": usage}
+    answer: dict[str, Any]
+    if shape == "cohere-v2":
+        meta = {
+            "api_version": {"version": "2"},
+            "billed_units": {"input_tokens": tokens},
+            "tokens": {"input_tokens": tokens, "output_tokens": 0},
+        }
+        answer = {"id": request_id, "results": results, "meta": meta}
+    else:
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        answer = {"object": "list", "model": model, "results": results, "usage": usage}
     return json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-class RerankRoute:
-    """The ``/v1/rerank`` handler of one app, with the reranker's engine thread.
+class RerankWork:
+    """One engine call of the reranker: documents scored for one query and instruction (equal ones share decodes)."""
+
+    kind = "rerank"
+
+    def __init__(self, reranker: Reranker, query: str, instruction: str | None) -> None:
+        self.reranker, self.query, self.instruction = reranker, query, instruction
+
+    def __call__(self, items: list[str]) -> np.ndarray:
+        pairs = [(self.query, document) for document in items]
+        return self.reranker.predict(pairs, instruction=self.instruction, show_progress=False)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, RerankWork)
+            and other.reranker is self.reranker
+            and (other.query, other.instruction) == (self.query, self.instruction)
+        )
+
+    def __hash__(self) -> int:
+        return hash((id(self.reranker), self.query, self.instruction))
+
+
+class RerankRoute(ModelRoute[RerankRequest]):
+    """A rerank route over ``reranker``, answering in ``shape`` (``"v1"``, or Cohere's ``"cohere-v2"``).
 
     Args:
-        reranker: The model (scored on this route's own thread, tokenized on the workers).
-        name: The name clients send as ``model``.
-        options: The server's limits (``max_inputs``, ``max_request_tokens``, bodies, ``batch_texts``).
-        metrics: The app's metrics.
-        offload: Runs a function on the app's worker threads.
-        failure: Turns a :class:`RequestError` into the app's error response.
+        reranker: The model (scored on the scheduler's engine thread, tokenized on the workers).
+        aliases: Every ``model`` value that names it.
+        shape: The answer's shape.
+        name: Its served name.
+        parts: The app's shared parts.
+        tally: Its request counts (shared by its routes).
     """
+
+    verb = "rerank"
+    long_input_param = "documents"
 
     def __init__(
         self,
         reranker: Reranker,
         *,
+        aliases: frozenset[str],
+        shape: Shape = "v1",
         name: str,
-        options: ServerOptions,
-        metrics: Metrics,
-        offload: Callable[..., Awaitable[Any]],
-        failure: Callable[[RequestError], Any],
+        parts: AppParts,
+        tally: Tally,
     ) -> None:
-        self.reranker = reranker
-        self.name = name
-        file = reranker.model_path.name
-        self.aliases = {name, file, file.removesuffix(".gguf")}
-        self._options, self._metrics, self._offload, self._failure = options, metrics, offload, failure
-        self._engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qwen-embed-rerank")
-        self.requests = 0
-        self.documents = 0
+        super().__init__(name=name, parts=parts, tally=tally)
+        self.reranker, self.aliases, self.shape = reranker, aliases, shape
 
     def health(self) -> dict[str, Any]:
         """What ``/health`` reports about the reranker."""
         return {
             "model": self.name,
             "max_length": self.reranker.max_length,
-            "requests": self.requests,
-            "documents": self.documents,
+            "requests": self.tally.requests,
+            "documents": self.tally.inputs,
         }
 
-    async def stop(self) -> None:
-        """Drop the chunks waiting for the engine, then wait for the one being scored."""
-        self._engine.shutdown(wait=False, cancel_futures=True)
-        await asyncio.get_running_loop().run_in_executor(None, self._engine.shutdown, True)
-
-    def _prepare(self, raw: bytes, stop: threading.Event) -> tuple[RerankRequest, int]:
-        opts = self._options
+    def plan(self, raw: bytes, stop: threading.Event) -> Plan[RerankRequest]:
+        opts = self.options
         request = parse_rerank(raw, aliases=self.aliases, name=self.name, max_inputs=opts.max_inputs)
-        return request, count_tokens(self.reranker, request, stop=stop, budget=opts.max_request_tokens)
+        costs = count_tokens(self.reranker, request, stop=stop, budget=opts.max_request_tokens)
+        work = RerankWork(self.reranker, request.query, request.instruction)
+        return Plan(request, request.documents, costs, work, sum(costs))
 
-    async def _score(self, request: RerankRequest, watcher: asyncio.Future[None]) -> np.ndarray:
-        documents, step = request.documents, self._options.batch_texts
-        parts: list[np.ndarray] = []
-        for start in range(0, len(documents), step):
-            pairs = [(request.query, d) for d in documents[start : start + step]]
-            work = functools.partial(self.reranker.predict, pairs, instruction=request.instruction, show_progress=False)
-            try:
-                future = self._engine.submit(work)
-            except RuntimeError:  # the executor was shut down: the app is stopping
-                raise EmbedderClosedError("the server is shutting down") from None
-            try:
-                parts.append(await race(asyncio.wrap_future(future), watcher))
-            except ClientGone:
-                ran = not future.cancel()  # False: it was still waiting, and now never runs
-                self._metrics.rerank_dropped.inc(len(documents) - start - (len(pairs) if ran else 0))
-                raise
-        return np.concatenate(parts)
+    def render(self, plan: Plan[RerankRequest], rows: np.ndarray, request_id: str) -> bytes:
+        return render_rerank(
+            plan.request, rows, model=self.name, tokens=plan.tokens, shape=self.shape, request_id=request_id
+        )
 
-    async def __call__(self, request: Any) -> Any:
-        from starlette.responses import Response
-
-        state = request.scope["state"]
-        self.requests += 1
-        try:
-            check_content_type(request.headers.get("content-type"))
-            raw = await read_body(
-                request.receive,
-                content_length=request.headers.get("content-length"),
-                limit=self._options.max_body_bytes,
-                timeout=self._options.body_timeout,
-            )
-            stop = threading.Event()
-            watcher = asyncio.ensure_future(wait_disconnect(request.receive))
-            try:
-                parsed, tokens = await race(self._offload(self._prepare, raw, stop), watcher)
-                del raw
-                scores = await self._score(parsed, watcher)
-                payload = await race(
-                    self._offload(render_rerank, parsed, scores, model=self.name, tokens=tokens), watcher
-                )
-            finally:
-                stop.set()
-                watcher.cancel()
-        except ClientGone:
-            logger.info("client of request %s went away; its remaining work was dropped", state.get("request_id"))
-            return Response(status_code=499)
-        except RequestError as bad:
-            return self._failure(bad)
-        except EmbedderClosedError:
-            return self._failure(RequestError(503, "The server is shutting down.", code="shutting_down"))
-        except QwenEmbedError as bad:
-            if isinstance(bad, ValueError | TypeError):
-                return self._failure(RequestError(400, str(bad)))
-            logger.exception("request %s: the reranker failed", state.get("request_id"))
-            return self._failure(
-                RequestError(
-                    500,
-                    f"The server could not rerank this request (request {state.get('request_id')}); "
-                    "its log has the details.",
-                )
-            )
-        n = len(parsed.documents)
-        self.documents += n
-        self._metrics.reranked(n, tokens)
-        state["inputs"], state["tokens"] = n, tokens
-        return Response(payload, media_type="application/json")
+    def served(self, plan: Plan[RerankRequest]) -> None:
+        self.metrics.reranked(len(plan.items), plan.tokens)

@@ -1,20 +1,21 @@
-"""Fair scheduling of the server's embedding work onto the one engine thread.
+"""Fair scheduling of the server's model work (embeddings and reranking) onto the one engine thread.
 
-Every request becomes a :class:`Job` whose texts are cut into sub-batches of at most
-``max_texts`` texts and ``max_tokens`` tokens (one engine decode's worth by default). The
-scheduler runs one engine call at a time and builds each call from the sub-batches of
-several jobs:
+Every request becomes a :class:`Job`: its items (texts to embed, documents to score), what each
+costs the engine, and its :class:`Work` (the model call that turns a list of items into one row
+per item). The items are cut into sub-batches of at most ``max_texts`` items and ``max_tokens``
+tokens (one engine decode's worth by default). The scheduler runs one engine call at a time and
+builds each call from the sub-batches of several jobs:
 
 * a job that has not been served yet ("fresh", usually a small request) leads the next call,
   unless a fresh job led the previous one while older jobs waited: a new request waits for
-  at most one sub-batch of the large requests before it;
+  at most one sub-batch of the large requests before it, whichever model they use;
 * jobs already served take turns (round-robin), and never wait two calls in a row for fresh
   ones, so a large request advances at least every second call however many small requests
   arrive;
-* sub-batches of other jobs with the same options ride along while the call has room
-  (concurrent clients share decodes);
-* a job whose future is done (its client went away, or its handler was cancelled) is
-  dropped before the next call: its remaining sub-batches never run.
+* sub-batches of other jobs with equal work (same model, same options) ride along while the
+  call has room (concurrent clients share decodes);
+* a job whose caller went away (its client disconnected, or its handler was cancelled) is
+  dropped at once: its remaining sub-batches never run.
 """
 
 from __future__ import annotations
@@ -23,29 +24,40 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections import Counter, deque
+from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
-__all__ = ["Job", "Key", "Scheduler", "split_batches"]
+__all__ = ["Job", "Scheduler", "SchedulerObserver", "Work", "split_batches"]
 
 logger = logging.getLogger(__name__)
 
-Key = tuple[str | None, str | None, int | None]  # (prompt_name, instruction, dimensions)
+
+class Work(Hashable, Protocol):
+    """One kind of engine call: hashable, and equal for calls that may share a decode.
+
+    ``kind`` names the route in metrics (``"embeddings"``, ``"rerank"``); calling it runs the
+    model on the engine thread and returns one row per item, in order.
+    """
+
+    @property
+    def kind(self) -> str: ...
+
+    def __call__(self, items: list[str]) -> np.ndarray: ...
 
 
 class SchedulerObserver(Protocol):
     """What the scheduler reports (the server's metrics implement it)."""
 
-    def batch_done(self, *, texts: int, tokens: int, seconds: float) -> None: ...
+    def batch_done(self, *, kind: str, texts: int, tokens: int, seconds: float) -> None: ...
 
     def queue_changed(self, *, jobs: int, inputs: int) -> None: ...
 
-    def inputs_dropped(self, count: int) -> None: ...
+    def inputs_dropped(self, *, kind: str, count: int) -> None: ...
 
 
 def split_batches(costs: Sequence[int], *, max_texts: int, max_tokens: int) -> list[tuple[int, int]]:
@@ -64,11 +76,11 @@ def split_batches(costs: Sequence[int], *, max_texts: int, max_tokens: int) -> l
 
 @dataclass(eq=False)
 class Job:
-    """One request's texts, their budget costs, and where its vectors go."""
+    """One request's items, their costs, its work, and where its rows go."""
 
     texts: list[str]
     costs: list[int]
-    key: Key
+    work: Work
     future: asyncio.Future[np.ndarray]
     runs: deque[tuple[int, int]] = field(default_factory=deque)
     out: np.ndarray | None = None
@@ -85,9 +97,10 @@ class Job:
 class Scheduler:
     """Runs :class:`Job` sub-batches on one engine thread, fairly (see the module docstring).
 
+    ``batches`` counts the engine calls made, by work kind.
+
     Args:
-        encode: ``encode(texts, key) -> (n, dim) float32``, called on the engine thread.
-        max_texts: Most texts in one engine call.
+        max_texts: Most items in one engine call.
         max_tokens: Most tokens in one engine call (a longer single text runs alone).
         wait: Seconds to wait, when idle, for concurrent requests to arrive before the first call.
         observer: Receives batch timings, queue depth and dropped inputs.
@@ -95,14 +108,12 @@ class Scheduler:
 
     def __init__(
         self,
-        encode: Callable[[list[str], Key], np.ndarray],
         *,
         max_texts: int,
         max_tokens: int,
         wait: float,
         observer: SchedulerObserver | None = None,
     ) -> None:
-        self._encode = encode
         self._max_texts = max_texts
         self._max_tokens = max_tokens
         self._wait = wait
@@ -113,7 +124,8 @@ class Scheduler:
         self._wake: asyncio.Event | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qwen-embed-engine")
         self._task: asyncio.Task[None] | None = None
-        self.batches = 0
+        self._running: list[Job] = []  # the jobs of the engine call in progress
+        self.batches: Counter[str] = Counter()
 
     def start(self) -> None:
         self._wake = asyncio.Event()
@@ -125,16 +137,16 @@ class Scheduler:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for job in (*self._fresh, *self._rotation):
+        for job in (*self._fresh, *self._rotation, *self._running):
             job.future.cancel()
         self._fresh.clear()
         self._rotation.clear()
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
 
-    async def submit(self, texts: list[str], costs: list[int], key: Key) -> np.ndarray:
-        """Queue ``texts`` and wait for their vectors; cancelling the caller drops the job."""
+    async def submit(self, texts: list[str], costs: list[int], work: Work) -> np.ndarray:
+        """Queue ``texts`` and wait for their rows; cancelling the caller drops the job's waiting sub-batches."""
         loop = asyncio.get_running_loop()
-        job = Job(texts, costs, key, loop.create_future())
+        job = Job(texts, costs, work, loop.create_future())
         job.runs.extend(split_batches(costs, max_texts=self._max_texts, max_tokens=self._max_tokens))
         job.missing = len(texts)
         self._fresh.append(job)
@@ -144,8 +156,11 @@ class Scheduler:
         try:
             return await job.future
         finally:
-            if not job.future.done():
+            if not job.future.done() or job.future.cancelled():
                 job.future.cancel()
+                self._forget(job)
+            elif job.runs:  # failed: its other sub-batches are of no use
+                self._forget(job, dropped=False)
 
     # ------------------------------------------------------------------ internals
 
@@ -161,21 +176,25 @@ class Scheduler:
             batch = self._next_batch()
             if not batch:
                 continue
-            key = batch[0][0].key
+            work = batch[0][0].work
             texts = [text for job, start, end in batch for text in job.texts[start:end]]
             tokens = sum(sum(job.costs[start:end]) for job, start, end in batch)
             began = time.perf_counter()
+            self._running = [job for job, _, _ in batch]
             try:
-                vectors = await loop.run_in_executor(self._executor, self._encode, texts, key)
+                vectors = await loop.run_in_executor(self._executor, work, texts)
             except Exception as error:
+                self._running = []
                 for job, _, _ in batch:
                     if not job.future.done():
                         job.future.set_exception(error)
                 self._report_queue()
                 continue
-            self.batches += 1
+            self._running = []
+            self.batches[work.kind] += 1
             if self._observer is not None:
-                self._observer.batch_done(texts=len(texts), tokens=tokens, seconds=time.perf_counter() - began)
+                seconds = time.perf_counter() - began
+                self._observer.batch_done(kind=work.kind, texts=len(texts), tokens=tokens, seconds=seconds)
             self._deliver(batch, vectors)
             self._report_queue()
 
@@ -190,7 +209,7 @@ class Scheduler:
         chosen: list[tuple[Job, int, int]] = []
         n_texts = n_tokens = 0
         for job in (lead, *self._fresh, *self._rotation):
-            if job.key != lead.key or any(job is seen for seen, _, _ in chosen):
+            if job.work != lead.work or any(job is seen for seen, _, _ in chosen):
                 continue
             start, end = job.runs[0]
             cost = sum(job.costs[start:end])
@@ -208,15 +227,22 @@ class Scheduler:
         return chosen
 
     def _prune(self) -> None:
-        """Forget jobs whose client is gone: their remaining sub-batches never reach the engine."""
+        """Forget jobs whose future is done: their remaining sub-batches never reach the engine."""
+        for job in [job for job in (*self._fresh, *self._rotation) if job.dropped]:
+            self._forget(job, dropped=job.future.cancelled())
+
+    def _forget(self, job: Job, *, dropped: bool = True) -> None:
+        """Take ``job`` out of the queues; ``dropped``: count its waiting items as dropped (its caller went away)."""
         for queue in (self._fresh, self._rotation):
-            gone = [job for job in queue if job.dropped]
-            for job in gone:
+            if any(job is queued for queued in queue):
                 queue.remove(job)
-                count = job.remaining_inputs()
-                logger.debug("dropped %d inputs of a request whose client went away", count)
-                if self._observer is not None and count:
-                    self._observer.inputs_dropped(count)
+        count = job.remaining_inputs()
+        job.runs.clear()
+        if dropped and count:
+            logger.debug("dropped %d %s items of a request whose caller went away", count, job.work.kind)
+            if self._observer is not None:
+                self._observer.inputs_dropped(kind=job.work.kind, count=count)
+        self._report_queue()
 
     def _deliver(self, batch: list[tuple[Job, int, int]], vectors: np.ndarray) -> None:
         offset = 0
@@ -226,7 +252,7 @@ class Scheduler:
             if job.future.done():
                 continue
             if job.out is None:
-                job.out = np.empty((len(job.texts), vectors.shape[1]), dtype=np.float32)
+                job.out = np.empty((len(job.texts), *vectors.shape[1:]), dtype=vectors.dtype)
             job.out[start:end] = rows
             job.missing -= end - start
             if job.missing == 0:

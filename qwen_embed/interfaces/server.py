@@ -1,72 +1,57 @@
 """An OpenAI-compatible embedding server (``pip install "qwen-embed[server]"``; ``qwen-embed serve``).
 
-``POST /v1/embeddings`` takes ``model``, ``input`` (a string or a list of strings),
-``encoding_format`` (``float`` or ``base64``), ``dimensions`` (Matryoshka), and two
-optional fields of ours: ``prompt_name`` (``"query"``, ``"document"``, any registered
-prompt) and ``instruction`` (a task in the official query format). Without them the
-inputs are embedded as given, as a document would be. Started with a reranker,
-``POST /v1/rerank`` scores documents for a query (:mod:`._server_rerank`); the server may
-serve the reranker alone. ``GET /v1/models``, ``GET /health`` and ``GET /metrics``
-(Prometheus) answer too. Errors come back in OpenAI's shape.
+``POST /v1/embeddings`` takes OpenAI's ``model``, ``input`` (a string or a list of strings),
+``encoding_format`` (``float`` or ``base64``) and ``dimensions`` (Matryoshka), and the library's
+prompt options ``side`` (``"query"``/``"document"``), ``task`` (a registered prompt) and
+``instruction`` (:mod:`._server_embeddings`; ``prompt_name`` is still accepted for ``task``).
+Without them the inputs are embedded as given, as a document would be. OpenAI clients that send
+bare text (LangChain's ``OpenAIEmbeddings``) choose the query side by the model name: the served
+name plus ``-query`` (both are listed by ``GET /v1/models``). Started with a reranker,
+``POST /v1/rerank`` scores documents for a query, and ``POST /v2/rerank`` does so in Cohere's v2
+shape (:mod:`._server_rerank`); the server may serve the reranker alone. ``GET /v1/models``,
+``GET /health`` and ``GET /metrics`` (Prometheus) answer too. Errors come back in OpenAI's shape.
 
-The event loop only moves bytes: parsing, token counting and JSON rendering run on worker
-threads, and the engine runs on a thread of its own, fed fairly by the scheduler
-(:mod:`._server_scheduler`): large requests are cut into sub-batches that take turns with
-other requests, concurrent small requests share decodes, and the remaining work of a
-client that disconnects is dropped.
+Every model route is a :class:`~._server_route.ModelRoute` over one request lifecycle: the event
+loop only moves bytes; parsing, token counting and JSON rendering run on worker threads; the models
+run on one engine thread, fed fairly by the scheduler (:mod:`._server_scheduler`): large requests
+(embeddings or reranks) are cut into sub-batches that take turns with other requests, concurrent
+small requests share decodes, and the remaining work of a client that disconnects is dropped.
 
     from openai import OpenAI
     client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="EMPTY")
-    client.embeddings.create(model="Qwen3-Embedding-0.6B", input=["What is GGUF?"])
+    client.embeddings.create(model="Qwen3-Embedding-0.6B", input=["GGUF is llama.cpp's file format."])
+    client.embeddings.create(model="Qwen3-Embedding-0.6B-query", input=["What is GGUF?"])
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-import math
 import socket
 import sys
-import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from .. import _config
-from ..embedder import Embedder
-from ..errors import ConfigurationError, EmbedderClosedError, InputTooLongError, QwenEmbedError
+from ..errors import ConfigurationError
+from ._server_embeddings import EmbeddingsRoute
 from ._server_guard import Observe, RequireKey, allowed_host_names, is_loopback
-from ._server_http import (
-    ClientGone,
-    Parsed,
-    RequestError,
-    check_content_type,
-    error_body,
-    parse_request,
-    race,
-    read_body,
-    render_embeddings,
-    wait_disconnect,
-)
+from ._server_http import RequestError, error_response
 from ._server_metrics import Metrics
+from ._server_options import QUERY_SUFFIX, ServerOptions, default_model_name, file_aliases
 from ._server_rerank import RerankRoute
+from ._server_route import AppParts, Tally
 from ._server_run import build_server, logging_config
-from ._server_scheduler import Key, Scheduler
+from ._server_scheduler import Scheduler
 
 if TYPE_CHECKING:
+    from ..embedder import Embedder
     from ..reranker import Reranker
 
-__all__ = ["ENV_API_KEY", "ServerOptions", "create_app", "default_model_name", "serve"]
+__all__ = ["ENV_API_KEY", "QUERY_SUFFIX", "ServerOptions", "create_app", "default_model_name", "serve"]
 
 logger = logging.getLogger("qwen_embed.server")
-
-T = TypeVar("T")
 
 #: The environment variable ``qwen-embed serve`` reads the API key from when ``--api-key`` is not given.
 ENV_API_KEY = "QWEN_EMBED_API_KEY"
@@ -75,98 +60,21 @@ ENV_API_KEY = "QWEN_EMBED_API_KEY"
 OPEN_PATHS = frozenset({"/health"})
 
 
-@dataclass(frozen=True, kw_only=True)
-class ServerOptions:
-    """How the server answers; ``qwen-embed serve`` sets these from its flags.
-
-    Args:
-        model_name: Name clients send as ``model`` (default: the file name without the quant).
-        reranker_name: The reranker's name, likewise.
-        host: The address served; with ``allowed_hosts`` it makes the names the Host check accepts.
-        max_inputs: Most inputs in one request.
-        max_request_tokens: Most tokens (prompt and EOS included) in one request, all inputs together.
-        max_body_bytes: Largest request body (413 above it).
-        body_timeout: Seconds a client has to send the whole body (408 after).
-        api_key: Required as ``Authorization: Bearer KEY`` on every path but ``/health``; ``None``: open.
-        cors_origins: Origins browsers may call from (``"*"`` for any); empty: no CORS headers at all.
-        allowed_hosts: More names accepted in the ``Host`` header (``"*"`` accepts any).
-        check_host: Refuse requests whose ``Host`` is not a name of this server (DNS rebinding guard).
-        batch_texts: Most texts in one engine call (requests are cut into sub-batches of this size).
-        batch_tokens: Most tokens in one engine call (a longer single text runs alone).
-        batch_wait: Seconds the idle engine waits for concurrent requests to share its first call.
-        workers: Threads that parse requests, count tokens and render answers.
-    """
-
-    model_name: str | None = None
-    reranker_name: str | None = None
-    host: str = "127.0.0.1"
-    max_inputs: int = 2048
-    max_request_tokens: int = 1_000_000
-    max_body_bytes: int = 32 * 2**20
-    body_timeout: float = 60.0
-    api_key: str | None = None
-    cors_origins: tuple[str, ...] = ()
-    allowed_hosts: tuple[str, ...] = ()
-    check_host: bool = True
-    batch_texts: int = _config.DEFAULT_BATCH_SIZE
-    batch_tokens: int = _config.DEFAULT_BATCH_TOKENS
-    batch_wait: float = 0.005
-    workers: int = 4
-
-    def __post_init__(self) -> None:
-        for name in ("max_inputs", "max_request_tokens", "max_body_bytes", "batch_texts", "batch_tokens", "workers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigurationError(f"ServerOptions.{name} must be a positive int, not {value!r}")
-        for name in ("body_timeout", "batch_wait"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-                raise ConfigurationError(f"ServerOptions.{name} must be a number of seconds >= 0, not {value!r}")
-        if self.api_key is not None and not self.api_key.strip():
-            raise ConfigurationError("the API key is empty; pass a non-empty key or none at all")
-        for name in ("cors_origins", "allowed_hosts"):
-            if isinstance(getattr(self, name), str):
-                raise ConfigurationError(f"ServerOptions.{name} is a tuple of strings, not one string")
-
-
-@dataclass
-class _Counts:
-    requests: int = 0
-    texts: int = 0
-
-
-class _ModelFile(Protocol):
-    @property
-    def model_path(self) -> Path: ...
-
-    @property
-    def quantization(self) -> str: ...
-
-
-def default_model_name(model: _ModelFile) -> str:
-    """``Qwen3-Embedding-0.6B`` for ``Qwen3-Embedding-0.6B-Q8_0.gguf``: the file name without the quant."""
-    stem = model.model_path.name.removesuffix(".gguf")
-    quant = model.quantization
-    for suffix in (f"-{quant}", f"-{quant.lower()}", f".{quant}"):
-        if stem.endswith(suffix):
-            return stem[: -len(suffix)]
-    return stem
-
-
 def create_app(
     embedder: Embedder | None, options: ServerOptions | None = None, *, reranker: Reranker | None = None
 ) -> Any:
     """The ASGI app (Starlette) serving ``embedder``, ``reranker``, or both.
 
-    ``app.state.metrics`` holds its Prometheus metrics and ``app.state.scheduler`` its
-    engine scheduler (``None`` without an embedder). The app owns its thread pools (the
-    workers, the embedder's engine thread, the reranker's), started and stopped by its lifespan.
+    ``app.state.metrics`` holds its Prometheus metrics and ``app.state.scheduler`` the engine
+    scheduler both models share. The app owns its threads (the workers and the engine thread),
+    started and stopped by its lifespan.
 
     Raises:
         ConfigurationError: No model at all, or both models under one name.
     """
     try:
         from starlette.applications import Starlette
+        from starlette.exceptions import HTTPException
         from starlette.middleware import Middleware
         from starlette.middleware.cors import CORSMiddleware
         from starlette.requests import Request
@@ -178,109 +86,59 @@ def create_app(
     if embedder is None and reranker is None:
         raise ConfigurationError("create_app needs a model: an Embedder, a reranker=Reranker, or both")
     opts = options or ServerOptions()
-    name = (opts.model_name or default_model_name(embedder)) if embedder is not None else ""
-    aliases = {name, embedder.model_path.name, embedder.model_path.name.removesuffix(".gguf")} if embedder else set()
     metrics = Metrics()
-    counts = _Counts()
-    scheduler = None
+    scheduler = Scheduler(
+        max_texts=opts.batch_texts, max_tokens=opts.batch_tokens, wait=opts.batch_wait, observer=metrics
+    )
+    workers = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="qwen-embed-http")
+    parts = AppParts(opts, metrics, scheduler, workers)
+
+    embeddings = None
     if embedder is not None:
-        scheduler = Scheduler(
-            functools.partial(_encode, embedder),
-            max_texts=opts.batch_texts,
-            max_tokens=opts.batch_tokens,
-            wait=opts.batch_wait,
-            observer=metrics,
+        name = opts.model_name or default_model_name(embedder)
+        embeddings = EmbeddingsRoute(
+            embedder, aliases=file_aliases(embedder, name), name=name, parts=parts, tally=Tally()
         )
-    pool = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="qwen-embed-http")
-
-    async def offload(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args, **kwargs))
-
-    def failure(bad: RequestError) -> Response:
-        body = error_body(bad.status, bad.message, param=bad.param, code=bad.code)
-        return Response(body, status_code=bad.status, media_type="application/json", headers=bad.headers)
-
-    rerank = None
+    reranks: dict[str, RerankRoute] = {}
     if reranker is not None:
         reranker_name = opts.reranker_name or default_model_name(reranker)
-        if reranker_name == name:
+        if embeddings is not None and reranker_name in embeddings.names:
             raise ConfigurationError(
-                f"The embedding model and the reranker are both named {name!r}; give them different names "
+                f"The embedding model and the reranker are both named {reranker_name!r}; give them different names "
                 "(--served-model-name, --served-reranker-name)."
             )
-        rerank = RerankRoute(
-            reranker, name=reranker_name, options=opts, metrics=metrics, offload=offload, failure=failure
+        tally, aliases = Tally(), file_aliases(reranker, reranker_name)
+        for shape in ("v1", "cohere-v2"):
+            reranks[shape] = RerankRoute(
+                reranker, aliases=aliases, shape=shape, name=reranker_name, parts=parts, tally=tally
+            )
+    rerank = reranks.get("v1")
+
+    async def no_embedder(request: Request) -> Response:
+        assert rerank is not None
+        return error_response(
+            RequestError(
+                404,
+                "This server has no embedding model (it was started with --no-embedder); "
+                f"it serves the reranker {rerank.name!r} at POST /v1/rerank.",
+                code="model_not_found",
+            )
         )
 
-    def prepare(raw: bytes, stop: threading.Event) -> tuple[Parsed, list[int]]:
-        assert embedder is not None
-        parsed = parse_request(raw, aliases=aliases, name=name, max_inputs=opts.max_inputs)
-        return parsed, _costs(embedder, parsed, stop=stop, budget=opts.max_request_tokens)
-
-    def absent(what: str, instead: str) -> Response:
-        return failure(RequestError(404, f"This server has no {what}; {instead}", code="model_not_found"))
-
-    async def reranking(request: Request) -> Response:
-        if rerank is None:
-            return absent("reranker", "start it with --reranker MODEL (qwen-embed serve) to serve POST /v1/rerank.")
-        response: Response = await rerank(request)
-        return response
-
-    async def embeddings(request: Request) -> Response:
-        if scheduler is None:
-            assert rerank is not None
-            return absent(
-                "embedding model (it was started with --no-embedder)",
-                f"it serves the reranker {rerank.name!r} at POST /v1/rerank.",
+    async def no_reranker(request: Request) -> Response:
+        return error_response(
+            RequestError(
+                404,
+                "This server has no reranker; start it with --reranker MODEL (qwen-embed serve) "
+                "to serve POST /v1/rerank.",
+                code="model_not_found",
             )
-        state = request.scope["state"]
-        counts.requests += 1
-        try:
-            check_content_type(request.headers.get("content-type"))
-            raw = await read_body(
-                request.receive,
-                content_length=request.headers.get("content-length"),
-                limit=opts.max_body_bytes,
-                timeout=opts.body_timeout,
-            )
-            stop = threading.Event()
-            watcher = asyncio.ensure_future(wait_disconnect(request.receive))
-            try:
-                parsed, costs = await race(offload(prepare, raw, stop), watcher)
-                del raw
-                vectors = await race(scheduler.submit(parsed.texts, costs, parsed.key), watcher)
-                tokens = sum(costs)
-                payload = await race(
-                    offload(render_embeddings, vectors, encoding=parsed.encoding, model=name, tokens=tokens), watcher
-                )
-            finally:
-                stop.set()
-                watcher.cancel()
-        except ClientGone:
-            logger.info("client of request %s went away; its remaining work was dropped", state.get("request_id"))
-            return Response(status_code=499)
-        except RequestError as bad:
-            return failure(bad)
-        except EmbedderClosedError:
-            return failure(RequestError(503, "The server is shutting down.", code="shutting_down"))
-        except QwenEmbedError as bad:
-            if isinstance(bad, ValueError | TypeError):
-                param = "input" if isinstance(bad, InputTooLongError) else None
-                return failure(RequestError(400, str(bad), param=param))
-            logger.exception("request %s: the engine failed", state.get("request_id"))
-            return failure(
-                RequestError(
-                    500,
-                    f"The server could not embed this request (request "
-                    f"{state.get('request_id')}); its log has the details.",
-                )
-            )
-        counts.texts += len(parsed.texts)
-        metrics.embedded(len(parsed.texts), tokens)
-        state["inputs"], state["tokens"] = len(parsed.texts), tokens
-        return Response(payload, media_type="application/json")
+        )
 
-    served = [n for n in (name, rerank.name if rerank else "") if n]
+    served = [
+        *([embeddings.name, embeddings.name + QUERY_SUFFIX] if embeddings else []),
+        *([rerank.name] if rerank else []),
+    ]
 
     async def models(request: Request) -> JSONResponse:
         cards = [{"id": n, "object": "model", "created": 0, "owned_by": "qwen_embed"} for n in served]
@@ -288,20 +146,20 @@ def create_app(
 
     async def health(request: Request) -> JSONResponse:
         answer: dict[str, Any] = {"status": "ok"}
-        if embedder is not None and scheduler is not None:
+        if embeddings is not None:
             answer.update(
-                model=name,
-                dim=embedder.dim,
-                requests=counts.requests,
-                batches=scheduler.batches,
-                texts=counts.texts,
+                model=embeddings.name,
+                dim=embeddings.embedder.dim,
+                requests=embeddings.tally.requests,
+                batches=scheduler.batches["embeddings"],
+                texts=embeddings.tally.inputs,
             )
         if rerank is not None:
             answer["reranker"] = rerank.health()
         return JSONResponse(answer)
 
     async def prometheus(request: Request) -> Response:
-        body, content_type = await offload(metrics.render)
+        body, content_type = await asyncio.get_running_loop().run_in_executor(workers, metrics.render)
         return Response(body, headers={"Content-Type": content_type})
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -309,7 +167,7 @@ def create_app(
         headers = dict(getattr(exc, "headers", None) or {})
         if status == 404:
             routes = " and ".join(
-                r for r, on in (("POST /v1/embeddings", scheduler), ("POST /v1/rerank", rerank)) if on
+                r for r, on in (("POST /v1/embeddings", embeddings), ("POST /v1/rerank", rerank)) if on
             )
             message = f"No route {request.method} {request.url.path}; this server has {routes}."
         elif status == 405:
@@ -317,25 +175,21 @@ def create_app(
             message = f"{request.method} is not allowed on {request.url.path}; use {allowed}."
         else:
             message = str(getattr(exc, "detail", "")) or "Bad request."
-        return failure(RequestError(status, message, headers=headers))
+        return error_response(RequestError(status, message, headers=headers))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        if scheduler is not None:
-            scheduler.start()
+        scheduler.start()
         try:
             yield
         finally:
-            if scheduler is not None:
-                await scheduler.stop()
-            if rerank is not None:
-                await rerank.stop()
-            pool.shutdown(wait=False, cancel_futures=True)
+            await scheduler.stop()
+            workers.shutdown(wait=False, cancel_futures=True)
 
     middleware = [
         Middleware(
             Observe,
-            metrics=metrics,  # type: ignore[arg-type]
+            metrics=metrics,
             allowed_hosts=allowed_host_names(opts.host, opts.allowed_hosts) if opts.check_host else None,
         ),
     ]
@@ -344,20 +198,21 @@ def create_app(
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(opts.cors_origins),
-                allow_methods=["GET", "POST"],  # type: ignore[arg-type]
+                allow_methods=["GET", "POST"],
                 allow_headers=["Authorization", "Content-Type"],
             )
         )
     if opts.api_key is not None:
-        middleware.append(Middleware(RequireKey, key=opts.api_key, open_paths=OPEN_PATHS))  # type: ignore[arg-type]
-    from starlette.exceptions import HTTPException
+        middleware.append(Middleware(RequireKey, key=opts.api_key, open_paths=OPEN_PATHS))
 
+    embed_handler = embeddings.handle if embeddings is not None else no_embedder
     app = Starlette(
         routes=[
-            Route("/v1/embeddings", embeddings, methods=["POST"]),
-            Route("/embeddings", embeddings, methods=["POST"]),
-            Route("/v1/rerank", reranking, methods=["POST"]),
-            Route("/rerank", reranking, methods=["POST"]),
+            Route("/v1/embeddings", embed_handler, methods=["POST"]),
+            Route("/embeddings", embed_handler, methods=["POST"]),
+            Route("/v1/rerank", reranks["v1"].handle if reranks else no_reranker, methods=["POST"]),
+            Route("/rerank", reranks["v1"].handle if reranks else no_reranker, methods=["POST"]),
+            Route("/v2/rerank", reranks["cohere-v2"].handle if reranks else no_reranker, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
             Route("/metrics", prometheus, methods=["GET"]),
@@ -368,62 +223,10 @@ def create_app(
     )
     app.state.metrics = metrics
     app.state.scheduler = scheduler
-    app.state.model_name = name or None
+    app.state.model_name = embeddings.name if embeddings else None
     app.state.reranker_name = rerank.name if rerank else None
     app.state.options = opts
     return app
-
-
-def _costs(embedder: Embedder, parsed: Parsed, *, stop: threading.Event, budget: int) -> list[int]:
-    """Tokens each input costs the engine (prompt and EOS included); checks the per-text and per-request limits."""
-    prompt_name, instruction, dim = parsed.key
-    if dim is not None:
-        low = min(_config.MIN_DIM, embedder.native_dim)
-        if not low <= dim <= embedder.native_dim:
-            raise RequestError(
-                400, f"'dimensions' is {dim}; this model gives {low} to {embedder.native_dim}.", param="dimensions"
-            )
-    if prompt_name in ("document", "passage"):
-        prompt_name = None  # retrieval documents carry no instruction
-    limit, policy = embedder.max_length, embedder.long_text
-    costs: list[int] = []
-    total = 0
-    for i, text in enumerate(parsed.texts):
-        if stop.is_set():
-            raise ClientGone
-        n = embedder.count_tokens(text, prompt_name=prompt_name, instruction=instruction)
-        if n > limit and policy == "error":
-            raise InputTooLongError(
-                f"input[{i}] is {n:,} tokens (prompt and EOS included); the limit is {limit:,}. Shorten it, or "
-                "start the server with --long-text truncate or --long-text chunk.",
-                index=i,
-                n_tokens=n,
-                limit=limit,
-            )
-        cost = min(n, limit) if policy == "truncate" else n
-        total += cost
-        if total > budget:
-            raise RequestError(
-                400,
-                f"The request has more than {budget:,} tokens (--max-request-tokens; "
-                f"reached at input[{i}]); split it over several requests.",
-                param="input",
-                code="request_too_large",
-            )
-        costs.append(cost)
-    return costs
-
-
-def _encode(embedder: Embedder, texts: list[str], key: Key) -> np.ndarray:
-    """One engine call (on the scheduler's engine thread)."""
-    prompt_name, instruction, dim = key
-    if instruction is not None:
-        return embedder.encode(texts, instruction=instruction, dim=dim)
-    if prompt_name == "query":
-        return embedder.encode_queries(texts, dim=dim)
-    if prompt_name in ("document", "passage"):
-        return embedder.encode_documents(texts, dim=dim)
-    return embedder.encode(texts, prompt_name=prompt_name, dim=dim)
 
 
 def serve(
