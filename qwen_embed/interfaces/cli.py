@@ -104,7 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     rerank.add_argument("--no-progress", action="store_true", help="no progress bar")
     _model_options(rerank)  # --model: a reranker size (0.6B, 4B, 8B) or repo id
 
-    serve = commands.add_parser("serve", help="an OpenAI-compatible embedding server (needs qwen-embed[server])")
+    serve = commands.add_parser(
+        "serve",
+        help="an OpenAI-compatible embedding server (needs qwen-embed[server])",
+        conflict_handler="resolve",  # its --threads replaces the shared one (another default)
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     serve.add_argument("--port", type=_port_number, default=8000, help="port to bind, 0-65535 (default: 8000)")
     serve.add_argument("--served-model-name", default=None, help="model name clients send (default: from the file)")
@@ -128,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--served-reranker-name", default=None, help="reranker name clients send (default: the file)")
     serve.add_argument("--no-embedder", action="store_true", help="serve only the --reranker (no /v1/embeddings)")
     _model_options(serve)
+    serve.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="engine threads (default: every CPU this process may use but one, at least 1, which leaves the "
+        "server a core: small requests stay quick beside large ones; $QWEN_EMBED_NUM_THREADS if set)",
+    )
     _cli_search.add_parsers(commands)
     return parser
 
@@ -467,6 +478,10 @@ def _serve(args: argparse.Namespace) -> int:
     )
     if args.no_embedder and not args.reranker:
         raise ConfigurationError("--no-embedder leaves nothing to serve; add --reranker MODEL (e.g. 0.6B)")
+    if args.threads is None:
+        from ._server_options import default_engine_threads
+
+        args.threads = default_engine_threads()
     emb = None if args.no_embedder else _load_embedder(args, long_text=args.long_text)
     try:
         reranker = _load_serve_reranker(args) if args.reranker else None
