@@ -1,14 +1,17 @@
-"""Fair scheduling of the server's model work (embeddings and reranking) onto the one engine thread.
+"""Fair scheduling of the server's model work (embeddings and reranking) onto the engine threads.
 
 Every request becomes a :class:`Job`: its items (texts to embed, documents to score), what each
 costs the engine, and its :class:`Work` (the model call that turns a list of items into one row
 per item). The items are cut into sub-batches of at most ``max_texts`` items and ``max_tokens``
-tokens (one engine decode's worth by default). The scheduler runs one engine call at a time and
-builds each call from the sub-batches of several jobs:
+tokens (one engine decode's worth by default).
+
+Each model has a lane: one engine thread that runs one call of that model at a time, so the
+embedding model keeps answering while the reranker scores a long document (and the other way
+round). Within a lane, each engine call is built from the sub-batches of several jobs:
 
 * a job that has not been served yet ("fresh", usually a small request) leads the next call,
   unless a fresh job led the previous one while older jobs waited: a new request waits for
-  at most one sub-batch of the large requests before it, whichever model they use;
+  at most one sub-batch of the large requests before it;
 * jobs already served take turns (round-robin), and never wait two calls in a row for fresh
   ones, so a large request advances at least every second call however many small requests
   arrive;
@@ -32,6 +35,8 @@ from typing import Protocol
 
 import numpy as np
 
+from ..errors import EmbedderClosedError
+
 __all__ = ["Job", "Scheduler", "SchedulerObserver", "Work", "split_batches"]
 
 logger = logging.getLogger(__name__)
@@ -40,8 +45,8 @@ logger = logging.getLogger(__name__)
 class Work(Hashable, Protocol):
     """One kind of engine call: hashable, and equal for calls that may share a decode.
 
-    ``kind`` names the route in metrics (``"embeddings"``, ``"rerank"``); calling it runs the
-    model on the engine thread and returns one row per item, in order.
+    ``kind`` names the model's lane and the route in metrics (``"embeddings"``, ``"rerank"``);
+    calling it runs the model on the lane's engine thread and returns one row per item, in order.
     """
 
     @property
@@ -95,14 +100,14 @@ class Job:
 
 
 class Scheduler:
-    """Runs :class:`Job` sub-batches on one engine thread, fairly (see the module docstring).
+    """Runs :class:`Job` sub-batches fairly, one engine thread per model (see the module docstring).
 
     ``batches`` counts the engine calls made, by work kind.
 
     Args:
         max_texts: Most items in one engine call.
-        max_tokens: Most tokens in one engine call (a longer single text runs alone).
-        wait: Seconds to wait, when idle, for concurrent requests to arrive before the first call.
+        max_tokens: Most tokens in one engine call (a longer single item runs alone).
+        wait: Seconds a lane waits, when idle, for concurrent requests to arrive before its first call.
         observer: Receives batch timings, queue depth and dropped inputs.
     """
 
@@ -118,40 +123,60 @@ class Scheduler:
         self._max_tokens = max_tokens
         self._wait = wait
         self._observer = observer
-        self._fresh: deque[Job] = deque()
-        self._rotation: deque[Job] = deque()
-        self._rotation_skipped = False
-        self._wake: asyncio.Event | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qwen-embed-engine")
-        self._task: asyncio.Task[None] | None = None
-        self._running: list[Job] = []  # the jobs of the engine call in progress
+        self._lanes: dict[str, _Lane] = {}
+        self._started = self._stopped = False
         self.batches: Counter[str] = Counter()
 
     def start(self) -> None:
-        self._wake = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="qwen-embed-scheduler")
+        """Called on the event loop before the first :meth:`submit` (the app's lifespan does)."""
+        self._started = True
 
     async def stop(self) -> None:
-        """Cancel the waiting jobs, then wait for the engine call in progress (at most one sub-batch)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for job in (*self._fresh, *self._rotation, *self._running):
-            job.future.cancel()
-        self._fresh.clear()
-        self._rotation.clear()
-        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+        """Cancel the waiting jobs, then wait for the engine calls in progress (at most one sub-batch a lane)."""
+        self._stopped = True
+        lanes, self._lanes = list(self._lanes.values()), {}
+        await asyncio.gather(*(lane.stop() for lane in lanes))
 
     async def submit(self, texts: list[str], costs: list[int], work: Work) -> np.ndarray:
         """Queue ``texts`` and wait for their rows; cancelling the caller drops the job's waiting sub-batches."""
-        loop = asyncio.get_running_loop()
-        job = Job(texts, costs, work, loop.create_future())
+        assert self._started, "Scheduler.start() was not called"
+        if self._stopped:
+            raise EmbedderClosedError("the server is shutting down")
+        lane = self._lanes.get(work.kind)
+        if lane is None:
+            lane = self._lanes[work.kind] = _Lane(self, work.kind)
+        job = Job(texts, costs, work, asyncio.get_running_loop().create_future())
         job.runs.extend(split_batches(costs, max_texts=self._max_texts, max_tokens=self._max_tokens))
         job.missing = len(texts)
+        return await lane.run(job)
+
+    def _report_queue(self) -> None:
+        if self._observer is None:
+            return
+        jobs = [job for lane in self._lanes.values() for job in lane.queued()]
+        self._observer.queue_changed(jobs=len(jobs), inputs=sum(job.remaining_inputs() for job in jobs))
+
+
+class _Lane:
+    """One model's queue and engine thread, with the fair policy of the module docstring."""
+
+    def __init__(self, owner: Scheduler, kind: str) -> None:
+        self._owner = owner
+        self._kind = kind
+        self._fresh: deque[Job] = deque()
+        self._rotation: deque[Job] = deque()
+        self._rotation_skipped = False
+        self._running: list[Job] = []  # the jobs of the engine call in progress
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"qwen-embed-engine-{kind}")
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"qwen-embed-scheduler-{kind}")
+
+    def queued(self) -> list[Job]:
+        return [job for job in (*self._fresh, *self._rotation) if not job.dropped]
+
+    async def run(self, job: Job) -> np.ndarray:
         self._fresh.append(job)
-        self._report_queue()
-        assert self._wake is not None, "Scheduler.start() was not called"
+        self._owner._report_queue()
         self._wake.set()
         try:
             return await job.future
@@ -162,17 +187,25 @@ class Scheduler:
             elif job.runs:  # failed: its other sub-batches are of no use
                 self._forget(job, dropped=False)
 
-    # ------------------------------------------------------------------ internals
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        for job in (*self._fresh, *self._rotation, *self._running):
+            job.future.cancel()
+        self._fresh.clear()
+        self._rotation.clear()
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
 
-    async def _run(self) -> None:
+    async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
-        assert self._wake is not None
+        owner = self._owner
         while True:
             if not self._fresh and not self._rotation:
                 self._wake.clear()
                 await self._wake.wait()
-                if self._wait > 0:
-                    await asyncio.sleep(self._wait)  # let concurrent requests arrive and share the call
+                if owner._wait > 0:
+                    await asyncio.sleep(owner._wait)  # let concurrent requests arrive and share the call
             batch = self._next_batch()
             if not batch:
                 continue
@@ -182,21 +215,21 @@ class Scheduler:
             began = time.perf_counter()
             self._running = [job for job, _, _ in batch]
             try:
-                vectors = await loop.run_in_executor(self._executor, work, texts)
+                rows = await loop.run_in_executor(self._executor, work, texts)
             except Exception as error:
                 self._running = []
                 for job, _, _ in batch:
                     if not job.future.done():
                         job.future.set_exception(error)
-                self._report_queue()
+                owner._report_queue()
                 continue
             self._running = []
-            self.batches[work.kind] += 1
-            if self._observer is not None:
+            owner.batches[self._kind] += 1
+            if owner._observer is not None:
                 seconds = time.perf_counter() - began
-                self._observer.batch_done(kind=work.kind, texts=len(texts), tokens=tokens, seconds=seconds)
-            self._deliver(batch, vectors)
-            self._report_queue()
+                owner._observer.batch_done(kind=self._kind, texts=len(texts), tokens=tokens, seconds=seconds)
+            self._deliver(batch, rows)
+            owner._report_queue()
 
     def _next_batch(self) -> list[tuple[Job, int, int]]:
         self._prune()
@@ -208,12 +241,13 @@ class Scheduler:
         lead = self._fresh[0] if lead_fresh else self._rotation[0]
         chosen: list[tuple[Job, int, int]] = []
         n_texts = n_tokens = 0
+        owner = self._owner
         for job in (lead, *self._fresh, *self._rotation):
             if job.work != lead.work or any(job is seen for seen, _, _ in chosen):
                 continue
             start, end = job.runs[0]
             cost = sum(job.costs[start:end])
-            if chosen and (n_texts + end - start > self._max_texts or n_tokens + cost > self._max_tokens):
+            if chosen and (n_texts + end - start > owner._max_texts or n_tokens + cost > owner._max_tokens):
                 continue
             chosen.append((job, start, end))
             n_texts += end - start
@@ -238,28 +272,23 @@ class Scheduler:
                 queue.remove(job)
         count = job.remaining_inputs()
         job.runs.clear()
+        observer = self._owner._observer
         if dropped and count:
-            logger.debug("dropped %d %s items of a request whose caller went away", count, job.work.kind)
-            if self._observer is not None:
-                self._observer.inputs_dropped(kind=job.work.kind, count=count)
-        self._report_queue()
+            logger.debug("dropped %d %s items of a request whose caller went away", count, self._kind)
+            if observer is not None:
+                observer.inputs_dropped(kind=self._kind, count=count)
+        self._owner._report_queue()
 
-    def _deliver(self, batch: list[tuple[Job, int, int]], vectors: np.ndarray) -> None:
+    def _deliver(self, batch: list[tuple[Job, int, int]], rows: np.ndarray) -> None:
         offset = 0
         for job, start, end in batch:
-            rows = vectors[offset : offset + end - start]
+            part = rows[offset : offset + end - start]
             offset += end - start
             if job.future.done():
                 continue
             if job.out is None:
-                job.out = np.empty((len(job.texts), *vectors.shape[1:]), dtype=vectors.dtype)
-            job.out[start:end] = rows
+                job.out = np.empty((len(job.texts), *rows.shape[1:]), dtype=rows.dtype)
+            job.out[start:end] = part
             job.missing -= end - start
             if job.missing == 0:
                 job.future.set_result(job.out)
-
-    def _report_queue(self) -> None:
-        if self._observer is None:
-            return
-        jobs = [job for job in (*self._fresh, *self._rotation) if not job.dropped]
-        self._observer.queue_changed(jobs=len(jobs), inputs=sum(job.remaining_inputs() for job in jobs))
