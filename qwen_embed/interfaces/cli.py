@@ -22,7 +22,7 @@ from typing import Any
 from .._version import __version__
 from ..errors import ConfigurationError, QwenEmbedError
 from ..hub.catalog import CATALOG, DEFAULT_MODEL, DEFAULT_QUANT
-from . import _cli_search
+from . import _cli_search, _cli_verify
 
 __all__ = ["main"]
 
@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="engine threads (default: every CPU this process may use but one, at least 1, which leaves the "
         "server a core: small requests stay quick beside large ones; $QWEN_EMBED_NUM_THREADS if set)",
     )
+    _cli_verify.add_parser(commands)
     _cli_search.add_parsers(commands)
     return parser
 
@@ -604,6 +605,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "prompts": _prompts,
         "rerank": _rerank,
         "serve": _serve,
+        "verify": _cli_verify.run,
         "index": _cli_search.index,
         "search": _cli_search.search,
     }[args.command]
