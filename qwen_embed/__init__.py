@@ -48,6 +48,7 @@ from .reranker import Reranker
 from .text.chunking import CHUNK_PRESETS, Chunk, ChunkConfig, LongEmbedding, SectionEmbedding
 from .text.fusion import FUSIONS, FusionInput, register_fusion
 from .text.prompts import Prompt, PromptRegistry, get_prompt, list_prompts, load_prompts, register_prompt
+from .verification import VerifyOptions, VerifyReport, verify
 
 # Quiet by default: records reach a handler only if the application configures logging.
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
@@ -103,6 +104,8 @@ __all__ = [
     "UnknownPromptError",
     "UnsafeForkError",
     "UnsupportedModelError",
+    "VerifyOptions",
+    "VerifyReport",
     "__version__",
     "download_model",
     "get_prompt",
@@ -113,4 +116,5 @@ __all__ = [
     "register_fusion",
     "register_prompt",
     "resolve_model",
+    "verify",
 ]
