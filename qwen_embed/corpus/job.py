@@ -24,9 +24,9 @@ import numpy as np
 
 from .._pipeline import in_notebook, positive_int
 from .._version import __version__
+from ..calls import EncodeCall
 from ..errors import ConfigurationError, InputTooLongError
 from ..hub.catalog import DEFAULT_MODEL
-from ..calls import EncodeCall
 from ..text.long_text import get_policy
 from . import store
 from .errors import ResumeMismatchError

@@ -97,7 +97,7 @@ class Source:
         if self.format == "iterable":
             return len(self._origin) if isinstance(self._origin, Sized) else None
         if self.format == "parquet":
-            return sum(_parquet_file(p).metadata.num_rows for p in _parquet_files(Path(self._origin)))
+            return sum(int(_parquet_file(p).metadata.num_rows) for p in _parquet_files(Path(self._origin)))
         if self.format in ("txt", "jsonl") and self._origin != "-":
             return _count_lines(Path(self._origin))
         return None
