@@ -11,11 +11,14 @@ Only :mod:`qwen_embed.backend` and this module import ``llama_cpp``.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import re
+import signal
 import threading
 from collections import deque
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -29,6 +32,7 @@ __all__ = [
     "install_log_router",
     "llama_cpp",
     "recent_native_errors",
+    "sigint_deferred",
     "system_info",
 ]
 
@@ -73,6 +77,41 @@ def _on_native_log(level: int, text: bytes | None, _user_data: ctypes.c_void_p) 
                 _native_log.log(record_level, "%s", line.rstrip())
     except Exception:
         pass
+
+
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Ctrl-C during the block (native calls that log) is raised as ``KeyboardInterrupt`` when the block ends.
+
+    llama.cpp calls back into Python for every log line (hundreds while a model loads); a
+    ``KeyboardInterrupt`` raised inside that callback is swallowed by ctypes ("Exception ignored
+    on calling ctypes callback") and the interrupt is lost. On the main thread, while Python's
+    default SIGINT handler is in place, the block runs under a handler that only records the
+    signal, and its end raises ``KeyboardInterrupt`` (in place of any error the block raised).
+    Elsewhere (another thread, an application's own handler, an enclosing block) it changes nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    caught: list[int] = []
+
+    def record(signum: int, _frame: object) -> None:
+        caught.append(signum)
+
+    previous = signal.signal(signal.SIGINT, record)
+    try:
+        yield
+    except BaseException:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            raise KeyboardInterrupt from None
+        raise
+    signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 # Keep a module-level reference: the C library holds only a raw pointer to it.

@@ -37,7 +37,7 @@ from ._guard import NativeGuard, check_fork_safe, mark_threads_started
 from ._native import build_features, ggml, llama_cpp, recent_native_errors
 from .base import Pooling
 
-__all__ = ["LlamaCppEngine", "needs_amx_workaround", "quantize_gguf"]
+__all__ = ["LlamaCppEngine", "build_features", "needs_amx_workaround", "quantize_gguf"]
 
 logger = logging.getLogger(__name__)
 
@@ -139,11 +139,12 @@ class LlamaCppEngine:
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
         params.use_extra_bufts = use_extra_bufts
-        model = llama_cpp.llama_model_load_from_file(os.fsencode(path), params)
-        if not model:
-            details = "; ".join(recent_native_errors()) or "no reason logged"
-            raise ModelLoadError(f"llama.cpp could not load {path}: {details}")
-        self._model = model
+        with _native.sigint_deferred():  # Ctrl-C while llama.cpp logs is raised after the load, not lost
+            model = llama_cpp.llama_model_load_from_file(os.fsencode(path), params)
+            if not model:
+                details = "; ".join(recent_native_errors()) or "no reason logged"
+                raise ModelLoadError(f"llama.cpp could not load {path}: {details}")
+            self._model = model
         self._vocab = llama_cpp.llama_model_get_vocab(model)
         self._n_embd = int(llama_cpp.llama_model_n_embd_out(model))
         self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
@@ -278,9 +279,9 @@ class LlamaCppEngine:
         self._interrupted = False
         main = threading.current_thread() is threading.main_thread()
         callback = self._py_abort if main or _FLAG_READER is None else _FLAG_READER
-        llama_cpp.llama_set_abort_callback(self._ctx, callback, ctypes.cast(flag, ctypes.c_void_p))
         mark_threads_started()
         with self._sigint_stops_decode(main):
+            llama_cpp.llama_set_abort_callback(self._ctx, callback, ctypes.cast(flag, ctypes.c_void_p))  # it logs
             return int(llama_cpp.llama_decode(self._ctx, self._batch))
 
     @contextlib.contextmanager
@@ -368,16 +369,17 @@ class LlamaCppEngine:
                 if self._flash_attn
                 else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
             )
-        ctx = llama_cpp.llama_init_from_model(self._model, params)
-        if not ctx:
-            details = "; ".join(recent_native_errors()) or "out of memory?"
-            raise ModelLoadError(
-                f"llama.cpp could not create a context of {capacity} tokens ({details}). "
-                "Try a smaller max_length or batch_tokens."
-            )
-        self._ctx = ctx
-        self._capacity = capacity
-        self._allocate_batch(capacity)
+        with _native.sigint_deferred():  # llama.cpp logs while it builds a context
+            ctx = llama_cpp.llama_init_from_model(self._model, params)
+            if not ctx:
+                details = "; ".join(recent_native_errors()) or "out of memory?"
+                raise ModelLoadError(
+                    f"llama.cpp could not create a context of {capacity} tokens ({details}). "
+                    "Try a smaller max_length or batch_tokens."
+                )
+            self._ctx = ctx
+            self._capacity = capacity
+            self._allocate_batch(capacity)
         logger.debug("context ready: %d tokens, %d sequences, pooling=%s", capacity, self._max_sequences, self._pooling)
 
     def _allocate_batch(self, capacity: int) -> None:
@@ -404,9 +406,10 @@ class LlamaCppEngine:
 
     def _free_context(self) -> None:
         if self._ctx is not None:
-            llama_cpp.llama_free(self._ctx)
-            self._ctx = None
-            self._capacity = 0
+            with _native.sigint_deferred():  # llama_free logs
+                llama_cpp.llama_free(self._ctx)
+                self._ctx = None
+                self._capacity = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -421,10 +424,11 @@ class LlamaCppEngine:
             guard.close()
 
     def _free_native(self) -> None:
-        self._free_context()
-        if self._model is not None:
-            llama_cpp.llama_model_free(self._model)
-            self._model = None
+        with _native.sigint_deferred():  # llama.cpp logs as it frees
+            self._free_context()
+            if self._model is not None:
+                llama_cpp.llama_model_free(self._model)
+                self._model = None
 
     def __del__(self) -> None:
         try:
