@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -16,7 +17,7 @@ import pytest
 
 from qwen_embed.interfaces.cli import main
 
-from .server_support import HANG
+from .server_support import HANG, read_all, wait_until
 
 
 @pytest.mark.parametrize(
@@ -153,3 +154,36 @@ def test_serve_starts_the_engine_on_the_default_threads(tiny_model: Path, monkey
     assert seen == {"threads": 2}
     assert main(["serve", "--model-path", str(tiny_model), "--port", "0", "--threads", "3"]) == 0
     assert seen == {"threads": 3}
+
+
+def test_past_the_shutdown_timeout_a_request_gets_json_503_and_the_log_no_traceback(tiny_model: Path) -> None:
+    """Issue 21 #9: uvicorn cancels what is still running after --shutdown-timeout; that used to answer a
+    plain-text 500 and log two CancelledError tracebacks."""
+    server = ServeProcess("--model-path", str(tiny_model), "--port", "0", "--shutdown-timeout", "0.3")
+    try:
+        banner = server.wait_for("qwen-embed: serving")
+        assert banner is not None, "".join(server.seen)
+        base = banner.split(" on ", 1)[1].strip().removesuffix("/v1")
+        host, port = base.removeprefix("http://").rsplit(":", 1)
+        conn = socket.create_connection((host, int(port)), timeout=HANG)
+        head = b"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        conn.sendall(head + b'Content-Length: 100\r\n\r\n{"input": ')  # the body never finishes
+
+        def in_flight() -> float:
+            text = httpx.get(base + "/metrics", timeout=HANG).text
+            return float(text.split("\nqwen_embed_requests_in_flight ")[1].split()[0])
+
+        wait_until(lambda: in_flight() == 2, "the half-sent request in the app (and this /metrics call)")
+        server.process.send_signal(signal.SIGTERM)
+        reply = read_all(conn)
+        conn.close()
+    finally:
+        server.stop()
+    status, _, rest = reply.partition(b"\r\n")
+    assert status == b"HTTP/1.1 503 Service Unavailable", "".join(server.seen)
+    assert b"content-type: application/json" in rest.lower()
+    error = json.loads(rest.partition(b"\r\n\r\n")[2])["error"]
+    assert error["code"] == "shutting_down" and "--shutdown-timeout" in error["message"]
+    log = "".join(server.seen)
+    assert "cancelled by the shutdown" in log
+    assert "Traceback" not in log and "CancelledError" not in log, log

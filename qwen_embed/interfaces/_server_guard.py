@@ -90,12 +90,29 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 
 class Observe:
-    """Outermost layer: request id, Host check, metrics, access log, and a logged 500 for any escape."""
+    """Outermost layer: request id, Host check, metrics, access log, a logged 500 for any escape, and a JSON 503
+    for a request the shutdown cancels.
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, allowed_hosts: frozenset[str] | None) -> None:
+    Args:
+        app: The app inside.
+        metrics: The app's metrics.
+        allowed_hosts: Names accepted in ``Host`` (``None``: no check).
+        active: Filled with the tasks of the requests being answered (the app's lifespan waits for the ones a
+            shutdown cancelled to send their 503).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        allowed_hosts: frozenset[str] | None,
+        active: set[asyncio.Task[Any]] | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.allowed_hosts = allowed_hosts  # None: no Host check
+        self.active = active if active is not None else set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -114,6 +131,9 @@ class Observe:
             await send(message)
 
         self.metrics.in_flight.inc()
+        task = asyncio.current_task()
+        if task is not None:
+            self.active.add(task)
         try:
             host = _header(scope, b"host")
             if (
@@ -155,6 +175,7 @@ class Observe:
                     tracked, 500, f"Internal server error (request {request_id}); the server's log has the details."
                 )
         finally:
+            self.active.discard(task)
             seconds = time.perf_counter() - began
             self.metrics.in_flight.dec()
             status = answer["status"] or 499  # 499: the client left before any answer

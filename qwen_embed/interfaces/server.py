@@ -59,6 +59,9 @@ ENV_API_KEY = "QWEN_EMBED_API_KEY"
 #: Paths answered without the API key.
 OPEN_PATHS = frozenset({"/health"})
 
+#: Seconds the shutdown waits, past ``--shutdown-timeout``, for the cancelled requests to send their 503.
+ANSWER_ON_SHUTDOWN = 2.0
+
 
 def create_app(
     embedder: Embedder | None, options: ServerOptions | None = None, *, reranker: Reranker | None = None
@@ -177,12 +180,19 @@ def create_app(
             message = str(getattr(exc, "detail", "")) or "Bad request."
         return error_response(RequestError(status, message, headers=headers))
 
+    active: set[asyncio.Task[Any]] = set()  # the requests being answered (Observe fills it)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         scheduler.start()
         try:
             yield
         finally:
+            # Past --shutdown-timeout uvicorn cancels the requests still running and comes here at once: give them
+            # the moment they need to answer their JSON 503 before the process ends.
+            cancelled = [task for task in active if not task.done()]
+            if cancelled:
+                await asyncio.wait(cancelled, timeout=ANSWER_ON_SHUTDOWN)
             await scheduler.stop()
             workers.shutdown(wait=False, cancel_futures=True)
 
@@ -191,6 +201,7 @@ def create_app(
             Observe,
             metrics=metrics,
             allowed_hosts=allowed_host_names(opts.host, opts.allowed_hosts) if opts.check_host else None,
+            active=active,
         ),
     ]
     if opts.cors_origins:
