@@ -7,6 +7,7 @@ qwen-embed quants 4B
 qwen-embed doctor
 qwen-embed serve --model 0.6B --port 8000
 qwen-embed rerank "What is GGUF?" "A file format." "A city." --top-k 1
+qwen-embed demo --save demo-models   # small random-weight models, no download
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from .._version import __version__
 from ..errors import ConfigurationError, QwenEmbedError
 from ..hub.catalog import CATALOG, DEFAULT_MODEL, DEFAULT_QUANT
-from . import _cli_search, _cli_verify
+from . import _cli_demo, _cli_search, _cli_verify
 
 __all__ = ["main"]
 
@@ -140,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         "server a core: small requests stay quick beside large ones; $QWEN_EMBED_NUM_THREADS if set)",
     )
     _cli_verify.add_parser(commands)
+    _cli_demo.add_parser(commands)
     _cli_search.add_parsers(commands)
     return parser
 
@@ -606,6 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rerank": _rerank,
         "serve": _serve,
         "verify": _cli_verify.run,
+        "demo": _cli_demo.run,
         "index": _cli_search.index,
         "search": _cli_search.search,
     }[args.command]
