@@ -41,7 +41,7 @@ from ..reranker import Reranker
 from ._server_http import ClientGone, RequestError, check_model, check_unicode, json_kind, load_object, optional_text
 from ._server_route import AppParts, ModelRoute, Plan, Tally
 
-__all__ = ["RerankRequest", "RerankRoute", "RerankWork", "count_tokens", "parse_rerank", "render_rerank"]
+__all__ = ["RerankRequest", "RerankRoute", "RerankWork", "Shape", "count_tokens", "parse_rerank", "render_rerank"]
 
 Shape = Literal["v1", "cohere-v2"]
 

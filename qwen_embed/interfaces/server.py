@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigurationError
 from ._server_embeddings import EmbeddingsRoute
 from ._server_guard import Observe, RequireKey, allowed_host_names, is_loopback
-from ._server_http import RequestError, error_response
+from ._server_info import InfoRoutes
 from ._server_metrics import Metrics
 from ._server_options import QUERY_SUFFIX, ServerOptions, default_model_name, file_aliases
-from ._server_rerank import RerankRoute
+from ._server_rerank import RerankRoute, Shape
 from ._server_route import AppParts, Tally
 from ._server_run import build_server, logging_config
 from ._server_scheduler import Scheduler
@@ -69,8 +69,8 @@ def create_app(
     """The ASGI app (Starlette) serving ``embedder``, ``reranker``, or both.
 
     ``app.state.metrics`` holds its Prometheus metrics and ``app.state.scheduler`` the engine
-    scheduler both models share. The app owns its threads (the workers and the engine thread),
-    started and stopped by its lifespan.
+    scheduler both models share. The app owns its threads (the workers and an engine thread per
+    model), started and stopped by its lifespan.
 
     Raises:
         ConfigurationError: No model at all, or both models under one name.
@@ -78,10 +78,6 @@ def create_app(
     try:
         from starlette.applications import Starlette
         from starlette.exceptions import HTTPException
-        from starlette.middleware import Middleware
-        from starlette.middleware.cors import CORSMiddleware
-        from starlette.requests import Request
-        from starlette.responses import JSONResponse, Response
         from starlette.routing import Route
     except ImportError as error:
         raise ConfigurationError('The server needs its extra: pip install "qwen-embed[server]"') from error
@@ -95,106 +91,65 @@ def create_app(
     )
     workers = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="qwen-embed-http")
     parts = AppParts(opts, metrics, scheduler, workers)
-
-    embeddings = None
-    if embedder is not None:
-        name = opts.model_name or default_model_name(embedder)
-        embeddings = EmbeddingsRoute(
-            embedder, aliases=file_aliases(embedder, name), name=name, parts=parts, tally=Tally()
-        )
-    reranks: dict[str, RerankRoute] = {}
-    if reranker is not None:
-        reranker_name = opts.reranker_name or default_model_name(reranker)
-        if embeddings is not None and reranker_name in embeddings.names:
-            raise ConfigurationError(
-                f"The embedding model and the reranker are both named {reranker_name!r}; give them different names "
-                "(--served-model-name, --served-reranker-name)."
-            )
-        tally, aliases = Tally(), file_aliases(reranker, reranker_name)
-        for shape in ("v1", "cohere-v2"):
-            reranks[shape] = RerankRoute(
-                reranker, aliases=aliases, shape=shape, name=reranker_name, parts=parts, tally=tally
-            )
-    rerank = reranks.get("v1")
-
-    async def no_embedder(request: Request) -> Response:
-        assert rerank is not None
-        return error_response(
-            RequestError(
-                404,
-                "This server has no embedding model (it was started with --no-embedder); "
-                f"it serves the reranker {rerank.name!r} at POST /v1/rerank.",
-                code="model_not_found",
-            )
-        )
-
-    async def no_reranker(request: Request) -> Response:
-        return error_response(
-            RequestError(
-                404,
-                "This server has no reranker; start it with --reranker MODEL (qwen-embed serve) "
-                "to serve POST /v1/rerank.",
-                code="model_not_found",
-            )
-        )
-
-    served = [
-        *([embeddings.name, embeddings.name + QUERY_SUFFIX] if embeddings else []),
-        *([rerank.name] if rerank else []),
-    ]
-
-    async def models(request: Request) -> JSONResponse:
-        cards = [{"id": n, "object": "model", "created": 0, "owned_by": "qwen_embed"} for n in served]
-        return JSONResponse({"object": "list", "data": cards})
-
-    async def health(request: Request) -> JSONResponse:
-        answer: dict[str, Any] = {"status": "ok"}
-        if embeddings is not None:
-            answer.update(
-                model=embeddings.name,
-                dim=embeddings.embedder.dim,
-                requests=embeddings.tally.requests,
-                batches=scheduler.batches["embeddings"],
-                texts=embeddings.tally.inputs,
-            )
-        if rerank is not None:
-            answer["reranker"] = rerank.health()
-        return JSONResponse(answer)
-
-    async def prometheus(request: Request) -> Response:
-        body, content_type = await asyncio.get_running_loop().run_in_executor(workers, metrics.render)
-        return Response(body, headers={"Content-Type": content_type})
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        status = int(getattr(exc, "status_code", 500))
-        headers = dict(getattr(exc, "headers", None) or {})
-        if status == 404:
-            routes = " and ".join(
-                r for r, on in (("POST /v1/embeddings", embeddings), ("POST /v1/rerank", rerank)) if on
-            )
-            message = f"No route {request.method} {request.url.path}; this server has {routes}."
-        elif status == 405:
-            allowed = headers.get("Allow", "")
-            message = f"{request.method} is not allowed on {request.url.path}; use {allowed}."
-        else:
-            message = str(getattr(exc, "detail", "")) or "Bad request."
-        return error_response(RequestError(status, message, headers=headers))
-
+    embeddings = _embeddings_route(embedder, parts)
+    reranks = _rerank_routes(reranker, parts, embeddings)
+    info = InfoRoutes(embeddings, reranks.get("v1"), parts)
+    embed = embeddings.handle if embeddings is not None else info.no_embedder
     active: set[asyncio.Task[Any]] = set()  # the requests being answered (Observe fills it)
+    app = Starlette(
+        routes=[
+            Route("/v1/embeddings", embed, methods=["POST"]),
+            Route("/embeddings", embed, methods=["POST"]),
+            Route("/v1/rerank", reranks["v1"].handle if reranks else info.no_reranker, methods=["POST"]),
+            Route("/rerank", reranks["v1"].handle if reranks else info.no_reranker, methods=["POST"]),
+            Route("/v2/rerank", reranks["cohere-v2"].handle if reranks else info.no_reranker, methods=["POST"]),
+            Route("/v1/models", info.models, methods=["GET"]),
+            Route("/health", info.health, methods=["GET"]),
+            Route("/metrics", info.metrics, methods=["GET"]),
+        ],
+        middleware=_middleware(opts, metrics, active),
+        exception_handlers={HTTPException: info.http_error},
+        lifespan=_lifespan(scheduler, workers, active),
+    )
+    app.state.metrics = metrics
+    app.state.scheduler = scheduler
+    app.state.model_name = embeddings.name if embeddings else None
+    app.state.reranker_name = info.rerank.name if info.rerank else None
+    app.state.options = opts
+    return app
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[None]:
-        scheduler.start()
-        try:
-            yield
-        finally:
-            # Past --shutdown-timeout uvicorn cancels the requests still running and comes here at once: give them
-            # the moment they need to answer their JSON 503 before the process ends.
-            cancelled = [task for task in active if not task.done()]
-            if cancelled:
-                await asyncio.wait(cancelled, timeout=ANSWER_ON_SHUTDOWN)
-            await scheduler.stop()
-            workers.shutdown(wait=False, cancel_futures=True)
+
+def _embeddings_route(embedder: Embedder | None, parts: AppParts) -> EmbeddingsRoute | None:
+    if embedder is None:
+        return None
+    name = parts.options.model_name or default_model_name(embedder)
+    return EmbeddingsRoute(embedder, aliases=file_aliases(embedder, name), name=name, parts=parts, tally=Tally())
+
+
+def _rerank_routes(
+    reranker: Reranker | None, parts: AppParts, embeddings: EmbeddingsRoute | None
+) -> dict[str, RerankRoute]:
+    """The reranker's routes by answer shape (``v1``, ``cohere-v2``), sharing one tally; none without a reranker."""
+    if reranker is None:
+        return {}
+    name = parts.options.reranker_name or default_model_name(reranker)
+    if embeddings is not None and name in embeddings.names:
+        raise ConfigurationError(
+            f"The embedding model and the reranker are both named {name!r}; give them different names "
+            "(--served-model-name, --served-reranker-name)."
+        )
+    tally, aliases = Tally(), file_aliases(reranker, name)
+    shapes: tuple[Shape, ...] = ("v1", "cohere-v2")
+    return {
+        shape: RerankRoute(reranker, aliases=aliases, shape=shape, name=name, parts=parts, tally=tally)
+        for shape in shapes
+    }
+
+
+def _middleware(opts: ServerOptions, metrics: Metrics, active: set[asyncio.Task[Any]]) -> list[Any]:
+    """Observe (outermost), CORS when asked, the API key when set."""
+    from starlette.middleware import Middleware
+    from starlette.middleware.cors import CORSMiddleware
 
     middleware = [
         Middleware(
@@ -215,29 +170,29 @@ def create_app(
         )
     if opts.api_key is not None:
         middleware.append(Middleware(RequireKey, key=opts.api_key, open_paths=OPEN_PATHS))
+    return middleware
 
-    embed_handler = embeddings.handle if embeddings is not None else no_embedder
-    app = Starlette(
-        routes=[
-            Route("/v1/embeddings", embed_handler, methods=["POST"]),
-            Route("/embeddings", embed_handler, methods=["POST"]),
-            Route("/v1/rerank", reranks["v1"].handle if reranks else no_reranker, methods=["POST"]),
-            Route("/rerank", reranks["v1"].handle if reranks else no_reranker, methods=["POST"]),
-            Route("/v2/rerank", reranks["cohere-v2"].handle if reranks else no_reranker, methods=["POST"]),
-            Route("/v1/models", models, methods=["GET"]),
-            Route("/health", health, methods=["GET"]),
-            Route("/metrics", prometheus, methods=["GET"]),
-        ],
-        middleware=middleware,
-        exception_handlers={HTTPException: http_error},
-        lifespan=lifespan,
-    )
-    app.state.metrics = metrics
-    app.state.scheduler = scheduler
-    app.state.model_name = embeddings.name if embeddings else None
-    app.state.reranker_name = rerank.name if rerank else None
-    app.state.options = opts
-    return app
+
+def _lifespan(
+    scheduler: Scheduler, workers: ThreadPoolExecutor, active: set[asyncio.Task[Any]]
+) -> Callable[[Any], contextlib.AbstractAsyncContextManager[None]]:
+    """Start the scheduler; at shutdown, let cancelled requests answer, then stop the engine and the workers."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        scheduler.start()
+        try:
+            yield
+        finally:
+            # Past --shutdown-timeout uvicorn cancels the requests still running and comes here at once: give them
+            # the moment they need to answer their JSON 503 before the process ends.
+            cancelled = [task for task in active if not task.done()]
+            if cancelled:
+                await asyncio.wait(cancelled, timeout=ANSWER_ON_SHUTDOWN)
+            await scheduler.stop()
+            workers.shutdown(wait=False, cancel_futures=True)
+
+    return lifespan
 
 
 def serve(
