@@ -10,13 +10,13 @@ cache, through the same timeouts, retry budget and error translation as the GGUF
 from __future__ import annotations
 
 import inspect
-import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import NotCachedError
+from ..errors import ConfigurationError, NotCachedError
 from ._network import OFFLINE_WAYS
 from .download import _cache_dir, _ensure_writable, _hub_call, _offline, _silent_tqdm
+from .options import HubOptions
 
 __all__ = ["CHECKPOINT_PATTERNS", "fetch_checkpoint"]
 
@@ -24,24 +24,15 @@ __all__ = ["CHECKPOINT_PATTERNS", "fetch_checkpoint"]
 CHECKPOINT_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.model", "*.jinja")
 
 
-def fetch_checkpoint(
-    repo_id: str,
-    *,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    token: str | bool | None = None,
-    endpoint: str | None = None,
-    local_files_only: bool = False,
-    progress: bool = True,
-) -> Path:
+def fetch_checkpoint(repo_id: str, *, hub: HubOptions | None = None) -> Path:
     """Download (once) a Transformers checkpoint's config, tokenizer and safetensors; return its folder.
+
+    >>> fetch_checkpoint("Qwen/Qwen3-Embedding-0.6B", hub=HubOptions(revision="main"))  # doctest: +SKIP
 
     Args:
         repo_id: ``owner/name`` of a model repository (``Qwen/Qwen3-Embedding-0.6B``).
-        revision: Branch, tag or commit (default: ``main``).
-        cache_dir, token, endpoint: As for :func:`~qwen_embed.download_model`.
-        local_files_only: Use the cache only (``HF_HUB_OFFLINE=1`` does the same).
-        progress: Show progress bars.
+        hub: Revision, cache, token, endpoint, ``local_files_only`` (``HF_HUB_OFFLINE=1`` does the same)
+            and progress bars, as for :func:`~qwen_embed.download_model` (``memory_budget`` does not apply).
 
     Raises:
         NotCachedError: Offline and the checkpoint is not in the cache.
@@ -50,9 +41,17 @@ def fetch_checkpoint(
     from huggingface_hub import errors as hf
     from huggingface_hub import snapshot_download
 
-    cache = _cache_dir(cache_dir)
+    hub = HubOptions() if hub is None else hub
+    if not isinstance(hub, HubOptions):
+        raise ConfigurationError(f"hub must be a qwen_embed.HubOptions, not {type(hub).__name__}")
+    revision, local_files_only = hub.revision, hub.local_files_only
+    cache = _cache_dir(hub.cache_dir)
     options: dict[str, Any] = dict(
-        revision=revision, cache_dir=cache, token=token, endpoint=endpoint, allow_patterns=list(CHECKPOINT_PATTERNS)
+        revision=revision,
+        cache_dir=cache,
+        token=hub.token,
+        endpoint=hub.endpoint,
+        allow_patterns=list(CHECKPOINT_PATTERNS),
     )
     if local_files_only or _offline():
         try:
@@ -63,7 +62,7 @@ def fetch_checkpoint(
                 f"limits ({'local_files_only=True' if local_files_only else 'HF_HUB_OFFLINE is set'}). Download it "
                 f"once with a connection, or pass the path of a local checkpoint folder. {OFFLINE_WAYS}"
             ) from error
-    if not progress and "tqdm_class" in inspect.signature(snapshot_download).parameters:
+    if not hub.download_progress and "tqdm_class" in inspect.signature(snapshot_download).parameters:
         options["tqdm_class"] = _silent_tqdm()
     _ensure_writable(cache)
 
@@ -71,4 +70,4 @@ def fetch_checkpoint(
         return str(snapshot_download(repo_id, **options))
 
     what = f"download the checkpoint {repo_id}@{revision or 'main'}"
-    return Path(_hub_call(download, repo_id=repo_id, what=what, endpoint=endpoint))
+    return Path(_hub_call(download, repo_id=repo_id, what=what, endpoint=hub.endpoint))

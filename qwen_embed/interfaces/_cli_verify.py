@@ -62,22 +62,26 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Verify, print the report (text or JSON), and return 0 (pass), 1 (fail) or 2 (could not verify)."""
+    from ..hub.options import HubOptions
     from ..verification import VerifyOptions, verify
 
     try:
-        options = VerifyOptions(
-            kind=args.kind,
-            quant=args.quant,
+        hub = HubOptions(
             revision=args.revision,
-            reference_revision=args.reference_revision,
             cache_dir=args.cache_dir,
             token=args.token,
             endpoint=args.endpoint,
             local_files_only=args.offline,
+            download_progress=sys.stderr.isatty(),
+        )
+        options = VerifyOptions(
+            kind=args.kind,
+            quant=args.quant,
+            hub=hub,
+            reference_revision=args.reference_revision,
             backend=args.backend,
             n_threads=args.threads,
             top_k=args.top_k,
-            show_progress=sys.stderr.isatty(),
         )
         report = verify(args.model, args.reference, options)
     except QwenEmbedError as error:

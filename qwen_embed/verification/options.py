@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from ..engines.base import BACKENDS
 from ..errors import ConfigurationError
+from ..hub.options import HubOptions
 
 __all__ = ["FLOAT_TYPES", "KINDS", "Threshold", "VerifyOptions", "threshold_for"]
 
@@ -26,37 +26,34 @@ class VerifyOptions:
             file says so: RANK pooling, a ``cls.output`` head, classifier labels, or "reranker" in
             its name; for a catalog name, the embedding catalog unless the name is a reranker's).
         quant: The quantization to fetch when the model is a catalog name or repo id (default: the
-            catalog's, ``Q8_0``).
-        revision: Branch, tag or commit of the GGUF repository.
-        reference_revision: Branch, tag or commit of the reference checkpoint's repository.
-        cache_dir, token, endpoint: Passed to ``huggingface_hub`` for both downloads.
-        local_files_only: Use the Hugging Face cache only (as ``HF_HUB_OFFLINE=1`` does).
+            catalog's).
+        hub: How to reach the Hub, for both downloads (its ``revision`` is the GGUF repository's;
+            ``memory_budget`` applies to ``quant="auto"``). Default: ``HubOptions()``.
+        reference_revision: Branch, tag or commit of the reference checkpoint's repository (default: ``main``).
         backend: The engine that runs the GGUF: ``"llama"``, ``"torch"`` or ``"auto"``; default: the
             model class's own default (``"auto"`` for an Embedder, ``"llama"`` for a Reranker).
         n_threads: CPU threads for both models (default: all this process may use).
         top_k: The depth of the retrieval agreement check.
-        show_progress: Progress bars while downloading.
     """
 
     kind: Kind = "auto"
     quant: str | None = None
-    revision: str | None = None
+    hub: HubOptions = field(default_factory=HubOptions)
     reference_revision: str | None = None
-    cache_dir: str | os.PathLike[str] | None = None
-    token: str | bool | None = None
-    endpoint: str | None = None
-    local_files_only: bool = False
     backend: str | None = None
     n_threads: int | None = None
     top_k: int = 3
-    show_progress: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ConfigurationError(
                 f"VerifyOptions.kind must be one of {', '.join(map(repr, KINDS))}, not {self.kind!r}"
             )
-        for name in ("quant", "revision", "reference_revision", "endpoint"):
+        if not isinstance(self.hub, HubOptions):
+            raise ConfigurationError(
+                f"VerifyOptions.hub must be a qwen_embed.HubOptions, not {type(self.hub).__name__}"
+            )
+        for name in ("quant", "reference_revision"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise ConfigurationError(f"VerifyOptions.{name} must be a non-empty str or None, not {value!r}")
@@ -70,9 +67,6 @@ class VerifyOptions:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"VerifyOptions.{name} must be a positive int, not {value!r}")
-        for name in ("local_files_only", "show_progress"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigurationError(f"VerifyOptions.{name} must be True or False, not {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)
@@ -105,11 +99,11 @@ class Threshold:
         return f"{self.metric} {sign} {self.limit:g} ({self.file_type})"
 
 
-# Embeddings: the issue's marks. Rerankers: p(yes) moves by at most a quarter of the log-odds error,
-# so 0.005 and 0.03 are the marks a float and a Q8_0 file of the real models clear with room (measured on
-# the converted test models: float32 ~1e-6, Q8_0 ~1e-3).
+# Embeddings: the issue's marks. Rerankers: the score p(yes) moves by at most a quarter of the log-odds error;
+# the marks keep the embeddings' ratio (a Q8_0 file may drift 5x more than a float one). Measured on the random
+# converted test reranker: F32 4e-4, Q8_0 0.017 (its log-odds spread over several units, so errors show).
 _COSINE = {"float": 0.9999, "Q8_0": 0.999}
-_DELTA = {"float": 0.005, "Q8_0": 0.03}
+_DELTA = {"float": 0.01, "Q8_0": 0.05}
 
 
 def threshold_for(file_type: str, kind: str) -> Threshold:

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -95,20 +95,8 @@ def _open(model: str | os.PathLike[str], options: VerifyOptions) -> Embedder | R
     if name.lower().endswith(".gguf") or (os.sep in name and not _REPO_ID.fullmatch(name)):
         raise ModelNotFoundError(f"{name} does not exist; pass a .gguf file, a catalog name or a repo id.")
     kind = options.kind if options.kind != "auto" else ("reranker" if "rerank" in name.lower() else "embedding")
-    hub: dict[str, Any] = {
-        key: value
-        for key, value in (
-            ("quant", options.quant),
-            ("revision", options.revision),
-            ("cache_dir", options.cache_dir),
-            ("token", options.token),
-            ("endpoint", options.endpoint),
-        )
-        if value is not None
-    }
-    hub.update(local_files_only=options.local_files_only, download_progress=options.show_progress)
     cls = Reranker if kind == "reranker" else Embedder
-    return cls.from_pretrained(name, **hub, **engine)
+    return cls.from_pretrained(name, quant=options.quant, hub=options.hub, **engine)
 
 
 def _kind_of(info: GGUFInfo) -> str:
@@ -167,15 +155,7 @@ def _reference_folder(
         return check_checkpoint(local), str(local)
     from ..hub.checkpoint import fetch_checkpoint
 
-    folder = fetch_checkpoint(
-        text,
-        revision=options.reference_revision,
-        cache_dir=options.cache_dir,
-        token=options.token,
-        endpoint=options.endpoint,
-        local_files_only=options.local_files_only,
-        progress=options.show_progress,
-    )
+    folder = fetch_checkpoint(text, hub=replace(options.hub, revision=options.reference_revision))
     return check_checkpoint(folder), f"{text}@{options.reference_revision or 'main'}"
 
 
@@ -443,6 +423,7 @@ def _verify_reranker(
     declared = POOLING_NAMES.get(info.pooling_type, "unknown") if info.pooling_type is not None else "none"
     findings = [
         *token_findings,
+        *_reranker_flags(info),
         *_head_findings(head_check),
         *_measure_findings("scores", results, worst, threshold),
         *_top_k_findings(top_k),
@@ -466,6 +447,22 @@ def _verify_reranker(
         findings=_sorted(findings),
         library=f"qwen_embed {__version__}",
     )
+
+
+def _reranker_flags(info: GGUFInfo) -> list[Finding]:
+    """A reranker's prompt ends with the assistant's empty think block: a BOS or EOS llama.cpp adds is a stray token."""
+    added = [name for name in ("bos", "eos") if _flag(info, f"tokenizer.ggml.add_{name}_token")]
+    if not added:
+        return []
+    return [
+        Finding(
+            "file",
+            "warning",
+            f"The file asks llama.cpp to add {' and '.join(t.upper() for t in added)} around every text "
+            f"(tokenizer.ggml.add_{added[0]}_token = true); the official reranker prompt has neither. This library "
+            "adds none; tools that follow the file (llama-server's /v1/rerank) score a different prompt.",
+        )
+    ]
 
 
 def _head_findings(head: HeadCheck) -> list[Finding]:
