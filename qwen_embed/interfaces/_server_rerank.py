@@ -154,12 +154,12 @@ def _check_head(reranker: Reranker, request: RerankRequest) -> None:
 
 def _head_fills(reranker: Reranker, query: str, instruction: str | None, what: str) -> str | None:
     """Why ``query`` under ``instruction`` (and the prompt) leaves no room for a document (blaming ``what``);
-    ``None`` if it does not."""
+    ``None`` if it does not. The library refuses such a pair, or cuts the query to ``max_length``."""
     try:
-        n = len(reranker.tokenize(query, "", instruction=instruction))
-    except InputTooLongError as error:
-        return str(error)
-    if n < reranker.max_length:
+        fits = len(reranker.tokenize(query, "", instruction=instruction)) < reranker.max_length
+    except InputTooLongError:
+        fits = False
+    if fits:
         return None
     return (
         f"The {what} alone fills the reranker's max_length ({reranker.max_length:,} tokens, prompt included), "
