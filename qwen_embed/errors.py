@@ -24,6 +24,7 @@ __all__ = [
     "InvalidModelFileError",
     "InvalidPromptError",
     "MemoryBudgetError",
+    "ModelClosedError",
     "ModelLoadError",
     "ModelNotFoundError",
     "NoGGUFFilesError",
@@ -67,26 +68,32 @@ class InputTypeError(QwenEmbedError, TypeError):
 
 
 class InputTooLongError(QwenEmbedError, ValueError):
-    """A text is longer than the model's limit under ``long_text="error"``.
+    """A text is longer than the model's limit under ``long_text="error"``, or a reranker's query or
+    instruction leaves no room for the document.
 
     Attributes:
-        index: Position of the text in the input (``None`` for a single string).
-        n_tokens: Tokens the model would see, EOS and prompt included.
+        index: Position of the text (or pair) in the input (``None`` for a single string).
+        n_tokens: Tokens the model would see, EOS and prompt included (a lower bound when the text was
+            refused before it was tokenized to its end; the message then says "at least").
         limit: The limit in force (``max_length``).
+        param: What is too long: ``"input"`` (a text), or a reranker's ``"query"`` or ``"instruction"``.
     """
 
-    def __init__(self, message: str, *, index: int | None, n_tokens: int, limit: int) -> None:
+    def __init__(self, message: str, *, index: int | None, n_tokens: int, limit: int, param: str = "input") -> None:
         super().__init__(message)
         self.index = index
         self.n_tokens = n_tokens
         self.limit = limit
+        self.param = param
 
     def __reduce__(self) -> tuple[object, ...]:  # picklable: process pools send errors back
-        return (_input_too_long, (str(self), self.index, self.n_tokens, self.limit))
+        return (_input_too_long, (str(self), self.index, self.n_tokens, self.limit, self.param))
 
 
-def _input_too_long(message: str, index: int | None, n_tokens: int, limit: int) -> InputTooLongError:
-    return InputTooLongError(message, index=index, n_tokens=n_tokens, limit=limit)
+def _input_too_long(
+    message: str, index: int | None, n_tokens: int, limit: int, param: str = "input"
+) -> InputTooLongError:
+    return InputTooLongError(message, index=index, n_tokens=n_tokens, limit=limit, param=param)
 
 
 class DimensionError(QwenEmbedError, ValueError):
@@ -109,8 +116,16 @@ class EngineError(QwenEmbedError, RuntimeError):
     """The inference engine failed during a decode or returned unusable vectors."""
 
 
-class EmbedderClosedError(QwenEmbedError, RuntimeError):
-    """The model was used after ``close()``, or closed while the call was running."""
+class ModelClosedError(QwenEmbedError, RuntimeError):
+    """A model (an Embedder or a Reranker) was used after ``close()``, or closed while the call was running.
+
+    The message names the class of the model. :class:`EmbedderClosedError` is this class under its
+    older name, so ``except EmbedderClosedError`` keeps catching it.
+    """
+
+
+#: The name this error had before the Reranker existed; the same class as :class:`ModelClosedError`.
+EmbedderClosedError = ModelClosedError
 
 
 class UnsafeForkError(QwenEmbedError, RuntimeError):

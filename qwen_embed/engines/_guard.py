@@ -4,7 +4,7 @@
 once: it refuses new calls, asks the running ones to stop (the engine's ``abort`` hook),
 and the native state is freed by whichever of ``close()`` or the last running call finishes
 last, so no thread ever touches freed memory. A call that was running when ``close()`` came
-raises :class:`~qwen_embed.EmbedderClosedError`.
+raises :class:`~qwen_embed.ModelClosedError`.
 
 Fork: llama.cpp's OpenMP pool and PyTorch's intra-op pool do not survive ``fork()``. Once a
 process has run either, any compute in a forked child hangs forever (in libgomp), with the
@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from ..errors import EmbedderClosedError, UnsafeForkError
+from ..errors import ModelClosedError, UnsafeForkError
 
 __all__ = ["NativeGuard", "check_fork_safe", "mark_threads_started"]
 
@@ -71,25 +71,25 @@ class NativeGuard:
     def check(self) -> None:
         """Raise if the state may not be used now (closed, or a fork child that would hang)."""
         if self._closed:
-            raise EmbedderClosedError(f"{self._name}: this model was closed; create a new one.")
+            raise ModelClosedError(f"{self._name}: this model was closed; create a new one.")
         check_fork_safe(f"{self._name} was used")
 
     @contextmanager
     def use(self) -> Iterator[None]:
-        """Hold the native state for one call; the call raises EmbedderClosedError if closed meanwhile."""
+        """Hold the native state for one call; the call raises ModelClosedError if closed meanwhile."""
         with self._lock:
             self.check()
             self._users += 1
         try:
             yield
         except BaseException as error:
-            if self._closed and not isinstance(error, EmbedderClosedError):
-                raise EmbedderClosedError(f"{self._name}: closed while this call was running.") from error
+            if self._closed and not isinstance(error, ModelClosedError):
+                raise ModelClosedError(f"{self._name}: closed while this call was running.") from error
             raise
         finally:
             self._release()
         if self._closed:
-            raise EmbedderClosedError(f"{self._name}: closed while this call was running.")
+            raise ModelClosedError(f"{self._name}: closed while this call was running.")
 
     def _release(self) -> None:
         with self._lock:
