@@ -33,6 +33,7 @@ QWEN2_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 _CONTROL = 3
+_USER_DEFINED = 4
 # Checked at load: the tokenizers BPE must give llama.cpp's ids on these, else llama.cpp tokenizes.
 _TOKENIZER_PROBES = (
     "Hello, world! It's 2026; naïve café — déjà vu.",
@@ -72,7 +73,8 @@ class _Tokenizer:
         self.bpe: Any = None
         if meta.get("tokenizer.ggml.model") == "gpt2" and meta.get("tokenizer.ggml.pre") in ("qwen2", None):
             try:
-                self.bpe = _build_bpe(tokens, list(meta.get("tokenizer.ggml.merges") or []))
+                user_defined = [t for t, kind in zip(tokens, self._types) if kind == _USER_DEFINED]
+                self.bpe = _build_bpe(tokens, list(meta.get("tokenizer.ggml.merges") or []), user_defined)
             except Exception as error:  # an odd vocabulary: llama.cpp tokenizes instead
                 logger.debug("tokenizers BPE not built (%s); using llama.cpp's tokenizer", error)
         self._byte_decoder = _byte_decoder()
@@ -132,6 +134,17 @@ class _Tokenizer:
             self._bytes_cache[token] = cached
         return cached
 
+    def token_facts(self) -> tuple[int, tuple[str, ...]]:
+        """``(longest token in bytes, user-defined token texts)``, from the file's vocabulary (cached)."""
+        facts = getattr(self, "_facts", None)
+        if facts is None:
+            normal = (len(t) for t, kind in zip(self._tokens, self._types) if kind not in (_CONTROL, _USER_DEFINED))
+            user = tuple(sorted((t for t, kind in zip(self._tokens, self._types) if kind == _USER_DEFINED), key=len,
+                                reverse=True))  # fmt: skip
+            longest = max(max(normal, default=0), max((len(t.encode("utf-8")) for t in user), default=0))
+            facts = self._facts = (longest, user)
+        return facts
+
     def close(self) -> None:
         if self._fallback is not None:
             import llama_cpp
@@ -153,8 +166,10 @@ def _byte_decoder() -> dict[str, int]:
     return {chr(c): b for b, c in zip(bs, cs)}
 
 
-def _build_bpe(tokens: list[str], merges: list[str]) -> Any:
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+def _build_bpe(tokens: list[str], merges: list[str], user_defined: list[str]) -> Any:
+    """The BPE with the Qwen2 split; user-defined tokens (``<think>``) are split out first, as llama.cpp and
+    Hugging Face's tokenizer split them (they are whole tokens even in user text)."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
     vocab = {t: i for i, t in enumerate(tokens)}
     pairs = [tuple(m.split(" ", 1)) for m in merges]
@@ -166,6 +181,8 @@ def _build_bpe(tokens: list[str], merges: list[str]) -> Any:
         ]
     )
     tokenizer.decoder = decoders.ByteLevel()
+    if user_defined:
+        tokenizer.add_tokens([AddedToken(t, normalized=False, special=False) for t in user_defined])
     return tokenizer
 
 
@@ -298,6 +315,11 @@ class TorchEngine:
         with self._guard.use():
             return self._tokenizer.token_bytes(int(token))
 
+    def token_facts(self) -> tuple[int, tuple[str, ...]]:
+        """``(longest token in bytes, user-defined token texts)`` (see :mod:`qwen_embed.text.token_prefix`)."""
+        with self._guard.use():
+            return self._tokenizer.token_facts()
+
     def embed(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
         if not sequences:
             self._guard.check()
@@ -368,7 +390,7 @@ class TorchEngine:
         rows = torch.arange(batch, device=ids.device)
         x = w["token_embd"].lookup(ids, self._dtype)
         for i in range(self._n_layer):
-            if self._stop:  # close() was called: the guard turns this into EmbedderClosedError
+            if self._stop:  # close() was called: the guard turns this into ModelClosedError
                 raise EngineError("forward stopped: the model is being closed")
             p = f"blk.{i}."
             final = i == self._n_layer - 1 and self._pooling == "last"
