@@ -19,15 +19,15 @@ Each decode checks that exactly one row per marked token arrived; anything else 
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +37,7 @@ from ._guard import NativeGuard, check_fork_safe, mark_threads_started
 from ._native import build_features, ggml, llama_cpp, recent_native_errors
 from .base import Pooling
 
-__all__ = ["LlamaCppEngine", "build_features", "needs_amx_workaround", "quantize_gguf"]
+__all__ = ["DeferredSigint", "LlamaCppEngine", "build_features", "needs_amx_workaround", "quantize_gguf"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,57 @@ def _flag_reader() -> ctypes._CFuncPtr | None:
 
 
 _FLAG_READER = _flag_reader()
+
+
+class DeferredSigint:
+    """While a native call runs on the main thread, a SIGINT is recorded instead of handled; :meth:`deliver` runs
+    the handler afterwards, from plain Python.
+
+    Python runs signal handlers between bytecodes, and during a llama.cpp call the only Python running
+    on the main thread is its callbacks (abort, eval, log). An exception raised there, such as the
+    KeyboardInterrupt of Python's default handler or of an application's own, is swallowed by ctypes
+    ("Exception ignored on calling ctypes callback"): the interrupt was lost, or the decode failed with
+    code 2. Here the handler that was installed (the default one or the application's) runs once the
+    call is over, where its exception propagates. Off the main thread, with SIGINT ignored, or with a
+    handler not installed from Python, nothing changes.
+
+    Args:
+        on_signal: Called when the SIGINT comes (the decode sets its abort flag: it stops at the next node).
+    """
+
+    def __init__(self, on_signal: Callable[[], None] | None = None) -> None:
+        self._on_signal = on_signal
+        self._previous: Any = None
+        self.caught: tuple[int, Any] | None = None
+
+    def __enter__(self) -> DeferredSigint:
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            if previous is not None and previous is not signal.SIG_IGN:
+                self._previous = previous
+                signal.signal(signal.SIGINT, self._record)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _record(self, signum: int, frame: Any) -> None:
+        if self.caught is None:
+            self.caught = (signum, frame)
+        if self._on_signal is not None:
+            self._on_signal()
+
+    def deliver(self) -> None:
+        """Run the deferred handler, if a SIGINT came: Python's default raises KeyboardInterrupt."""
+        if self.caught is None:
+            return
+        (signum, frame), self.caught = self.caught, None
+        if callable(self._previous):
+            self._previous(signum, frame)
+        elif self._previous is signal.SIG_DFL:  # the default action: end the process, as the signal would have
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.raise_signal(signum)
 
 
 def needs_amx_workaround(features: dict[str, bool], *, quantized: bool) -> bool:
@@ -105,7 +156,6 @@ class LlamaCppEngine:
         self._guard = NativeGuard(Path(path).name, free=self._free_native, abort=self._request_abort)
         # Abort flag [flag, 0]: close() and Ctrl-C set it; ggml polls it between graph nodes.
         self._abort_flag = (ctypes.c_uint8 * 2)()
-        self._interrupted = False
         self._py_abort = llama_cpp.ggml_abort_callback(self._should_abort)
         self._pooling: Pooling = pooling
         self._n_threads = n_threads
@@ -196,6 +246,28 @@ class LlamaCppEngine:
             except RuntimeError as error:
                 raise EngineError(str(error)) from error
 
+    def token_facts(self) -> tuple[int, tuple[str, ...]]:
+        """``(longest token in bytes, user-defined token texts)``: one scan of the vocabulary, then cached.
+
+        User-defined tokens are split out of user text before the pre-tokenizer runs, so a cut inside
+        one changes the tokens (:mod:`qwen_embed.text.token_prefix`).
+        """
+        facts = getattr(self, "_token_facts", None)
+        if facts is None:
+            with self._guard.use():
+                get_text, get_attr, vocab = llama_cpp.llama_vocab_get_text, llama_cpp.llama_vocab_get_attr, self._vocab
+                longest, user_defined = 0, []
+                for token in range(self._n_vocab):
+                    raw = get_text(vocab, token) or b""
+                    attr = int(get_attr(vocab, token))
+                    if attr & llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED:
+                        user_defined.append(raw.decode("utf-8", errors="replace"))
+                        longest = max(longest, len(raw))
+                    elif len(raw) > longest and not attr & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL:
+                        longest = max(longest, len(self.token_bytes(token)))  # byte-level text overstates
+            facts = self._token_facts = (longest, tuple(sorted(user_defined, key=len, reverse=True)))
+        return facts
+
     def token_text(self, token: int) -> str:
         with self._guard.use():
             raw = llama_cpp.llama_vocab_get_text(self._vocab, token)
@@ -232,32 +304,42 @@ class LlamaCppEngine:
                 logits[ends - 1] = 1
             else:
                 logits[:total] = 1
-            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
-            out = self._decode_marked(total, n_out)
+            out = self._decode_marked(total, n_out, self._clear_memory)
 
         if self._pooling == "last":
             return out
         sums = np.add.reduceat(out, starts, axis=0)
         return (sums / lengths[:, None]).astype(np.float32, copy=False)
 
-    def _decode_marked(self, n_tokens: int, n_out: int) -> np.ndarray:
+    def _clear_memory(self) -> None:
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
+
+    def _decode_marked(self, n_tokens: int, n_out: int, prepare: Callable[[], None]) -> np.ndarray:
         """Decode the first ``n_tokens`` of the batch arrays; the final-norm rows of the ``n_out`` marked tokens.
 
-        The caller holds the guard and the lock and has filled the batch arrays (and prepared the KV
-        cache); every engine on this context (embeddings, the reranker's shared prefix) decodes here.
+        The caller holds the guard and the lock and has filled the batch arrays; ``prepare`` sets the KV
+        cache up for this decode (it runs again when a SIGINT stopped the decode and the application's
+        handler chose to go on). Every engine on this context (embeddings, the reranker's shared prefix)
+        decodes here.
         """
         assert self._batch is not None
-        self._batch.n_tokens = n_tokens
-        self._capture = np.empty((n_out, self._n_embd), dtype=np.float32)
-        self._captured = 0
-        self._capture_error = None
-        try:
-            rc = self._decode()
-            captured, rows, error = self._captured, self._capture, self._capture_error
-        finally:
-            self._capture = None
-        if self._interrupted:
-            raise KeyboardInterrupt
+        while True:
+            prepare()
+            self._batch.n_tokens = n_tokens
+            self._capture = np.empty((n_out, self._n_embd), dtype=np.float32)
+            self._captured = 0
+            self._capture_error = None
+            deferred = DeferredSigint(self._request_abort)
+            try:
+                rc = self._decode(deferred)
+                captured, rows, error = self._captured, self._capture, self._capture_error
+            finally:
+                self._capture = None
+            if deferred.caught is not None:
+                deferred.deliver()  # the application's SIGINT handler; the default raises KeyboardInterrupt
+                if rc == _ABORTED and not self._guard.closed:
+                    continue  # the handler let the program go on: decode again
+            break
         if rc == _ABORTED and self._guard.closed:
             raise EngineError("decode stopped: the model is being closed")  # the guard reports it
         if rc != 0:
@@ -270,46 +352,25 @@ class LlamaCppEngine:
             )
         return rows
 
-    def _decode(self) -> int:
-        """One ``llama_decode`` that close() can stop, and Ctrl-C too on the main thread."""
+    def _decode(self, deferred: DeferredSigint) -> int:
+        """One ``llama_decode`` that close() can stop, and a SIGINT too on the main thread (:class:`DeferredSigint`)."""
         flag = self._abort_flag
         flag[0] = 0
         if self._guard.closed:  # close() may have come just before the reset
             flag[0] = 1
-        self._interrupted = False
         main = threading.current_thread() is threading.main_thread()
         callback = self._py_abort if main or _FLAG_READER is None else _FLAG_READER
         mark_threads_started()
-        with self._sigint_stops_decode(main):
+        with deferred:
             llama_cpp.llama_set_abort_callback(self._ctx, callback, ctypes.cast(flag, ctypes.c_void_p))  # it logs
             return int(llama_cpp.llama_decode(self._ctx, self._batch))
 
-    @contextlib.contextmanager
-    def _sigint_stops_decode(self, main: bool) -> Iterator[None]:
-        """On the main thread, Ctrl-C sets the abort flag instead of raising inside a ctypes callback.
-
-        A KeyboardInterrupt raised in a callback is swallowed by ctypes (and the decode ends as if
-        the graph were wrong); here the handler only records it, the decode stops at the next node,
-        and :meth:`embed` raises KeyboardInterrupt with the engine intact. A custom SIGINT handler
-        is left alone.
-        """
-        if not main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-            yield
-            return
-
-        def on_sigint(_signum: int, _frame: object) -> None:
-            self._interrupted = True
-            self._abort_flag[0] = 1
-
-        previous = signal.signal(signal.SIGINT, on_sigint)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
-
     def _should_abort(self, _data: int) -> bool:
         """Abort callback on the main thread (Python, so that the SIGINT handler gets to run)."""
-        return self._abort_flag[0] != 0
+        try:
+            return self._abort_flag[0] != 0
+        except BaseException:  # nothing may escape into ctypes; stop the decode instead
+            return True
 
     def _request_abort(self) -> None:
         self._abort_flag[0] = 1
@@ -335,7 +396,7 @@ class LlamaCppEngine:
                 ggml.tensor_get(tensor, capture[start : start + rows].ctypes.data, 0, nbytes)
             self._captured = start + rows
             return False  # skip the rest of the graph: the vocabulary projection
-        except Exception as exc:
+        except BaseException as exc:  # nothing may escape into ctypes: the decode reports it
             self._capture_error = f"error while reading hidden states: {exc!r}"
             return False
 

@@ -16,6 +16,7 @@ attention of a tail token sees the head's keys and values, which are the same nu
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 
@@ -77,7 +78,6 @@ class SharedPrefixEngine(LlamaCppEngine):
         with self._guard.use(), self._lock:
             self._ensure_context(need)  # before the head: a new context would lose its cache
             memory = llama_cpp.llama_get_memory(self._ctx)
-            llama_cpp.llama_memory_clear(memory, True)
             arrays = self._batch_arrays
             arrays["token"][:n_head] = head
             arrays["pos"][:n_head] = np.arange(n_head, dtype=np.int32)
@@ -85,13 +85,12 @@ class SharedPrefixEngine(LlamaCppEngine):
             arrays["n_seq_id"][:n_head] = 1
             arrays["logits"][:n_head] = 0
             arrays["logits"][n_head - 1] = 1  # one output row: the graph runs as for any decode
-            self._decode_marked(n_head, 1)
+            self._decode_marked(n_head, 1, self._clear_memory)
 
             for batch, n_tokens in zip(batches, batch_tokens):
                 k = len(batch)
                 seqs = np.arange(1, k + 1, dtype=np.int32)
-                for seq in seqs.tolist():
-                    llama_cpp.llama_memory_seq_cp(memory, 0, seq, -1, -1)
+                share_head = functools.partial(_share_head, memory, seqs.tolist())
                 parts = [tails[i] for i in batch]
                 sizes = lengths[batch]
                 ends = np.cumsum(sizes)
@@ -104,9 +103,16 @@ class SharedPrefixEngine(LlamaCppEngine):
                 arrays["n_seq_id"][:n_tokens] = 1
                 arrays["logits"][:n_tokens] = 0
                 arrays["logits"][ends - 1] = 1
-                out[batch] = self._decode_marked(n_tokens, k)
+                out[batch] = self._decode_marked(n_tokens, k, share_head)
                 for seq in seqs.tolist():  # drop the tails; sequence 0 keeps the head's cells
                     llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
                 if on_batch is not None:
                     on_batch(n_tokens)
         return out
+
+
+def _share_head(memory: object, seqs: list[int]) -> None:
+    """Give sequences ``seqs`` the head's cells (sequence 0), dropping what a stopped decode left in them."""
+    for seq in seqs:
+        llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
+        llama_cpp.llama_memory_seq_cp(memory, 0, seq, -1, -1)
