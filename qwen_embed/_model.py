@@ -16,12 +16,12 @@ from typing import Any, ClassVar, TypeVar
 
 from .engines.base import Engine
 from .engines.gguf_info import GGUFInfo, read_gguf_info
-from .errors import ConfigurationError, EmbedderClosedError
+from .errors import ConfigurationError, ModelClosedError, UnsafeForkError
 from .hub.catalog import normalize_quant
 from .hub.download import ModelResolution
 from .hub.options import HubOptions, check_option_names, hub_options
 
-__all__ = ["GGUFModel"]
+__all__ = ["ForkedModel", "GGUFModel"]
 
 logger = logging.getLogger(__name__)
 
@@ -220,20 +220,20 @@ class GGUFModel:
 
     @property
     def closed(self) -> bool:
-        """Whether :meth:`close` was called (further use raises :class:`~qwen_embed.EmbedderClosedError`)."""
+        """Whether :meth:`close` was called (further use raises :class:`~qwen_embed.ModelClosedError`)."""
         return getattr(self, "_engine", None) is None
 
     def _require_engine(self) -> Engine:
         if self._engine is None:
-            raise EmbedderClosedError(f"{self._path.name}: this {type(self).__name__} was closed; create a new one.")
+            raise ModelClosedError(f"{self._path.name}: this {type(self).__name__} was closed; create a new one.")
         return self._engine
 
     def close(self) -> None:
-        """Free the model; further use raises :class:`~qwen_embed.EmbedderClosedError`.
+        """Free the model; further use raises :class:`~qwen_embed.ModelClosedError` (``EmbedderClosedError``).
 
         Returns at once, from any thread: calls running in other threads stop at their next
         engine step (a llama.cpp decode stops between graph nodes) and raise
-        :class:`~qwen_embed.EmbedderClosedError`; the native memory is freed when the last ends.
+        :class:`~qwen_embed.ModelClosedError`; the native memory is freed when the last ends.
         """
         engine, self._engine = getattr(self, "_engine", None), None
         if engine is not None:
@@ -254,15 +254,25 @@ class GGUFModel:
             pass
 
 
-def _restore(cls: type[M], state: dict[str, Any]) -> M:
-    """Unpickle a model: load its file here, or fetch it as it was fetched."""
+def _restore(cls: type[M], state: dict[str, Any]) -> M | ForkedModel:
+    """Unpickle a model: load its file here, or fetch it as it was fetched.
+
+    In a child forked after its parent ran llama.cpp or PyTorch no model can run (their thread pools
+    do not survive ``fork()``). Unpickling must not raise there: ``multiprocessing.Pool`` unpickles a
+    task's arguments in the worker and, when that raises, loses the task and waits for it forever.
+    So the result is then a :class:`ForkedModel`, which raises the
+    :class:`~qwen_embed.UnsafeForkError` when it is used, inside the task, where the pool reports it.
+    """
     options, hub = dict(state["options"]), state.get("hub")
     path = Path(state["path"])
-    if path.is_file() or hub is None:
-        loaded = cls(path, **options)  # type: ignore[call-arg]
-    else:
-        recipe = dict(hub)
-        loaded = cls.from_pretrained(recipe.pop("model"), **recipe, **options)
+    try:
+        if path.is_file() or hub is None:
+            loaded = cls(path, **options)  # type: ignore[call-arg]
+        else:
+            recipe = dict(hub)
+            loaded = cls.from_pretrained(recipe.pop("model"), **recipe, **options)
+    except UnsafeForkError as error:
+        return ForkedModel(cls, state, str(error))
     loaded._hub_recipe = hub
     return loaded
 
@@ -288,3 +298,43 @@ def _check_local_choice(path: Path, quant: str | None, filename: str | None) -> 
             f"filename={filename!r} picks a file from a Hub repository; the local file given is {path.name}. "
             "Drop filename= or pass the path of the file you mean."
         )
+
+
+class ForkedModel:
+    """What an Embedder or a Reranker unpickles as in an unsafe fork child: every use raises UnsafeForkError.
+
+    It pickles as the model's recipe again, so it can still be passed on to a spawn pool.
+    """
+
+    _OWN = frozenset({"_cls", "_state", "_error", "close", "closed", "__class__", "__reduce__", "__reduce_ex__",
+                      "__repr__", "__del__", "__dict__", "__getstate__", "__setstate__"})  # fmt: skip
+
+    def __init__(self, cls: type[GGUFModel], state: dict[str, Any], error: str) -> None:
+        self._cls = cls
+        self._state = state
+        self._error = error
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in ForkedModel._OWN:
+            return object.__getattribute__(self, name)
+        raise UnsafeForkError(object.__getattribute__(self, "_error"))
+
+    def __enter__(self) -> ForkedModel:
+        raise UnsafeForkError(self._error)
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    @property
+    def closed(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        """Nothing to free: no model was loaded."""
+
+    def __reduce__(self) -> tuple[Any, tuple[type[GGUFModel], dict[str, Any]]]:
+        return (_restore, (self._cls, self._state))
+
+    def __repr__(self) -> str:
+        name = Path(self._state["path"]).name
+        return f"<{self._cls.__name__} of {name!r}, not loaded in this forked process: use raises UnsafeForkError>"

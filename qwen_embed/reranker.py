@@ -15,6 +15,9 @@ from . import _config
 from ._model import GGUFModel
 from ._pipeline import (
     TextTokenizer,
+    as_text_iter,
+    check_batch_size,
+    check_batch_tokens,
     check_bool,
     check_gpu_layers,
     check_threads,
@@ -29,6 +32,7 @@ from .engines.heads import RerankHead, check_reranker_file, read_rerank_head
 from .errors import (
     ConfigurationError,
     EngineError,
+    InputTooLongError,
     InputTypeError,
     UnsupportedModelError,
 )
@@ -56,7 +60,6 @@ class _Pair:
     key: tuple[str, str]  # (instruction, query): pairs with the same key share the head
     head: np.ndarray  # prefix + body head
     tail: np.ndarray  # body tail (cut to fit) + suffix
-    shareable: bool  # False when truncation had to cut into the head
 
 
 class Reranker(GGUFModel):
@@ -76,9 +79,11 @@ class Reranker(GGUFModel):
         instruction: Default task instruction (default: the README's
             ``"Given a web search query, retrieve relevant passages that answer the query"``).
         max_length: Most tokens per pair, prompt included (default 8192, Qwen's setting, capped
-            at the file's context). A longer pair loses the end of its document; the prompt's
-            fixed parts are never cut.
-        backend: ``"llama"`` (default), ``"torch"`` or ``"auto"``, as for the Embedder.
+            at the file's context). A longer pair loses the end of its document (only the part
+            that is kept is ever tokenized); the prompt's fixed parts are never cut, and a query
+            or instruction that leaves no room for the document raises
+            :class:`~qwen_embed.InputTooLongError`.
+        backend: ``"auto"`` (default), ``"llama"`` or ``"torch"``, chosen as for the Embedder.
         n_threads: CPU threads (default: ``$QWEN_EMBED_NUM_THREADS`` or all this process may use).
         n_gpu_layers: Layers to offload to a GPU (llama.cpp).
         batch_size: Most pairs per decode.
@@ -102,7 +107,7 @@ class Reranker(GGUFModel):
         *,
         instruction: str | None = None,
         max_length: int | None = None,
-        backend: str = "llama",
+        backend: str = "auto",
         n_threads: int | None = None,
         n_gpu_layers: int = 0,
         batch_size: int = _config.DEFAULT_BATCH_SIZE,
@@ -114,24 +119,32 @@ class Reranker(GGUFModel):
         flash_attn: bool | None = False,
     ) -> None:
         self._start(locals())  # the recipe this Reranker pickles as: its file and its options
-        self._tokenizer = TextTokenizer(self._require_engine)
         check_model_path(model_path)
         info = read_gguf_info(model_path)
         check_reranker_file(info)
+        self._tokenizer = TextTokenizer(self._require_engine, pre_tokenizer=info.metadata.get("tokenizer.ggml.pre"))
         self._info = info
         self._path = info.path
         self._instruction = check_instruction(instruction, DEFAULT_RERANK_INSTRUCTION)
         self._context_length = int(info.context_length or _config.DEFAULT_MAX_LENGTH)
         self._max_length = resolve_max_length(max_length, self._context_length)
-        self._batch_size = positive_int("batch_size", batch_size)
-        self._batch_tokens = positive_int("batch_tokens", batch_tokens)
+        self._batch_size = check_batch_size(batch_size)
         self._n_threads = check_threads(n_threads)
         n_gpu_layers = check_gpu_layers(n_gpu_layers)
         self._show_progress = check_bool("show_progress", show_progress, optional=True)
         self._share_prefix = check_bool("share_prefix", share_prefix)
         self._head_cache: dict[tuple[str, str], np.ndarray] = {}
         self._cache_lock = threading.Lock()
-        self._backend, self._backend_reason = choose_backend(backend, device)
+        self._backend, self._backend_reason = choose_backend(backend, device, info=info, dtype=dtype)
+        self._batch_tokens = check_batch_tokens(
+            batch_tokens,
+            info=info,
+            backend=self._backend,
+            max_length=self._max_length,
+            max_sequences=min(self._batch_size + 1, 256),
+            shared_head=self._backend == "llama",
+            gpu=n_gpu_layers != 0 or (device or "").startswith("cuda") or "CUDA" in self._backend_reason,
+        )
         self._engine = self._make_engine(n_gpu_layers=n_gpu_layers, dtype=dtype, device=device, flash_attn=flash_attn)
         try:
             self._prefix = self._engine.tokenize(PREFIX, special=True)
@@ -255,9 +268,9 @@ class Reranker(GGUFModel):
         """
         single, items = as_pairs(pairs)
         chosen = self._instruction if instruction is None else check_instruction(instruction)
-        limit = (
-            self._batch_size if batch_size is None else min(positive_int("batch_size", batch_size), self._batch_size)
-        )
+        limit = self._batch_size if batch_size is None else min(check_batch_size(batch_size), self._batch_size)
+        show_progress = check_bool("show_progress", show_progress, optional=True)
+        raw = check_bool("raw", raw)
         logits = self._log_odds([self._pair(q, d, chosen, i) for i, (q, d) in enumerate(items)], limit, show_progress)
         scores = logits if raw else _sigmoid(logits)
         out = scores.astype(np.float32)
@@ -276,17 +289,20 @@ class Reranker(GGUFModel):
     ) -> list[dict[str, Any]]:
         """Rank ``documents`` for ``query``, best first (sentence-transformers' ``CrossEncoder.rank`` shape).
 
+        An empty document is a valid pair (the model reads an empty ``<Document>:`` field), as an
+        empty text is for the Embedder.
+
         Returns:
             ``[{"corpus_id": index, "score": p_yes, "text"?: document}, ...]``, sorted by score
-            (ties keep input order), cut to ``top_k``.
+            (ties keep input order), cut to ``top_k`` (a ``top_k`` over the number of documents
+            returns them all).
         """
         if not isinstance(query, str):
             raise InputTypeError(f"query must be a str, not {type(query).__name__}")
-        if isinstance(documents, (str, bytes)) or not isinstance(documents, Iterable):
-            raise InputTypeError(f"documents must be a list of str, not {type(documents).__name__}")
-        docs = list(documents)
+        docs = list(as_text_iter(documents, name="documents", takes="a list of str"))
         if top_k is not None:
-            top_k = positive_int("top_k", top_k)
+            top_k = min(positive_int("top_k", top_k), max(1, len(docs)))
+        return_documents = check_bool("return_documents", return_documents)
         scores = self.predict(
             [(query, d) for d in docs], instruction=instruction, batch_size=batch_size, show_progress=show_progress
         )
@@ -305,27 +321,44 @@ class Reranker(GGUFModel):
                 raise InputTypeError(f"Pair #{index}: the {what} is {type(value).__name__}, not str.")
         assert isinstance(query, str) and isinstance(document, str)
         key = (instruction, query)
+        budget = self._max_length - len(self._prefix) - len(self._suffix)  # tokens for the body
         with self._cache_lock:
             body_head = self._head_cache.get(key)
         if body_head is None:
-            body_head = self._tokens(head_body(instruction, query), index, "query")
+            # The head must leave the document at least one token: else every document would get the same score.
+            body_head, over = self._tokenizer.tokens_prefix(
+                head_body(instruction, query), budget - 1, index, label=f"Pair #{index}: the query"
+            )
+            if over:
+                raise self._head_too_long(instruction, query, index, budget)
             with self._cache_lock:
                 if len(self._head_cache) > 4096:
                     self._head_cache.clear()
                 self._head_cache[key] = body_head
-        body_tail = self._tokens(tail_body(document), index, "document")
-        budget = self._max_length - len(self._prefix) - len(self._suffix)
-        keep = budget - len(body_head)
-        if keep >= 0:  # the official recipe cuts the body from its right end: the document first
-            return _Pair(
-                key, np.concatenate([self._prefix, body_head]), np.concatenate([body_tail[:keep], self._suffix]), True
-            )
-        logger.debug("pair #%d: the query alone exceeds max_length=%d; it is cut", index, self._max_length)
-        return _Pair(key, np.concatenate([self._prefix, body_head[:budget]]), self._suffix.copy(), False)
+        # The official recipe cuts the body from its right end, which is the document's: only what is kept is
+        # tokenized (a 10 MB document costs what its first max_length tokens do).
+        body_tail, _ = self._tokenizer.tokens_prefix(
+            tail_body(document), budget - len(body_head), index, label=f"Pair #{index}: the document"
+        )
+        return _Pair(key, np.concatenate([self._prefix, body_head]), np.concatenate([body_tail, self._suffix]))
 
-    def _tokens(self, text: str, index: int, what: str) -> np.ndarray:
-        """User text (query, document, instruction): NFC, never parsed for control tokens."""
-        return self._tokenizer.tokens(text, index, label=f"Pair #{index}: the {what}")
+    def _head_too_long(self, instruction: str, query: str, index: int, budget: int) -> InputTooLongError:
+        """InputTooLongError for a pair whose instruction (else query) leaves the document no token."""
+        instruction_over = self._tokenizer.tokens_prefix(head_body(instruction, ""), budget - 1)[1]
+        param = "instruction" if instruction_over else "query"
+        fixed = len(self._prefix) + len(self._suffix)
+        counted, more = self._tokenizer.tokens_prefix(head_body(instruction, query), 4 * self._max_length)
+        n_tokens = fixed + len(counted) + int(more)
+        amount = f"at least {n_tokens:,}" if more else f"{n_tokens:,}"
+        return InputTooLongError(
+            f"Pair #{index}: the {param} leaves no room for the document: the prompt, instruction and query take "
+            f"{amount} tokens before any document token, and max_length={self._max_length:,} (the prompt's fixed "
+            f"parts take {fixed}). Shorten the {param} or raise max_length (at most {self._context_length:,}).",
+            index=index,
+            n_tokens=n_tokens,
+            limit=self._max_length,
+            param=param,
+        )
 
     def _log_odds(self, pairs: list[_Pair], limit: int, show_progress: bool | None) -> np.ndarray:
         engine = self._require_engine()
@@ -334,7 +367,7 @@ class Reranker(GGUFModel):
         alone: list[int] = []
         shared = self._share_prefix and hasattr(engine, "embed_shared")
         for i, pair in enumerate(pairs):
-            (groups.setdefault(pair.key, []) if shared and pair.shareable else alone).append(i)
+            (groups.setdefault(pair.key, []) if shared else alone).append(i)
         for key, members in list(groups.items()):
             if len(members) < 2:  # one document: sharing would only add a decode
                 alone.extend(groups.pop(key))

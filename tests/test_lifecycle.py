@@ -176,6 +176,96 @@ def test_ctrl_c_is_a_keyboard_interrupt_and_leaves_the_embedder_usable(small_mod
     assert "Exception ignored" not in done.stderr
 
 
+OWN_HANDLER = """
+import os, signal, sys, threading
+import numpy as np
+from qwen_embed import Embedder
+from qwen_embed.engines.llama import LlamaCppEngine
+
+in_decode, sent = threading.Event(), threading.Event()
+original = LlamaCppEngine._on_eval
+def on_eval(self, tensor, ask, user_data):  # the SIGINT lands while llama.cpp runs its callbacks
+    if not in_decode.is_set():
+        in_decode.set()
+        sent.wait(60)
+    return original(self, tensor, ask, user_data)
+LlamaCppEngine._on_eval = on_eval
+
+def own_handler(signum, frame):
+    raise KeyboardInterrupt("the application's own handler")
+signal.signal(signal.SIGINT, own_handler)
+
+def interrupt():
+    in_decode.wait(60)
+    os.kill(os.getpid(), signal.SIGINT)
+    sent.set()
+
+emb = Embedder(sys.argv[1], n_threads=2, backend="llama", max_length=512, batch_tokens=512)
+in_decode.set(); sent.set()
+expected = emb.encode(["still usable"])
+outcomes = []
+for round in range(6):
+    in_decode.clear(); sent.clear()
+    killer = threading.Thread(target=interrupt)
+    killer.start()
+    try:
+        emb.encode(["many words in a row " * 20] * 8)
+        outcomes.append("not interrupted")
+    except KeyboardInterrupt as error:
+        outcomes.append(str(error))
+    except Exception as error:
+        outcomes.append(f"{type(error).__name__}: {error}")
+    killer.join()
+    in_decode.set(); sent.set()
+    assert np.allclose(emb.encode(["still usable"]), expected, atol=1e-5)
+assert signal.getsignal(signal.SIGINT) is own_handler
+print("\\n".join(outcomes))
+"""
+
+
+def test_an_applications_own_sigint_handler_interrupts_a_decode_every_time(small_model: Path) -> None:
+    done = run_script(OWN_HANDLER, str(small_model))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split("\n")[:6] == ["the application's own handler"] * 6, done.stdout
+    assert "Exception ignored" not in done.stderr, done.stderr[-2000:]
+
+
+NO_RAISE_HANDLER = """
+import os, signal, sys, threading
+import numpy as np
+from qwen_embed import Embedder
+from qwen_embed.engines.llama import LlamaCppEngine
+
+seen = []
+in_decode, sent = threading.Event(), threading.Event()
+original = LlamaCppEngine._on_eval
+def on_eval(self, tensor, ask, user_data):
+    if not in_decode.is_set():
+        in_decode.set()
+        sent.wait(60)
+    return original(self, tensor, ask, user_data)
+LlamaCppEngine._on_eval = on_eval
+emb = Embedder(sys.argv[1], n_threads=2, backend="llama")
+in_decode.set(); sent.set()
+expected = emb.encode(["a text", "another one"])
+signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))  # counts, never raises
+in_decode.clear(); sent.clear()
+def interrupt():
+    in_decode.wait(60)
+    os.kill(os.getpid(), signal.SIGINT)
+    sent.set()
+threading.Thread(target=interrupt).start()
+got = emb.encode(["a text", "another one"])
+print(seen == [signal.SIGINT], bool(np.allclose(got, expected, atol=1e-5)))
+"""
+
+
+def test_a_sigint_handler_that_does_not_raise_runs_and_the_decode_completes(small_model: Path) -> None:
+    done = run_script(NO_RAISE_HANDLER, str(small_model))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "True True", done.stdout + done.stderr[-2000:]
+
+
 # ---------------------------------------------------------------- fork
 
 FORK_POOL = """
@@ -202,6 +292,74 @@ def test_fork_pool_after_use_fails_clearly_instead_of_hanging(small_model: Path,
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith("UnsafeForkError: "), done.stdout + done.stderr[-2000:]
     assert "spawn" in done.stdout or "process" in done.stdout
+
+
+@pytest.fixture(scope="module")
+def reranker_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from .conftest import real_vocab
+    from .reranker_support import make_reranker_gguf, reranker_vocabulary
+
+    return make_reranker_gguf(tmp_path_factory.mktemp("rr") / "rr.gguf", reranker_vocabulary(real_vocab()))
+
+
+FORK_POOL_PICKLED = """
+import multiprocessing as mp, sys
+from qwen_embed import Embedder, Reranker, UnsafeForkError
+kind, path, backend = sys.argv[1:4]
+if kind == "embedder":
+    model = Embedder(path, n_threads=1, backend=backend)
+    model.encode(["the parent ran the engine"])
+else:
+    model = Reranker(path, n_threads=1, backend=backend)
+    model.predict([("a query", "the parent ran the engine")])
+def work(task):
+    m, text = task  # the model travels pickled, as a task argument
+    return m.encode([text]).shape if kind == "embedder" else m.predict([(text, text)]).shape
+with mp.get_context("fork").Pool(1) as pool:
+    try:
+        print(pool.map(work, [(model, "a")]))
+    except UnsafeForkError as error:
+        print("UnsafeForkError:", error)
+"""
+
+
+@pytest.mark.parametrize("backend", ["llama", "torch"])
+@pytest.mark.parametrize("kind", ["embedder", "reranker"])
+def test_a_model_passed_to_a_fork_pool_after_use_fails_in_the_task_instead_of_hanging(
+    small_model: Path, reranker_file: Path, kind: str, backend: str
+) -> None:
+    if backend == "torch":
+        pytest.importorskip("torch")
+    path = small_model if kind == "embedder" else reranker_file
+    done = run_script(FORK_POOL_PICKLED, kind, str(path), backend, timeout=180)  # the pool used to wait forever
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("UnsafeForkError: "), done.stdout + done.stderr[-2000:]
+    assert "'spawn'" in done.stdout
+
+
+def test_an_unsafe_fork_unpickles_a_placeholder_that_pickles_on(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qwen_embed import UnsafeForkError
+    from qwen_embed._model import ForkedModel
+    from qwen_embed.engines import _guard
+
+    emb = Embedder(tiny_model, n_threads=1, dim=32)
+    data = pickle.dumps(emb)
+    monkeypatch.setattr(_guard, "_threads_started_in", -1)  # as in a child forked after its parent decoded
+    clone = pickle.loads(data)
+    assert isinstance(clone, ForkedModel)
+    assert "not loaded in this forked process" in repr(clone)
+    with pytest.raises(UnsafeForkError, match="spawn"):
+        clone.encode(["x"])
+    with pytest.raises(UnsafeForkError, match="spawn"), clone:
+        pass
+    clone.close()
+    monkeypatch.undo()
+    again = pickle.loads(pickle.dumps(clone))  # it still pickles as the recipe: a spawn worker loads it
+    assert isinstance(again, Embedder) and again.dim == 32
+    again.close()
+    emb.close()
 
 
 def test_fork_pool_before_any_compute_works_on_llama(small_model: Path) -> None:

@@ -17,9 +17,11 @@ import pytest
 from qwen_embed import (
     ConfigurationError,
     EmbedderClosedError,
+    InputTooLongError,
     InputTypeError,
     InvalidInputError,
     InvalidPromptError,
+    ModelClosedError,
     QwenEmbedError,
     Reranker,
     UnsupportedModelError,
@@ -135,10 +137,67 @@ def test_truncation_cuts_the_document_and_keeps_the_suffix(rerank_files: dict[st
         assert len(ids) == 90 and ids[-len(suffix) :] == suffix and ids[: len(prefix)] == prefix
         start = rr.tokenize(QUERY, "word " * 5).tolist()[: -len(suffix) - 1]  # less the trailing space
         assert ids[: len(start)] == start  # the body's start is kept
-        huge_query = rr.tokenize("why " * 300, "doc").tolist()  # the head itself is cut; the suffix survives
-        assert len(huge_query) == 90 and huge_query[-len(suffix) :] == suffix
-        scores = rr.predict([(QUERY, long_doc), ("why " * 300, "doc"), (QUERY, "short")] * 2)
-        assert np.isfinite(scores).all() and np.allclose(scores[:3], scores[3:], atol=1e-5)
+        scores = rr.predict([(QUERY, long_doc), (QUERY, "short")] * 2)
+        assert np.isfinite(scores).all() and np.allclose(scores[:2], scores[2:], atol=1e-5)
+
+
+def test_a_query_or_instruction_that_leaves_no_room_for_the_document_is_refused(
+    rerank_files: dict[str, Path],
+) -> None:
+    with Reranker(rerank_files["cls"], n_threads=2, max_length=90) as rr:
+        with pytest.raises(InputTooLongError, match=r"Pair #1: the query leaves no room for the document") as info:
+            rr.predict([(QUERY, "doc"), ("why " * 300, "doc")])
+        assert (info.value.param, info.value.index, info.value.limit) == ("query", 1, 90)
+        assert info.value.n_tokens > 90
+        with pytest.raises(InputTooLongError, match="the instruction leaves no room") as info:
+            rr.rank(QUERY, ["a", "b"], instruction="Judge carefully. " * 40)
+        assert info.value.param == "instruction"
+        with pytest.raises(InputTooLongError, match=r"take at least [\d,]+ tokens"):
+            rr.rank("why " * 2_000_000, ["a"])  # an 8 MB query is refused without tokenizing all of it
+        # The longest query that leaves the document one token is scored, and the documents differ.
+        fits = max(n for n in range(1, 60) if _head_fits(rr, "why " * n))
+        ids = rr.tokenize("why " * fits, "alpha beta")
+        assert len(ids) == 90
+        scores = rr.predict([("why " * fits, "alpha"), ("why " * fits, "sourdough")], raw=True)
+        assert abs(scores[0] - scores[1]) > 1e-4
+        with pytest.raises(InputTooLongError):
+            rr.predict([("why " * (fits + 1), "alpha")])
+
+
+def _head_fits(rr: Reranker, query: str) -> bool:
+    try:
+        rr.tokenize(query, "")
+    except InputTooLongError:
+        return False
+    return True
+
+
+def test_a_huge_document_is_cut_before_it_is_tokenized(
+    rerank_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Reranker(rerank_files["cls"], n_threads=2, max_length=256) as rr:
+        engine = rr._engine
+        original = engine.tokenize
+        longest: list[int] = [0]
+
+        def recording_tokenize(text: str, *, special: bool = False):  # failure injection: what gets tokenized
+            longest[0] = max(longest[0], len(text))
+            return original(text, special=special)
+
+        monkeypatch.setattr(engine, "tokenize", recording_tokenize)
+        for doc in ("a" * 10_000_000, "word " * 2_000_000, " " * 10_000_000, "中文" * 3_000_000):
+            longest[0] = 0
+            ids = rr.tokenize(QUERY, doc)
+            assert len(ids) == 256
+            assert longest[0] < 50_000, longest[0]  # not the 10 MB
+        monkeypatch.undo()
+        doc = ("Sourdough needs a lively starter. " * 3 + "\n\n" + "  " * 40) * 300  # 60 kB, tokenized whole too
+        body = rr._tokenizer.tokens(
+            f"<Instruct>: {DEFAULT_RERANK_INSTRUCTION}\n<Query>: {QUERY}\n<Document>: {doc}", None
+        )
+        keep = 256 - len(rr._prefix) - len(rr._suffix)
+        official = np.concatenate([rr._prefix, body[:keep], rr._suffix])  # tokenize all, then cut: the recipe
+        assert rr.tokenize(QUERY, doc).tolist() == official.tolist()
 
 
 # ----------------------------------------------------------------------------- batching and sharing
@@ -260,6 +319,13 @@ def test_bad_input_raises_library_errors(reranker: Reranker) -> None:
         (lambda: reranker.rank(QUERY, "one string"), InputTypeError, "documents must be a list"),
         (lambda: reranker.rank(QUERY, DOCS, top_k=0), ConfigurationError, "top_k"),
         (lambda: reranker.rank(None, DOCS), InputTypeError, "query must be a str"),  # type: ignore[arg-type]
+        (lambda: reranker.rank(QUERY, set(DOCS)), InputTypeError, "documents is a set, which has no order"),
+        (lambda: reranker.rank(QUERY, dict.fromkeys(DOCS)), InputTypeError, "documents is a dict"),
+        (lambda: reranker.predict({(QUERY, "d")}), InputTypeError, "pairs is a set, which has no order"),
+        (lambda: reranker.predict([(QUERY, "d")], raw="yes"), ConfigurationError, "raw must be True or False"),
+        (lambda: reranker.rank(QUERY, DOCS, return_documents=1), ConfigurationError, "return_documents must be"),
+        (lambda: reranker.predict([(QUERY, "d")], show_progress="no"), ConfigurationError, "show_progress"),
+        (lambda: reranker.predict([(QUERY, "d")], batch_size=10**9), ConfigurationError, "batch_size=1000000000"),
     ]
     for call, error, match in cases:
         with pytest.raises(error, match=match) as info:
@@ -281,8 +347,33 @@ def test_closed_reranker_says_so(rerank_files: dict[str, Path]) -> None:
     rr.close()
     rr.close()  # idempotent
     assert "closed" in repr(rr)
-    with pytest.raises(EmbedderClosedError, match="Reranker was closed"):
+    with pytest.raises(ModelClosedError, match="this Reranker was closed") as info:
         rr.predict([("q", "d")])
+    assert type(info.value).__name__ == "ModelClosedError"
+    assert isinstance(info.value, EmbedderClosedError)  # the older name catches it too
+
+
+def test_an_empty_document_is_a_valid_pair(reranker: Reranker) -> None:
+    empty, other = reranker.predict([(QUERY, ""), (QUERY, "GGUF")], raw=True)
+    assert np.isfinite(empty) and empty != other
+    assert reranker.tokenize(QUERY, "")[-len(reranker._suffix) - 1] == reranker._tokenizer.tokens(" ", None)[0]
+
+
+def test_size_options_are_bounded(rerank_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigurationError, match=r"batch_tokens=1,000,000,000 is more than the 1,048,576"):
+        Reranker(rerank_files["cls"], batch_tokens=10**9)
+    with pytest.raises(ConfigurationError, match=r"batch_size=100000 is more than the 65,536 allowed"):
+        Reranker(rerank_files["cls"], batch_size=100_000)
+    with Reranker(rerank_files["cls"], n_threads=2) as rr:
+        assert len(rr.rank(QUERY, DOCS[:2], top_k=10**12)) == 2  # top_k past the documents: all of them
+    from qwen_embed import _memory
+
+    monkeypatch.setattr(_memory, "available_memory", lambda: 2 * 1024**3)  # a machine with 2 GiB free
+    with pytest.raises(ConfigurationError, match=r"batch_tokens=500,000: a decode of 508,192 tokens .* needs about"):
+        Reranker(rerank_files["cls"], batch_tokens=500_000, backend="llama")  # ~17 kB per token of context
+    with pytest.raises(ConfigurationError, match=r"the most that fits is batch_tokens=[\d,]+ \(default 1,024\)"):
+        Reranker(rerank_files["cls"], batch_tokens=500_000, backend="llama")
+    Reranker(rerank_files["cls"], batch_tokens=50_000, backend="llama", n_threads=2).close()  # fits: accepted
 
 
 def test_threads_share_one_reranker(reranker: Reranker) -> None:

@@ -16,7 +16,7 @@ tokenized apart give the same tokens as the body tokenized whole.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from ..errors import InputTypeError, InvalidPromptError
 
@@ -59,7 +59,12 @@ def format_pair(query: str, document: str, instruction: str = DEFAULT_RERANK_INS
 
 def as_pairs(pairs: object) -> tuple[bool, list[tuple[object, object]]]:
     """``(single, pairs)``: one ``(query, document)`` pair or a list of them, checked."""
-    if pairs is None or isinstance(pairs, (str, bytes, bytearray, dict)) or not isinstance(pairs, Iterable):
+    if isinstance(pairs, (set, frozenset)):
+        raise InputTypeError(
+            f"pairs is a {type(pairs).__name__}, which has no order, so the scores could not be matched to the "
+            "pairs; pass a list."
+        )
+    if pairs is None or isinstance(pairs, (str, bytes, bytearray, Mapping)) or not isinstance(pairs, Iterable):
         raise InputTypeError(
             f"pairs must be a list of (query, document) pairs, not {type(pairs).__name__}; "
             "for one query and many documents use rank(query, documents)."
