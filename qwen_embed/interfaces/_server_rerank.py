@@ -142,29 +142,16 @@ def count_tokens(reranker: Reranker, request: RerankRequest, *, stop: threading.
 
 def _check_head(reranker: Reranker, request: RerankRequest) -> None:
     """A 400 naming the query or the instruction when it alone leaves no room for a document."""
-    said = _head_fills(reranker, request.query, request.instruction, "query")
-    if said is None:
-        return
-    if request.instruction is not None:
-        alone = _head_fills(reranker, "?", request.instruction, "instruction")
-        if alone is not None:
-            raise RequestError(400, alone, param="instruction")
-    raise RequestError(400, said, param="query")
-
-
-def _head_fills(reranker: Reranker, query: str, instruction: str | None, what: str) -> str | None:
-    """Why ``query`` under ``instruction`` (and the prompt) leaves no room for a document (blaming ``what``);
-    ``None`` if it does not. The library refuses such a pair, or cuts the query to ``max_length``."""
     try:
-        fits = len(reranker.tokenize(query, "", instruction=instruction)) < reranker.max_length
-    except InputTooLongError:
-        fits = False
-    if fits:
-        return None
-    return (
-        f"The {what} alone fills the reranker's max_length ({reranker.max_length:,} tokens, prompt included), "
-        "which leaves no room for a document. Shorten it."
-    )
+        reranker.tokenize(request.query, "", instruction=request.instruction)
+    except InputTooLongError as error:
+        what = error.param if error.param in ("query", "instruction") else "query"
+        raise RequestError(
+            400,
+            f"The {what} alone fills the reranker's max_length ({reranker.max_length:,} tokens, prompt included), "
+            "which leaves no room for a document. Shorten it.",
+            param=what,
+        ) from None
 
 
 def render_rerank(

@@ -100,7 +100,7 @@ class ModelRoute(ABC, Generic[R]):
 
     #: The verb of the 500 message ("could not embed this request").
     verb = "serve"
-    #: The request field an ``InputTooLongError`` of the library is about.
+    #: The request field an ``InputTooLongError`` about an input (``param="input"``) names.
     long_input_param: str | None = None
 
     def __init__(self, *, name: str, parts: AppParts, tally: Tally) -> None:
@@ -148,7 +148,7 @@ class ModelRoute(ABC, Generic[R]):
             return error_response(RequestError(503, "The server is shutting down.", code="shutting_down"))
         except QwenEmbedError as bad:
             if isinstance(bad, ValueError | TypeError):
-                param = self.long_input_param if isinstance(bad, InputTooLongError) else None
+                param = _long_param(bad, self.long_input_param) if isinstance(bad, InputTooLongError) else None
                 return error_response(RequestError(400, str(bad), param=param))
             logger.exception("request %s: the model failed", request_id)
             message = f"The server could not {self.verb} this request (request {request_id}); its log has the details."
@@ -177,3 +177,8 @@ class ModelRoute(ABC, Generic[R]):
             stop.set()
             watcher.cancel()
         return plan, payload
+
+
+def _long_param(error: InputTooLongError, inputs: str | None) -> str | None:
+    """The request field ``error`` is about: the route's inputs field, or the query or instruction it names."""
+    return inputs if error.param == "input" else error.param
