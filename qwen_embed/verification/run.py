@@ -22,10 +22,23 @@ from ..embedder import Embedder
 from ..engines.gguf_info import POOLING_NAMES, GGUFInfo, read_gguf_info
 from ..errors import ConfigurationError, ModelNotFoundError
 from ..reranker import Reranker
-from .options import Threshold, VerifyOptions, threshold_for
+from .checks import (
+    eos_findings,
+    file_flag,
+    first_difference,
+    head_findings,
+    measure_findings,
+    pooling_check,
+    reranker_flags,
+    sorted_findings,
+    token_findings,
+    top_k_agreement,
+    top_k_findings,
+)
+from .options import VerifyOptions, threshold_for
 from .probes import ProbeSet, load_probes
 from .reference import EOS_TEXT, ReferenceEmbedder, ReferenceReranker, check_checkpoint
-from .report import EosCheck, Finding, HeadCheck, ProbeResult, TopKCheck, VerifyReport
+from .report import EosCheck, HeadCheck, ProbeResult, VerifyReport
 
 __all__ = ["guess_reference", "verify"]
 
@@ -201,7 +214,7 @@ def _verify_embedding(
         ref_tokens = [ref.tokenize(ref.query(probes.task, q.text)) for q in queries]
         ref_tokens += [ref.tokenize(d.text) for d in documents]
         look_alikes = [ref.parses_control(text) for text in run.texts]
-        token_findings = _token_findings(run.ids, run.tokens, ref_tokens, look_alikes, ref.token_text)
+        found_tokens = token_findings(run.ids, run.tokens, ref_tokens, look_alikes, ref.token_text)
         eos = EosCheck(
             reference_id=ref.eos_id,
             reference_token=ref.token_text(ref.eos_id),
@@ -209,9 +222,9 @@ def _verify_embedding(
             library_id=eos_id,
             file_add_eos=info.add_eos_token,
             file_eos_id=info.eos_token_id,
-            file_add_bos=_flag(info, "tokenizer.ggml.add_bos_token"),
+            file_add_bos=file_flag(info, "tokenizer.ggml.add_bos_token"),
         )
-        eos_findings = _eos_findings(eos, info, ref.token_text)
+        found_eos = eos_findings(eos, info, ref.token_text)
         ref_vectors = ref.encode(ref_tokens)
         recipe = f"official Qwen3-Embedding recipe, {ref.description}"
     finally:
@@ -226,14 +239,14 @@ def _verify_embedding(
             kind=run.kinds[i],
             n_tokens=len(run.tokens[i]),
             tokens_identical=run.tokens[i] == ref_tokens[i],
-            first_difference=_first_difference(run.tokens[i], ref_tokens[i]),
+            first_difference=first_difference(run.tokens[i], ref_tokens[i]),
             cosine=float(cosines[i]),
             look_alike=look_alikes[i],
         )
         for i in range(len(run.ids))
     )
     n_q = len(queries)
-    top_k = _top_k(
+    top_k = top_k_agreement(
         run.vectors[:n_q] @ run.vectors[n_q:].T,
         ref_vectors[:n_q] @ ref_vectors[n_q:].T,
         [[documents.index(probes.document(r)) for r in q.relevant] for q in queries],
@@ -241,13 +254,13 @@ def _verify_embedding(
     )
     threshold = threshold_for(file_type, "embedding")
     worst = float(cosines.min())
-    pooling_text, pooling_findings = _pooling(pooling, info)
+    pooling_text, pooling_findings = pooling_check(pooling, info)
     findings = [
-        *token_findings,
-        *eos_findings,
+        *found_tokens,
+        *found_eos,
         *pooling_findings,
-        *_measure_findings("vectors", results, worst, threshold),
-        *_top_k_findings(top_k),
+        *measure_findings("vectors", results, worst, threshold),
+        *top_k_findings(top_k),
     ]
     eos_text = f" + {EOS_TEXT}"
     return VerifyReport(
@@ -268,96 +281,9 @@ def _verify_embedding(
         threshold=threshold,
         worst=worst,
         eos=eos,
-        findings=_sorted(findings),
+        findings=sorted_findings(findings),
         library=f"qwen_embed {__version__}",
     )
-
-
-def _pooling(pooling: str, info: GGUFInfo) -> tuple[str, list[Finding]]:
-    declared = (
-        POOLING_NAMES.get(info.pooling_type, f"unknown ({info.pooling_type})")
-        if info.pooling_type is not None
-        else None
-    )
-    used = "last token (the EOS)" if pooling == "last" else f"{pooling}"
-    text = f"{used}; the file declares {declared.upper() if declared else 'none'}"
-    if declared in (None, "none"):
-        return text, [
-            Finding(
-                "pooling",
-                "warning",
-                "The file declares no pooling type: this library pools the last token as the official recipe does, "
-                "but llama-server and Ollama need --pooling last (or a file with qwen3.pooling_type = 3).",
-            )
-        ]
-    if declared != "last" or pooling != "last":
-        return text, [
-            Finding(
-                "pooling",
-                "error",
-                f"The file declares {declared.upper()} pooling; the official recipe pools the last token (the EOS). "
-                "This library and llama.cpp follow the file, so the vectors differ. Re-convert the checkpoint, or set "
-                "qwen3.pooling_type to 3 (LAST); Embedder(pooling='last') overrides it meanwhile.",
-            )
-        ]
-    return text, []
-
-
-def _eos_findings(eos: EosCheck, info: GGUFInfo, token_text: Any) -> list[Finding]:
-    findings = []
-    reference = f"{eos.reference_token} ({eos.reference_id})"
-    if not eos.reference_by_tokenizer:
-        findings.append(
-            Finding(
-                "eos",
-                "note",
-                f"The reference tokenizer does not append {reference} itself (an early revision of the checkpoint); "
-                "the recipe appended it, as the README's first version did.",
-            )
-        )
-    if eos.library_id != eos.reference_id:
-        findings.append(
-            Finding(
-                "eos",
-                "error",
-                f"This library ends every text with {token_text(eos.library_id)} ({eos.library_id}), the official "
-                f"recipe with {reference}: the vocabularies disagree on the EOS.",
-            )
-        )
-    if eos.file_add_eos is not True:
-        state = "false" if eos.file_add_eos is False else "absent"
-        findings.append(
-            Finding(
-                "eos",
-                "error",
-                f"The file does not ask for an EOS (tokenizer.ggml.add_eos_token is {state}): llama.cpp and the tools "
-                f"built on it (llama-server, Ollama, LM Studio) embed this file without {eos.reference_token}, so "
-                "their vectors differ from the official ones. This library appends it anyway (the vectors measured "
-                "here). Re-convert with a current llama.cpp convert_hf_to_gguf.py (ggml-org/llama.cpp#14314).",
-            )
-        )
-    elif eos.file_eos_id != eos.reference_id:
-        wrong = token_text(eos.file_eos_id) if eos.file_eos_id is not None else "no token"
-        findings.append(
-            Finding(
-                "eos",
-                "error",
-                f"The file's EOS is {wrong} ({eos.file_eos_id}): llama.cpp appends it where the official recipe "
-                f"appends {reference}. This library appends {reference}; other runtimes get different vectors. "
-                "Fix tokenizer.ggml.eos_token_id, or re-convert.",
-            )
-        )
-    if eos.file_add_bos:
-        bos = info.metadata.get("tokenizer.ggml.bos_token_id")
-        findings.append(
-            Finding(
-                "eos",
-                "error",
-                f"The file asks llama.cpp to prepend a BOS token ({bos}); the official recipe prepends nothing. "
-                "Set tokenizer.ggml.add_bos_token to false, or re-convert.",
-            )
-        )
-    return findings
 
 
 # ----------------------------------------------------------------------------- rerankers
@@ -381,7 +307,7 @@ def _verify_reranker(
         ref_tokens = [ref.tokenize(q, d, instruction=probes.task) for q, d in texts]
         look_alikes = [ref.parses_control(q) or ref.parses_control(d) for q, d in texts]
         ids = [f"{q.id}/{d.id}" for q, d in pairs]
-        token_findings = _token_findings(ids, tokens, ref_tokens, look_alikes, ref.token_text)
+        found_tokens = token_findings(ids, tokens, ref_tokens, look_alikes, ref.token_text)
         ref_head = ref.head()
         ref_odds = ref.log_odds(ref_tokens)
         recipe = f"official Qwen3-Reranker recipe, {ref.description}"
@@ -398,7 +324,7 @@ def _verify_reranker(
             kind="pair",
             n_tokens=len(tokens[i]),
             tokens_identical=tokens[i] == ref_tokens[i],
-            first_difference=_first_difference(tokens[i], ref_tokens[i]),
+            first_difference=first_difference(tokens[i], ref_tokens[i]),
             score=float(ours[i]),
             reference_score=float(theirs[i]),
             delta=float(deltas[i]),
@@ -412,7 +338,7 @@ def _verify_reranker(
     )
     # Per query: its candidates ranked by score, as index lists over the candidates.
     starts = np.cumsum([0] + [len(q.candidates) for q in probes.queries])
-    top_k = _top_k(
+    top_k = top_k_agreement(
         [ours[starts[i] : starts[i + 1]] for i in range(len(probes.queries))],
         [theirs[starts[i] : starts[i + 1]] for i in range(len(probes.queries))],
         [[q.candidates.index(r) for r in q.relevant] for q in probes.queries],
@@ -422,11 +348,11 @@ def _verify_reranker(
     worst = float(deltas.max())
     declared = POOLING_NAMES.get(info.pooling_type, "unknown") if info.pooling_type is not None else "none"
     findings = [
-        *token_findings,
-        *_reranker_flags(info),
-        *_head_findings(head_check),
-        *_measure_findings("scores", results, worst, threshold),
-        *_top_k_findings(top_k),
+        *found_tokens,
+        *reranker_flags(info),
+        *head_findings(head_check),
+        *measure_findings("scores", results, worst, threshold),
+        *top_k_findings(top_k),
     ]
     return VerifyReport(
         model=str(model_path),
@@ -444,163 +370,12 @@ def _verify_reranker(
         threshold=threshold,
         worst=worst,
         head=head_check,
-        findings=_sorted(findings),
+        findings=sorted_findings(findings),
         library=f"qwen_embed {__version__}",
     )
 
 
-def _reranker_flags(info: GGUFInfo) -> list[Finding]:
-    """A reranker's prompt ends with the assistant's empty think block: a BOS or EOS llama.cpp adds is a stray token."""
-    added = [name for name in ("bos", "eos") if _flag(info, f"tokenizer.ggml.add_{name}_token")]
-    if not added:
-        return []
-    return [
-        Finding(
-            "file",
-            "warning",
-            f"The file asks llama.cpp to add {' and '.join(t.upper() for t in added)} around every text "
-            f"(tokenizer.ggml.add_{added[0]}_token = true); the official reranker prompt has neither. This library "
-            "adds none; tools that follow the file (llama-server's /v1/rerank) score a different prompt.",
-        )
-    ]
-
-
-def _head_findings(head: HeadCheck) -> list[Finding]:
-    labels = f" (labels {list(head.labels)})" if head.labels else ""
-    if head.cosine < -0.5:
-        return [
-            Finding(
-                "head",
-                "error",
-                f"The file's yes/no head points the opposite way to the reference's (cosine {head.cosine:.4f}): "
-                f"{head.tensor}{labels} names its rows the wrong way round, so every score comes out as 1 - p. "
-                "Fix qwen3.classifier.output_labels (the row order is yes, no), or re-convert.",
-            )
-        ]
-    if head.cosine < 0.5:
-        return [
-            Finding(
-                "head",
-                "error",
-                f"The file's yes/no head is not the reference's (cosine {head.cosine:.4f}): {head.tensor}{labels} "
-                "holds other rows. Re-convert the checkpoint in reranker mode.",
-            )
-        ]
-    return []
-
-
-# ----------------------------------------------------------------------------- shared checks
-
-
-def _token_findings(
-    ids: list[str], ours: list[list[int]], theirs: list[list[int]], look_alikes: list[bool], token_text: Any
-) -> list[Finding]:
-    findings = []
-    differing = [i for i in range(len(ids)) if ours[i] != theirs[i]]
-    if differing:
-        i = differing[0]
-        at = _first_difference(ours[i], theirs[i])
-        assert at is not None
-        mine = ours[i][at] if at < len(ours[i]) else None
-        other = theirs[i][at] if at < len(theirs[i]) else None
-        findings.append(
-            Finding(
-                "tokens",
-                "error",
-                f"{len(differing)}/{len(ids)} probes tokenize differently from the reference tokenizer; first "
-                f"{ids[i]} at position {at}: the file gives {_token(mine, token_text)}, the reference "
-                f"{_token(other, token_text)}. The file's vocabulary, merges or pre-tokenizer differ from the "
-                "checkpoint's (or the prompt this library builds differs from the README's).",
-            )
-        )
-    flagged = [ids[i] for i, flag in enumerate(look_alikes) if flag]
-    if flagged:
-        findings.append(
-            Finding(
-                "tokens",
-                "note",
-                f"{len(flagged)} probes hold control-token look-alikes ({', '.join(flagged[:4])}"
-                f"{', ...' if len(flagged) > 4 else ''}): the Transformers tokenizer, called as the README calls it, "
-                "reads a literal <|endoftext|> in user text as the control token; this library reads it as plain "
-                "text, so a text cannot end itself early or forge a chat turn. Compared as plain text.",
-            )
-        )
-    return findings
-
-
-def _measure_findings(
-    check: str, results: tuple[ProbeResult, ...], worst: float, threshold: Threshold
-) -> list[Finding]:
-    if check == "vectors":
-        where = min(results, key=lambda p: p.cosine if p.cosine is not None else 2.0).id
-    else:
-        where = max(results, key=lambda p: p.delta if p.delta is not None else -1.0).id
-    value = f"{threshold.metric} {worst:.7g} (at {where})"
-    if threshold.limit is None:
-        drop = f", a drop of {1.0 - worst:.3g} from 1" if check == "vectors" else ""
-        return [Finding(check, "note", f"{value}{drop}: {threshold.description}, never a failure.")]
-    if threshold.passes(worst):
-        return []
-    tokens_ok = all(p.tokens_identical for p in results)
-    why = (
-        "The token ids are identical, so the weights or the computation differ (a bad conversion or quantization)."
-        if tokens_ok
-        else "The token ids differ too (see [tokens])."
-    )
-    missed = f"{value} misses the mark for a {threshold.file_type} file ({threshold.description})."
-    return [Finding(check, "error", f"{missed} {why}")]
-
-
-def _top_k(ours: Any, theirs: Any, relevant: list[list[int]], k: int) -> TopKCheck:
-    """Compare each query's ranking (rows of scores) both ways."""
-    same_set = same_order = found = ref_found = 0
-    n = len(relevant)
-    depth = k
-    for i in range(n):
-        a, b = np.asarray(ours[i], dtype=np.float64), np.asarray(theirs[i], dtype=np.float64)
-        depth = min(k, len(a))
-        top_a = np.argsort(-a, kind="stable")[:depth].tolist()
-        top_b = np.argsort(-b, kind="stable")[:depth].tolist()
-        same_set += set(top_a) == set(top_b)
-        same_order += top_a == top_b
-        found += any(r in top_a for r in relevant[i])
-        ref_found += any(r in top_b for r in relevant[i])
-    return TopKCheck(k=k, queries=n, same_set=same_set, same_order=same_order, relevant_found=found,
-                     reference_relevant_found=ref_found)  # fmt: skip
-
-
-def _top_k_findings(top_k: TopKCheck) -> list[Finding]:
-    if top_k.same_set == top_k.queries:
-        return []
-    return [
-        Finding(
-            "top_k",
-            "warning",
-            f"{top_k.queries - top_k.same_set}/{top_k.queries} probe queries rank a different top-{top_k.k} set than "
-            "the reference (near-ties swap first; the per-probe values above say how far the file is).",
-        )
-    ]
-
-
-def _first_difference(a: list[int], b: list[int]) -> int | None:
-    for i, (x, y) in enumerate(zip(a, b)):
-        if x != y:
-            return i
-    return None if len(a) == len(b) else min(len(a), len(b))
-
-
-def _token(token: int | None, token_text: Any) -> str:
-    if token is None:
-        return "the end of the text"
-    try:
-        return f"{token} ({token_text(token)!r})"
-    except Exception:  # an id outside the reference vocabulary
-        return str(token)
-
-
-def _flag(info: GGUFInfo, key: str) -> bool | None:
-    value = info.metadata.get(key)
-    return bool(value) if value is not None else None
+# ----------------------------------------------------------------------------- numbers
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
@@ -620,8 +395,3 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 def _quoted(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
-
-
-def _sorted(findings: list[Finding]) -> tuple[Finding, ...]:
-    order = {"error": 0, "warning": 1, "note": 2}
-    return tuple(sorted(findings, key=lambda f: order[f.severity]))
