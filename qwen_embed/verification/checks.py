@@ -29,6 +29,12 @@ TokenText = Callable[[int], str]
 
 
 def pooling_check(pooling: str, info: GGUFInfo) -> tuple[str, list[Finding]]:
+    """The pooling in words, and an error when the file declares anything but LAST (a warning for none).
+
+    Args:
+        pooling: What the Embedder pooled with (``"last"`` or ``"mean"``; it follows the file).
+        info: The file's header.
+    """
     declared = (
         POOLING_NAMES.get(info.pooling_type, f"unknown ({info.pooling_type})")
         if info.pooling_type is not None
@@ -59,6 +65,11 @@ def pooling_check(pooling: str, info: GGUFInfo) -> tuple[str, list[Finding]]:
 
 
 def eos_findings(eos: EosCheck, info: GGUFInfo, token_text: TokenText) -> list[Finding]:
+    """Errors when the library's EOS, or the one llama.cpp adds by the file's own flags, is not the reference's.
+
+    A file without ``add_eos_token`` fails although this library appends the EOS anyway: tools that
+    follow the file embed without it.
+    """
     findings = []
     reference = f"{eos.reference_token} ({eos.reference_id})"
     if not eos.reference_by_tokenizer:
@@ -132,6 +143,7 @@ def reranker_flags(info: GGUFInfo) -> list[Finding]:
 
 
 def head_findings(head: HeadCheck) -> list[Finding]:
+    """An error when the file's ``w_yes - w_no`` is not the reference's direction (swapped labels give -1)."""
     labels = f" (labels {list(head.labels)})" if head.labels else ""
     if head.cosine < -0.5:
         return [
@@ -158,6 +170,14 @@ def head_findings(head: HeadCheck) -> list[Finding]:
 def token_findings(
     ids: list[str], ours: list[list[int]], theirs: list[list[int]], look_alikes: list[bool], token_text: TokenText
 ) -> list[Finding]:
+    """An error naming the first differing token when any probe's ids differ; a note on control-token look-alikes.
+
+    Args:
+        ids: The probes' ids, in order.
+        ours, theirs: The ids the GGUF path and the reference read for each probe.
+        look_alikes: Whether each probe holds a look-alike the README's tokenizer call would parse.
+        token_text: The reference tokenizer's name for a token id.
+    """
     findings = []
     differing = [i for i in range(len(ids)) if ours[i] != theirs[i]]
     if differing:
@@ -192,6 +212,8 @@ def token_findings(
 
 
 def measure_findings(check: str, results: tuple[ProbeResult, ...], worst: float, threshold: Threshold) -> list[Finding]:
+    """An error when the worst cosine (``check="vectors"``) or score difference (``"scores"``) misses the mark;
+    a note with the drop for a file type that has none."""
     if check == "vectors":
         where = min(results, key=lambda p: p.cosine if p.cosine is not None else 2.0).id
     else:
@@ -213,7 +235,13 @@ def measure_findings(check: str, results: tuple[ProbeResult, ...], worst: float,
 
 
 def top_k_agreement(ours: Any, theirs: Any, relevant: list[list[int]], k: int) -> TopKCheck:
-    """Compare each query's ranking (rows of scores) both ways."""
+    """Compare each query's ranking both ways.
+
+    Args:
+        ours, theirs: One row of scores per query (over the documents, or over its candidates).
+        relevant: The indices of each query's relevant documents in its row.
+        k: The depth compared (cut to a row's length).
+    """
     same_set = same_order = found = ref_found = 0
     n = len(relevant)
     depth = k
@@ -231,6 +259,7 @@ def top_k_agreement(ours: Any, theirs: Any, relevant: list[list[int]], k: int) -
 
 
 def top_k_findings(top_k: TopKCheck) -> list[Finding]:
+    """A warning (never an error) when some query's top-k set differs: near-ties swap first."""
     if top_k.same_set == top_k.queries:
         return []
     return [
@@ -244,6 +273,7 @@ def top_k_findings(top_k: TopKCheck) -> list[Finding]:
 
 
 def first_difference(a: list[int], b: list[int]) -> int | None:
+    """The first position where two id lists differ (the shorter one's length if one is a prefix), else ``None``."""
     for i, (x, y) in enumerate(zip(a, b)):
         if x != y:
             return i
@@ -260,10 +290,12 @@ def _token(token: int | None, token_text: TokenText) -> str:
 
 
 def file_flag(info: GGUFInfo, key: str) -> bool | None:
+    """A boolean metadata key (``None`` when absent)."""
     value = info.metadata.get(key)
     return bool(value) if value is not None else None
 
 
 def sorted_findings(findings: list[Finding]) -> tuple[Finding, ...]:
+    """Errors first, then warnings, then notes (stable within each)."""
     order = {"error": 0, "warning": 1, "note": 2}
     return tuple(sorted(findings, key=lambda f: order[f.severity]))
