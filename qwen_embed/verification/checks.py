@@ -230,7 +230,7 @@ def measure_findings(check: str, results: tuple[ProbeResult, ...], worst: float,
         if tokens_ok
         else "The token ids differ too (see [tokens])."
     )
-    missed = f"{value} misses the mark for a {threshold.file_type} file ({threshold.description})."
+    missed = f"{value} misses the mark for {threshold.file_type} files ({threshold.description})."
     return [Finding(check, "error", f"{missed} {why}")]
 
 
@@ -267,7 +267,7 @@ def top_k_findings(top_k: TopKCheck) -> list[Finding]:
             "top_k",
             "warning",
             f"{top_k.queries - top_k.same_set}/{top_k.queries} probe queries rank a different top-{top_k.k} set than "
-            "the reference (near-ties swap first; the per-probe values above say how far the file is).",
+            "the reference (where the differences are small, near-ties swap first).",
         )
     ]
 

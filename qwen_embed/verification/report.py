@@ -183,16 +183,18 @@ class VerifyReport:
 
     @property
     def verdict(self) -> str:
-        """One line: PASS or FAIL, the worst value against its mark, and the first error."""
-        metric = self.threshold.metric
-        measured = f"{metric} {_number(self.worst)}"
+        """One line: PASS, or FAIL with the checks that failed; the worst value and the file type's mark.
+
+        ``"PASS: min cosine 0.99961; min cosine >= 0.999 (Q8_0)"``,
+        ``"FAIL (tokens, vectors): min cosine 0.71864; min cosine >= 0.9999 (F32)"``.
+        """
+        measured = f"{self.threshold.metric} {_number(self.worst)}"
         if self.threshold.limit is None and self.kind == "embedding":
             measured += f" (drop {_number(1.0 - self.worst)} from 1)"
         if self.passed:
             return f"PASS: {measured}; {self.threshold.description}"
-        errors = [f for f in self.findings if f.severity == "error"]
-        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-        return f"FAIL: {measured}; {self.threshold.description}; {errors[0].check}: {errors[0].message}{more}"
+        failed = dict.fromkeys(f.check for f in self.findings if f.severity == "error")
+        return f"FAIL ({', '.join(failed)}): {measured}; {self.threshold.description}"
 
     def to_dict(self) -> dict[str, Any]:
         """Everything, as JSON-ready values (``passed``, ``verdict`` and ``exit_code`` included)."""
