@@ -11,6 +11,7 @@ classifier labels are swapped. The fast tests at the end need no converter.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -20,11 +21,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from qwen_embed import ConfigurationError, HubOptions, ModelNotFoundError, NotCachedError
+from qwen_embed import ConfigurationError, GGUFInfo, HubOptions, ModelNotFoundError, NotCachedError
 from qwen_embed.integrations import MissingExtraError
 from qwen_embed.interfaces.cli import main
 from qwen_embed.testing import quantize_model, train_vocabulary
 from qwen_embed.verification import (
+    EosCheck,
     Finding,
     ProbeResult,
     Threshold,
@@ -36,6 +38,7 @@ from qwen_embed.verification import (
     threshold_for,
     verify,
 )
+from qwen_embed.verification.checks import eos_findings, pooling_check
 
 from .hub_server import HubServer
 
@@ -170,6 +173,13 @@ def test_good_embedding_files_pass(embedding: Files, kind: str) -> None:
 
 @pytest.mark.parity
 @pytest.mark.slow
+def test_the_torch_engine_passes_too(embedding: Files) -> None:
+    report = verify(embedding.gguf["f32"], embedding.checkpoint, replace(RUN, backend="torch"))
+    assert report.passed and report.engine == "torch float32" and report.worst >= 0.9999, report.format()
+
+
+@pytest.mark.parity
+@pytest.mark.slow
 def test_a_swapped_tokenizer_fails(embedding: Files) -> None:
     report = verify(embedding.gguf["tokenizer"], embedding.checkpoint, RUN)
     assert not report.passed and report.exit_code == 1
@@ -276,23 +286,28 @@ def test_cli_json_for_ci(embedding: Files, capsys: pytest.CaptureFixture[str]) -
 
 @pytest.mark.parity
 @pytest.mark.slow
-def test_reference_from_the_hub(
-    embedding: Files, hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_catalog_name_and_its_official_checkpoint_from_the_hub(
+    embedding: Files, hub: HubServer, tmp_path: Path
 ) -> None:
+    """``verify("0.6B")`` fetches the catalog's Q8_0 file and, as its reference, Qwen/Qwen3-Embedding-0.6B."""
     from qwen_embed.hub.checkpoint import fetch_checkpoint
 
-    files = {p.relative_to(embedding.checkpoint).as_posix(): p for p in embedding.checkpoint.rglob("*") if p.is_file()}
-    hub.add_repo("Qwen/Qwen3-Embedding-Tiny", files)
-    options = replace(RUN, hub=HubOptions(endpoint=hub.url, cache_dir=str(tmp_path)))
-    report = verify(embedding.gguf["f32"], "Qwen/Qwen3-Embedding-Tiny", options)
-    assert report.passed and report.reference == "Qwen/Qwen3-Embedding-Tiny@main"
-    assert any("model.safetensors" in path for _, path, _ in hub.requests("GET"))
+    checkpoint = {
+        p.relative_to(embedding.checkpoint).as_posix(): p for p in embedding.checkpoint.rglob("*") if p.is_file()
+    }
+    hub.add_repo("Qwen/Qwen3-Embedding-0.6B-GGUF", {"Qwen3-Embedding-0.6B-Q8_0.gguf": embedding.gguf["Q8_0"]})
+    hub.add_repo("Qwen/Qwen3-Embedding-0.6B", checkpoint)
+    online = HubOptions(endpoint=hub.url, cache_dir=str(tmp_path), download_progress=False)
+    report = verify("0.6B", options=replace(RUN, hub=online))
+    assert report.passed and report.file_type == "Q8_0", report.format()
+    assert report.reference == "Qwen/Qwen3-Embedding-0.6B@main"
+    assert any(path.endswith("/model.safetensors") for _, path, _ in hub.requests("GET"))
     before = len(hub.log)
     offline = HubOptions(cache_dir=str(tmp_path), local_files_only=True)
-    cached = fetch_checkpoint("Qwen/Qwen3-Embedding-Tiny", hub=offline)
+    cached = fetch_checkpoint("Qwen/Qwen3-Embedding-0.6B", hub=offline)
     assert (cached / "model.safetensors").is_file() and len(hub.log) == before  # the cache answers alone
-    with pytest.raises(NotCachedError, match=r"checkpoint Qwen/Qwen3-Embedding-Other@main is not in the cache"):
-        fetch_checkpoint("Qwen/Qwen3-Embedding-Other", hub=offline)
+    with pytest.raises(NotCachedError, match=r"checkpoint Qwen/Qwen3-Embedding-4B@main is not in the cache"):
+        fetch_checkpoint("Qwen/Qwen3-Embedding-4B", hub=offline)
 
 
 # ----------------------------------------------------------------------------- fast: no converter
@@ -338,7 +353,7 @@ def test_the_reference_needs_the_parity_extra(tmp_path: Path, monkeypatch: pytes
         (dict(kind="cross-encoder"), r"kind must be one of 'auto', 'embedding', 'reranker', not 'cross-encoder'"),
         (dict(top_k=0), r"top_k must be a positive int, not 0"),
         (dict(n_threads=True), r"n_threads must be a positive int, not True"),
-        (dict(backend="onnx"), r"backend must be one of 'auto', 'llama', 'torch' or None, not 'onnx'"),
+        (dict(backend="auto"), r"backend must be one of 'llama', 'torch', not 'auto'"),
         (dict(quant=""), r"quant must be a non-empty str or None"),
         (dict(hub={"local_files_only": True}), r"hub must be a qwen_embed\.HubOptions, not dict"),
     ],
@@ -346,6 +361,48 @@ def test_the_reference_needs_the_parity_extra(tmp_path: Path, monkeypatch: pytes
 def test_options_check_themselves(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         VerifyOptions(**options)
+
+
+def _header(**metadata: Any) -> GGUFInfo:
+    return GGUFInfo(path=Path("m.gguf"), version=3, metadata=metadata, tensors=())
+
+
+GOOD_EOS = EosCheck(151643, "<|endoftext|>", True, 151643, file_add_eos=True, file_eos_id=151643, file_add_bos=False)
+NAMES = {151643: "<|endoftext|>", 151645: "<|im_end|>", 151644: "<|im_start|>"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (dict(file_add_eos=False), r"tokenizer\.ggml\.add_eos_token is false\): llama\.cpp and the tools"),
+        (dict(file_add_eos=None), r"tokenizer\.ggml\.add_eos_token is absent"),
+        (dict(file_eos_id=151645), r"The file's EOS is <\|im_end\|> \(151645\): llama\.cpp appends it"),
+        (dict(file_add_bos=True), r"prepend a BOS token \(151644\)"),
+        (dict(library_id=151645), r"This library ends every text with <\|im_end\|> \(151645\)"),
+    ],
+)
+def test_eos_findings(changes: dict[str, Any], message: str) -> None:
+    info = _header(**{"tokenizer.ggml.bos_token_id": 151644})
+    assert eos_findings(GOOD_EOS, info, NAMES.__getitem__) == []
+    found = eos_findings(replace(GOOD_EOS, **changes), info, NAMES.__getitem__)
+    assert [f.severity for f in found] == ["error"] and re.search(message, found[0].message)
+
+
+def test_an_early_reference_tokenizer_is_a_note() -> None:
+    found = eos_findings(replace(GOOD_EOS, reference_by_tokenizer=False), _header(), NAMES.__getitem__)
+    assert [(f.check, f.severity) for f in found] == [("eos", "note")]
+    assert "does not append <|endoftext|> (151643) itself" in found[0].message
+
+
+@pytest.mark.parametrize(
+    ("pooling_type", "severity"), [(3, None), (None, "warning"), (0, "warning"), (1, "error"), (2, "error")]
+)
+def test_pooling_check(pooling_type: int | None, severity: str | None) -> None:
+    info = _header(
+        **({"general.architecture": "qwen3", "qwen3.pooling_type": pooling_type} if pooling_type is not None else {})
+    )
+    _, found = pooling_check("last", info)
+    assert [f.severity for f in found] == ([severity] if severity else [])
 
 
 def test_thresholds_by_file_type() -> None:

@@ -48,7 +48,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "--kind", default="auto", choices=["auto", "embedding", "reranker"], help="default: read from the file"
     )
     parser.add_argument("--quant", default=None, help="for a catalog name or repo id: the quantization to fetch")
-    parser.add_argument("--backend", default=None, choices=["auto", "llama", "torch"], help="the engine for the GGUF")
+    parser.add_argument(
+        "--backend", default="llama", choices=["llama", "torch"], help="the engine for the GGUF (default: llama)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all this process may use)")
     parser.add_argument("--top-k", type=int, default=3, help="depth of the retrieval agreement check (default: 3)")
     parser.add_argument("--revision", default=None, help="branch, tag or commit of the GGUF repo")

@@ -5,14 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..engines.base import BACKENDS
 from ..errors import ConfigurationError
 from ..hub.options import HubOptions
 
-__all__ = ["FLOAT_TYPES", "KINDS", "Threshold", "VerifyOptions", "threshold_for"]
+__all__ = ["BACKENDS", "FLOAT_TYPES", "KINDS", "Threshold", "VerifyOptions", "threshold_for"]
 
 Kind = Literal["auto", "embedding", "reranker"]
 KINDS: tuple[str, ...] = ("auto", "embedding", "reranker")
+#: The engines verify runs a file on (``auto`` is not one: it may pick bfloat16, which is not the file's precision).
+BACKENDS: tuple[str, ...] = ("llama", "torch")
 #: File types that store the weights unquantized.
 FLOAT_TYPES = frozenset({"F32", "F16", "BF16", "F64"})
 
@@ -30,8 +31,9 @@ class VerifyOptions:
         hub: How to reach the Hub, for both downloads (its ``revision`` is the GGUF repository's;
             ``memory_budget`` applies to ``quant="auto"``). Default: ``HubOptions()``.
         reference_revision: Branch, tag or commit of the reference checkpoint's repository (default: ``main``).
-        backend: The engine that runs the GGUF: ``"llama"``, ``"torch"`` or ``"auto"``; default: the
-            model class's own default (``"auto"`` for an Embedder, ``"llama"`` for a Reranker).
+        backend: The engine that runs the GGUF: ``"llama"`` (the default: llama.cpp computes in the
+            file's own types) or ``"torch"`` (this library's PyTorch engine, in float32 so that its
+            precision never hides or adds a difference of the file's).
         n_threads: CPU threads for both models (default: all this process may use).
         top_k: The depth of the retrieval agreement check.
     """
@@ -40,7 +42,7 @@ class VerifyOptions:
     quant: str | None = None
     hub: HubOptions = field(default_factory=HubOptions)
     reference_revision: str | None = None
-    backend: str | None = None
+    backend: str = "llama"
     n_threads: int | None = None
     top_k: int = 3
 
@@ -57,9 +59,9 @@ class VerifyOptions:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise ConfigurationError(f"VerifyOptions.{name} must be a non-empty str or None, not {value!r}")
-        if self.backend is not None and self.backend not in BACKENDS:
+        if self.backend not in BACKENDS:
             raise ConfigurationError(
-                f"VerifyOptions.backend must be one of {', '.join(map(repr, BACKENDS))} or None, not {self.backend!r}"
+                f"VerifyOptions.backend must be one of {', '.join(map(repr, BACKENDS))}, not {self.backend!r}"
             )
         for name in ("n_threads", "top_k"):
             value = getattr(self, name)

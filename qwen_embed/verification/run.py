@@ -96,9 +96,9 @@ def verify(
 
 def _open(model: str | os.PathLike[str], options: VerifyOptions) -> Embedder | Reranker:
     """The GGUF model, loaded: a local file (its kind read from the file) or a name fetched from the Hub."""
-    engine: dict[str, Any] = {"n_threads": options.n_threads, "show_progress": False}
-    if options.backend is not None:
-        engine["backend"] = options.backend
+    engine: dict[str, Any] = {"n_threads": options.n_threads, "show_progress": False, "backend": options.backend}
+    if options.backend == "torch":
+        engine["dtype"] = "float32"  # the engine's own rounding must not count against the file
     local = Path(os.path.expanduser(os.fspath(model)))
     if local.is_file():
         info = read_gguf_info(local)
