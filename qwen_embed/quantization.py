@@ -198,7 +198,8 @@ def dequantize_embeddings(
         values = array.astype(np.float32)
         if precision == "int8":
             values += 128
-        return values * steps + starts
+        out: np.ndarray = values * steps + starts
+        return out
     raw = array.view(np.uint8) ^ np.uint8(0x80) if precision == "binary" else array.view(np.uint8)
     bits = np.unpackbits(raw, axis=-1)
     if dim is not None:

@@ -124,7 +124,7 @@ def test_broken_index_differs_from_brute_force(tmp_path: Path) -> None:
 
 def test_graph_segments_find_the_neighbours_and_exact_overrides(tmp_path: Path) -> None:
     x = clustered(3000, 64, seed=3)
-    index, ids = make_index(tmp_path / "idx", x, exact_max_bytes=1)  # every segment gets an HNSW graph
+    index, ids = make_index(tmp_path / "idx", x, exact_max_values=1)  # every segment gets an HNSW graph
     assert index.manifest["segments"][0]["hnsw"] is True
     queries = clustered(30, 64, seed=4)
     assert recall(index.search(queries, k=10), x, ids, queries, 10) >= 0.95
@@ -133,9 +133,28 @@ def test_graph_segments_find_the_neighbours_and_exact_overrides(tmp_path: Path) 
         assert same(as_pairs(hits), brute_force(x, ids, query, 10))
 
 
+def test_graph_search_breadth_is_tuned_to_the_data(tmp_path: Path) -> None:
+    """Random vectors have no near neighbours: the graph needs more candidates than structured ones."""
+    options = {"exact_max_values": 1, "expansion_search": 4}
+    easy, _ = make_index(tmp_path / "easy", clustered(2000, 64, seed=30), **options)
+    hard, ids = make_index(tmp_path / "hard", unit(2000, 64, seed=31), **options)
+    (easy_info,), (hard_info,) = easy.segment_info(), hard.segment_info()
+    assert easy_info["graph_recall"] >= 0.99 and hard_info["graph_recall"] >= 0.99
+    assert hard_info["expansion_search"] > easy_info["expansion_search"] >= 4
+    queries = unit(30, 64, seed=32)
+    narrow = SearchIndex.open(tmp_path / "hard", expansion_search=2)
+    assert recall(hard.search(queries, k=10), unit(2000, 64, seed=31), ids, queries, 10) > recall(
+        narrow.search(queries, k=10), unit(2000, 64, seed=31), ids, queries, 10
+    )
+    untuned, _ = make_index(tmp_path / "untuned", unit(2000, 64, seed=31), **options, graph_recall=0)
+    assert untuned.segment_info()[0]["expansion_search"] == 4
+    with pytest.raises(ConfigurationError, match=r"IndexOptions.graph_recall must be a number in \[0, 1\], not 2"):
+        IndexOptions(graph_recall=2)
+
+
 def test_view_memory_maps_and_answers_the_same(tmp_path: Path) -> None:
     x = clustered(2000, 32, seed=5)
-    index, _ = make_index(tmp_path / "idx", x, exact_max_bytes=1)
+    index, _ = make_index(tmp_path / "idx", x, exact_max_values=1)
     queries = clustered(10, 32, seed=6)
     viewed = SearchIndex.open(tmp_path / "idx", view=True)
     assert [as_pairs(h) for h in viewed.search(queries, k=5)] == [as_pairs(h) for h in index.search(queries, k=5)]
@@ -319,7 +338,7 @@ KILL_SCRIPT = textwrap.dedent(
     path, start = sys.argv[1], int(sys.argv[2])
     n, dim = 3000, 32
     if start == 1:
-        index = SearchIndex.create(path, dim, options=IndexOptions(precision="int8", exact_max_bytes=1,
+        index = SearchIndex.create(path, dim, options=IndexOptions(precision="int8", exact_max_values=1,
                                                                   merge_factor=2))
     else:
         index = SearchIndex.open(path)

@@ -30,7 +30,7 @@ def add_parsers(commands: Any) -> None:
         "--precision", default=None, choices=["float32", "float16", "int8", "binary"], help="stored vectors"
     )
     index_cmd.add_argument("--no-keep-float", action="store_true", help="int8/binary: no float32 copy for rescoring")
-    index_cmd.add_argument("--exact-max-bytes", type=int, default=None, help="segments smaller are searched exactly")
+    index_cmd.add_argument("--exact-max-values", type=int, default=None, help="segments smaller are searched exactly")
     index_cmd.add_argument("--rebuild", action="store_true", help="build the index anew (other options or settings)")
     index_cmd.add_argument("--source", default=None, help="the corpus source, if it moved since the job read it")
     index_cmd.add_argument("--format", default=None, choices=["txt", "jsonl", "csv", "tsv", "parquet"])
@@ -65,10 +65,10 @@ def index(args: argparse.Namespace) -> int:
     from ..search import IndexOptions, index_corpus
 
     options = None
-    if args.precision is not None or args.no_keep_float or args.exact_max_bytes is not None:
+    if args.precision is not None or args.no_keep_float or args.exact_max_values is not None:
         chosen: dict[str, Any] = {"precision": args.precision or "float32", "keep_float": not args.no_keep_float}
-        if args.exact_max_bytes is not None:
-            chosen["exact_max_bytes"] = args.exact_max_bytes
+        if args.exact_max_values is not None:
+            chosen["exact_max_values"] = args.exact_max_values
         options = IndexOptions(**chosen)
     result = index_corpus(
         args.folder, options=options, texts=not args.no_text, source=args.source, source_format=args.format,

@@ -50,6 +50,7 @@ FORMAT = "qwen-embed search index"
 FORMAT_VERSION = 1
 _OURS = re.compile(r"(seg-\d{6,}|\.seg-\d{6,}\.tmp|deleted-\d{6,}\.npz|\.deleted-\d{6,}\.npz\.tmp|\.index\.json\.tmp)")
 _COPY_BLOCK = 65_536
+_QUERY_BLOCK = 128
 
 
 @dataclass(frozen=True)
@@ -130,9 +131,13 @@ class SearchIndex:
     process writes at a time (a lock file); any number read, each seeing the generation it opened.
     """
 
-    def __init__(self, root: Path, manifest: dict[str, Any], *, view: bool, pending: bool = False) -> None:
+    def __init__(
+        self, root: Path, manifest: dict[str, Any], *, view: bool, pending: bool = False,
+        expansion_search: int | None = None,
+    ) -> None:  # fmt: skip
         self._root = root
         self._view = view
+        self._expansion_search = expansion_search
         self._manifest = manifest
         self._pending = pending  # create(overwrite=True): the old index stays until the first commit
         self._segments: list[Segment] = []
@@ -212,24 +217,30 @@ class SearchIndex:
         return index
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, view: bool = False) -> SearchIndex:
+    def open(
+        cls, path: str | os.PathLike[str], *, view: bool = False, expansion_search: int | None = None
+    ) -> SearchIndex:
         """Open the index at ``path`` (or in the corpus folder ``path``).
 
         Args:
             path: An index folder, or a corpus folder with an ``_index``.
             view: Memory-map the HNSW graphs instead of loading them (an index larger than
                 memory answers; each search reads the pages it needs). Vectors are always mapped.
+            expansion_search: HNSW candidates per search for this reader (default: each segment's,
+                tuned when its graph was built); higher finds more of the true neighbours, more slowly.
 
         Raises:
             IndexNotFoundError: No index there.
             IndexFormatError: Another format version, or damaged files.
         """
         require_usearch()
+        if expansion_search is not None:
+            expansion_search = _positive("expansion_search", expansion_search)
         root = resolve_index_path(path)
         for _attempt in range(5):  # a writer may remove the files of the generation just read
             manifest = _read_manifest(root)
             try:
-                return cls(root, manifest, view=view)
+                return cls(root, manifest, view=view, expansion_search=expansion_search)
             except FileNotFoundError:
                 continue
         raise IndexFormatError(f"{root}: the files its manifest names keep disappearing (a writer is busy?)")
@@ -298,6 +309,18 @@ class SearchIndex:
             for row in range(segment.rows):
                 if not dead[row]:
                     yield segment.id(row)
+
+    def segment_info(self) -> list[dict[str, Any]]:
+        """Per segment: ``name``, ``rows``, ``live`` rows, ``hnsw``, and for a graph its tuned
+        ``expansion_search`` and the ``graph_recall`` measured with it."""
+        info = []
+        for segment, dead in zip(self._segments, self._dead):
+            entry = {"name": segment.name, "rows": segment.rows, "live": segment.rows - int(dead.sum()),
+                     "hnsw": segment.graph is not None}  # fmt: skip
+            if segment.graph is not None:
+                entry.update(expansion_search=segment.expansion_search, graph_recall=segment.meta.get("graph_recall"))
+            info.append(entry)
+        return info
 
     def memory_bytes(self) -> int:
         """Bytes of the searched vectors and graphs: what a fully loaded index holds in memory."""
@@ -462,7 +485,7 @@ class SearchIndex:
                 (int8) or sign vectors (binary), ``"none"`` keeps the first ``k`` candidates.
             rescore_multiplier: Candidates per result (default: the index's option, 4).
             exact: ``True``: brute force everywhere; ``False``: HNSW wherever a segment has a
-                graph; ``None``: each segment as built (exact below ``exact_max_bytes``).
+                graph; ``None``: each segment as built (exact below ``exact_max_values``).
 
         Returns:
             A list of :class:`Hit` (or a list of them per query), with text and metadata when kept.
@@ -477,6 +500,10 @@ class SearchIndex:
         )
         if exact is not None and not isinstance(exact, bool):
             raise ConfigurationError(f"exact must be True, False or None, not {exact!r}")
+        if len(matrix) > _QUERY_BLOCK:  # bounded memory: candidates and their vectors, a block of queries at a time
+            blocks = [matrix[s : s + _QUERY_BLOCK] for s in range(0, len(matrix), _QUERY_BLOCK)]
+            return [hits for b in blocks for hits in self.search(b, k, rescore=mode, rescore_multiplier=multiplier,
+                                                                 exact=exact)]  # fmt: skip
         m = len(matrix)
         oversample = k * multiplier if self.precision != "float32" and mode != "none" else k
         found_rows, found_scores, found_segments = [], [], []
@@ -666,6 +693,9 @@ class SearchIndex:
         self._segments, self._dead, self._id_map = segments, dead, None
         self._manifest = manifest
         self._options = IndexOptions.from_json(manifest["options"])
+        for segment in segments:
+            if segment.graph is not None:
+                segment.graph.expansion_search = self._expansion_search or segment.expansion_search
         self._ranges = QuantizationRanges.from_json(manifest["ranges"]) if manifest.get("ranges") else None
         self._recipe = EmbeddingRecipe.from_json(manifest["embedding"]) if manifest.get("embedding") else None
 

@@ -26,12 +26,17 @@ class IndexOptions:
             ``"binary"`` (the sign bits, 1/32 of float32).
         keep_float: With ``int8``, ``binary`` or ``float16``: also keep the float32 vectors on
             disk (memory-mapped, read only for the candidates) so that rescoring uses them.
-        exact_max_bytes: A segment whose searched vectors take fewer bytes is searched exactly
-            (brute force); a larger one gets an HNSW graph (64 MiB: 16k float32 vectors of
-            width 1024, 64k int8, 512k binary).
+        exact_max_values: A segment of fewer values (rows x dim) is searched exactly (brute
+            force); a larger one gets an HNSW graph. 16 Mi values: 16,384 rows of width 1024, where
+            exact search and a graph tuned to ``graph_recall`` answer about equally fast
+            (benchmarks/RESULTS.md, issue 22).
         connectivity: HNSW edges per node (usearch's ``connectivity``).
         expansion_add: HNSW candidates considered when adding (quality of the graph).
-        expansion_search: HNSW candidates considered when searching (recall against speed).
+        expansion_search: HNSW candidates considered when searching (recall against speed); the
+            least a segment's graph uses (see ``graph_recall``).
+        graph_recall: When a graph is built, ``expansion_search`` is doubled (up to 4096) until
+            the graph finds this fraction of the exact top 10 for 100 of the segment's own rows
+            (in the segment's metric); the value found is recorded with the segment. ``0``: no tuning.
         rescore_multiplier: Candidates fetched per result before rescoring int8 and binary
             search with the float query (the default of :meth:`SearchIndex.search`).
         merge_factor: Segments of one size tier merged together (a tier holds segments within
@@ -40,10 +45,11 @@ class IndexOptions:
 
     precision: str = "float32"
     keep_float: bool = True
-    exact_max_bytes: int = 64 * 2**20
+    exact_max_values: int = 16 * 2**20
     connectivity: int = 16
     expansion_add: int = 128
     expansion_search: int = 64
+    graph_recall: float = 0.99
     rescore_multiplier: int = 4
     merge_factor: int = 4
 
@@ -54,11 +60,14 @@ class IndexOptions:
             )
         if not isinstance(self.keep_float, bool):
             raise ConfigurationError(f"IndexOptions.keep_float must be a bool, not {self.keep_float!r}")
-        for name, low in (("exact_max_bytes", 0), ("connectivity", 2), ("expansion_add", 1), ("expansion_search", 1),
+        for name, low in (("exact_max_values", 0), ("connectivity", 2), ("expansion_add", 1), ("expansion_search", 1),
                           ("rescore_multiplier", 1), ("merge_factor", 2)):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigurationError(f"IndexOptions.{name} must be an int >= {low}, not {value!r}")
+        recall = self.graph_recall
+        if isinstance(recall, bool) or not isinstance(recall, (int, float)) or not 0 <= recall <= 1:
+            raise ConfigurationError(f"IndexOptions.graph_recall must be a number in [0, 1], not {recall!r}")
 
     @property
     def quantized(self) -> bool:

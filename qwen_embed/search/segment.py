@@ -131,7 +131,7 @@ class SegmentWriter:
         """Build the graph if the segment is large, flush everything, rename into place; returns its record."""
         if self.at != self.rows:
             raise ValueError(f"segment {self.name}: {self.at} rows written, {self.rows} announced")
-        hnsw = self.rows * self.options.row_bytes(self.dim) >= self.options.exact_max_bytes and self.rows > 0
+        hnsw = self.rows * self.dim >= self.options.exact_max_values and self.rows > 0
         for array in (self.vectors, self.floats):
             if isinstance(array, np.memmap):
                 array.flush()
@@ -140,9 +140,11 @@ class SegmentWriter:
         if self.docs is not None:
             self.docs.close()
         if hnsw:
-            self._build_graph()
+            expansion, recall = self._build_graph()
         meta = {"rows": self.rows, "dim": self.dim, "precision": self.options.precision, "hnsw": hnsw,
                 "float32": self.floats is not None, "docs": self.docs is not None}  # fmt: skip
+        if hnsw:
+            meta.update(expansion_search=expansion, graph_recall=recall)
         (self.tmp / "segment.json").write_text(json.dumps(meta), encoding="utf-8")
         del self.vectors, self.floats
         for path in self.tmp.iterdir():
@@ -156,13 +158,63 @@ class SegmentWriter:
     def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def _build_graph(self) -> None:
+    def _build_graph(self) -> tuple[int, float]:
+        """Build and save the graph; returns the tuned ``expansion_search`` and the recall it measured."""
         usearch = require_usearch()
-        graph = usearch.Index(**usearch_spec(self.options, self.dim))
+        spec = usearch_spec(self.options, self.dim)
+        graph = usearch.Index(**spec)
         for start in range(0, self.rows, _BLOCK):
             block = np.ascontiguousarray(self.vectors[start : start + _BLOCK])
             graph.add(np.arange(start, start + len(block), dtype=np.uint64), block)
         graph.save(str(self.tmp / "hnsw.usearch"))
+        return tune_expansion(graph, self.vectors, spec, self.options)
+
+
+#: The most HNSW candidates tuning tries per search.
+MAX_EXPANSION = 4096
+_TUNING_QUERIES = 100
+
+
+def tune_expansion(graph: Any, vectors: np.ndarray, spec: dict[str, Any], options: IndexOptions) -> tuple[int, float]:
+    """The smallest ``expansion_search`` (doubling from the option's) whose recall@10 reaches ``graph_recall``.
+
+    The queries are midpoints of pairs of the segment's rows (a fixed sample: points between the
+    data, as queries are); recall counts the graph's results whose distance is within the exact
+    search's 10th (so that ties of binary distances count fairly).
+    """
+    usearch = require_usearch()
+    rows = len(vectors)
+    expansion = options.expansion_search
+    if options.graph_recall <= 0 or rows < 2:
+        return expansion, float("nan")
+    rng = np.random.default_rng(0)
+    queries = _midpoints(vectors, rng.integers(0, rows, _TUNING_QUERIES), rng.integers(0, rows, _TUNING_QUERIES),
+                         options.precision, rng)  # fmt: skip
+    k = min(10, rows)
+    exact = usearch.search(np.asarray(vectors), queries, k, spec["metric"], exact=True, dtype=spec["dtype"])
+    kth = np.asarray(exact.distances, dtype=np.float64).reshape(len(queries), k)[:, -1:]
+    while True:
+        graph.expansion_search = expansion
+        found = graph.search(queries, k)
+        distances = np.asarray(found.distances, dtype=np.float64).reshape(len(queries), k)
+        counts = np.reshape(found.counts, (-1, 1))
+        valid = np.arange(k)[None, :] < counts
+        recall = float(((distances <= kth + 1e-6 * np.abs(kth) + 1e-9) & valid).sum() / (k * len(queries)))
+        if recall >= options.graph_recall or expansion >= MAX_EXPANSION:
+            return expansion, recall
+        expansion = min(MAX_EXPANSION, expansion * 2)
+
+
+def _midpoints(vectors: np.ndarray, a: np.ndarray, b: np.ndarray, precision: str, rng: np.random.Generator) -> Any:
+    """Queries between two rows each, in the segment's own form."""
+    first, second = np.asarray(vectors[np.sort(a)]), np.asarray(vectors[np.sort(b)])
+    if precision == "binary":  # each bit from one of the two
+        mask = rng.integers(0, 256, first.shape, dtype=np.uint8)
+        return np.ascontiguousarray((first & mask) | (second & ~mask))
+    mid = (first.astype(np.float32) + second.astype(np.float32)) / 2
+    if precision == "int8":
+        return np.ascontiguousarray(np.rint(mid).astype(np.int8))
+    return np.ascontiguousarray(mid.astype(first.dtype))
 
 
 class Segment:
@@ -187,12 +239,14 @@ class Segment:
         if len(self.vectors) != self.rows or len(self.ids) != self.rows:
             raise IndexFormatError(f"segment {folder}: its files disagree on the number of rows")
         self.graph: Any = None
+        self.expansion_search = options.expansion_search
         if self.meta["hnsw"]:
             usearch = require_usearch()
             self.graph = usearch.Index.restore(str(folder / "hnsw.usearch"), view=view)
             if self.graph is None or len(self.graph) != self.rows:
                 raise IndexFormatError(f"segment {folder}: the HNSW graph is unreadable or incomplete")
-            self.graph.expansion_search = options.expansion_search
+            self.expansion_search = int(self.meta.get("expansion_search", options.expansion_search))
+            self.graph.expansion_search = self.expansion_search
 
     def id(self, row: int) -> str:
         return self.ids.get(row).decode("utf-8", "surrogatepass")
@@ -213,11 +267,10 @@ class Segment:
         return b"" if self.docs is None else self.docs.get(row)
 
     def nbytes(self) -> int:
-        """Bytes of the searched vectors and the graph (what a loaded index holds in memory)."""
-        size = int(self.vectors.nbytes)
+        """Bytes a loaded segment holds: the graph with its own copy of the vectors, else the vectors."""
         if self.graph is not None:
-            size += int(self.graph.memory_usage)
-        return size
+            return int(self.graph.memory_usage)
+        return int(self.vectors.nbytes)
 
     def close(self) -> None:
         self.graph = None
