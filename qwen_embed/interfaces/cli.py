@@ -8,6 +8,7 @@ qwen-embed doctor
 qwen-embed serve --model 0.6B --port 8000
 qwen-embed rerank "What is GGUF?" "A file format." "A city." --top-k 1
 qwen-embed demo --save demo-models   # small random-weight models, no download
+qwen-embed verify Qwen3-Embedding-0.6B-Q8_0.gguf --reference Qwen/Qwen3-Embedding-0.6B --json
 """
 
 from __future__ import annotations
