@@ -208,6 +208,7 @@ def _verify_embedding(
     )
     emb.close()  # one model in memory at a time
     gc.collect()
+    logger.info("%s: %d probe texts done on %s; loading the reference %s", model_path.name, len(run.ids), engine, folder)
 
     ref = ReferenceEmbedder(folder, n_threads=options.n_threads)
     try:
@@ -301,6 +302,7 @@ def _verify_reranker(
     odds = rr.predict(texts, raw=True).astype(np.float64)
     rr.close()  # one model in memory at a time
     gc.collect()
+    logger.info("%s: %d probe pairs done on %s; loading the reference %s", model_path.name, len(pairs), engine, folder)
 
     ref = ReferenceReranker(folder, n_threads=options.n_threads)
     try:
