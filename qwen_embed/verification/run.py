@@ -208,7 +208,8 @@ def _verify_embedding(
     )
     emb.close()  # one model in memory at a time
     gc.collect()
-    logger.info("%s: %d probe texts done on %s; loading the reference %s", model_path.name, len(run.ids), engine, folder)
+    logger.info("%s: %d probe texts done on %s; loading the reference %s", model_path.name, len(run.ids), engine,
+                folder)  # fmt: skip
 
     ref = ReferenceEmbedder(folder, n_threads=options.n_threads)
     try:
