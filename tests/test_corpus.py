@@ -243,12 +243,15 @@ def test_a_finished_job_is_reused_and_a_grown_source_only_adds(tiny_embedder: Em
     again = embed_corpus(texts[:110], out, embedder=tiny_embedder, shard_rows=50)
     assert (again.embedded_rows, again.reused_rows) == (0, 110)
     grown = embed_corpus(texts, out, embedder=tiny_embedder, shard_rows=50)
-    assert (grown.embedded_rows, grown.reused_rows) == (30, 100)  # the short last shard is redone
+    # The short last shard is written again: its 10 earlier rows found by text, the 20 new ones embedded.
+    assert (grown.embedded_rows, grown.reused_rows, grown.cached_rows) == (20, 110, 10)
     changed = [*texts[:60], "an edited row", *texts[61:]]
     edited = embed_corpus(changed, out, embedder=tiny_embedder, shard_rows=50)
-    assert (edited.embedded_rows, edited.reused_rows) == (50, 80)
+    assert (edited.embedded_rows, edited.reused_rows, edited.cached_rows) == (1, 129, 49)
     shrunk = embed_corpus(changed[:40], out, embedder=tiny_embedder, shard_rows=50)
+    assert (shrunk.embedded_rows, shrunk.cached_rows) == (0, 40)
     assert shrunk.rows == 40 and sorted(p.name for p in out.glob("*.parquet")) == ["part-000000.parquet"]
+    assert not (out / "_cache").exists()  # the cache lives in the shards once a run finishes
     np.testing.assert_allclose(read_table(out)["embedding"], tiny_embedder.encode_documents(changed[:40]), atol=ATOL)
 
 

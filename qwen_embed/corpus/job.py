@@ -5,6 +5,10 @@ The source is streamed a window of ``chunk_size`` rows at a time; each window is
 appended to the current shard of ``shard_rows`` rows. A finished shard is renamed into place
 and recorded in the manifest, so a killed run loses at most the shard in flight, and running
 the same call again embeds exactly the rows that are missing.
+
+A shard whose source rows are unchanged is kept as it is; any other row is looked up by the
+SHA-256 of its text in the rows earlier runs embedded into the same folder (:mod:`.cache`), so an
+edited, grown, shrunk or re-sorted source costs the embedding of its new or changed texts only.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from ..errors import ConfigurationError, InputTooLongError
 from ..hub.catalog import DEFAULT_MODEL
 from ..text.long_text import get_policy
 from . import store
+from .cache import RowCache, remove_cache
 from .errors import ResumeMismatchError
+from .rows import RowBlock, text_keys
 from .sources import Row, Source, open_source
 
 if TYPE_CHECKING:
@@ -39,11 +45,15 @@ __all__ = ["CorpusResult", "embed_corpus"]
 
 logger = logging.getLogger(__name__)
 
-#: Settings that change the vectors: a resumed run must match the manifest on each of them.
-_COMPARED = (
-    "quant", "engine", "pooling", "max_length", "dim", "normalize", "side", "task", "instruction",
-    "prompt", "long_text", "chunking", "text_field", "id_field", "shard_rows",
+#: Settings that change a vector beyond the packing tolerance: with the model file's SHA-256, the
+#: row cache's key (besides each text's SHA-256). The device (CPU or a GPU offload) is not among
+#: them: see docs/guides/corpus-jobs.md.
+VECTOR_SETTINGS = (
+    "quant", "engine", "dtype", "pooling", "max_length", "dim", "normalize", "prompt", "long_text", "chunking",
+    "precision",
 )  # fmt: skip
+#: Settings a resumed run must match (the fields, shard size and ``deterministic`` may change).
+_COMPARED = (*VECTOR_SETTINGS, "side", "task", "instruction")
 
 
 @dataclass(frozen=True)
@@ -54,12 +64,15 @@ class CorpusResult:
         output: The output folder (a Parquet dataset plus ``_manifest.json``).
         rows: Rows in the dataset.
         shards: Parquet files in the dataset.
-        embedded_rows: Rows embedded by this run.
-        reused_rows: Rows kept from an earlier run (resume).
-        n_tokens: Tokens embedded by this run (prompt and EOS included).
+        embedded_rows: Texts embedded by this run (a text repeated in one window counts once).
+        reused_rows: Rows whose vector this run did not embed: ``rows - embedded_rows`` (kept
+            shards, rows found in the cache, repeats).
+        n_tokens: Tokens decoded by this run (prompt and EOS included; each chunk counted).
         seconds: Wall time of this run.
         dim: Length of each vector.
         npy: The ``.npy`` matrix written, if one was asked for.
+        cached_rows: Rows of rewritten shards whose vector was found by their text's SHA-256
+            (from an earlier run, or a repeat of a text in the same window).
     """
 
     output: Path
@@ -71,6 +84,7 @@ class CorpusResult:
     seconds: float
     dim: int
     npy: Path | None = None
+    cached_rows: int = 0
 
 
 def embed_corpus(
@@ -96,6 +110,7 @@ def embed_corpus(
     npy: str | os.PathLike[str] | None = None,
     show_progress: bool | None = None,
     allow_duplicate_ids: bool = False,
+    deterministic: bool | None = None,
 ) -> CorpusResult:
     """Embed every text of a corpus into a Parquet dataset; a second call resumes where the first stopped.
 
@@ -103,11 +118,18 @@ def embed_corpus(
     >>> pyarrow.parquet.read_table("vectors/")                                         # doctest: +SKIP
 
     Each shard ``part-NNNNNN.parquet`` holds ``id`` (the ``id_field`` as a string, else the
-    0-based row number), ``embedding`` (fixed-size list of float32), ``n_tokens`` (tokens the
-    model sees for the row, prompt and EOS included, before any truncation or chunking) and,
-    with ``long_text="chunk"``, ``chunks`` (the character spans of a chunked text; null for a
-    text embedded whole). Rows keep the source's order. ``_manifest.json`` records the
-    settings, the model file's SHA-256 and every shard's row range, size and SHA-256.
+    0-based row number), ``embedding`` (fixed-size list of float32), the row's receipt
+    (:class:`~qwen_embed.Receipt`, counted while it was embedded): ``n_tokens`` (tokens the model
+    sees for the row, prompt and EOS included, before any truncation or chunking),
+    ``tokens_used``, ``truncated``, ``dropped_tokens``, ``n_chunks``, ``fusion``, and, with
+    ``long_text="chunk"``, ``chunks`` (the character spans of a chunked text; null for a text
+    embedded whole); and ``text_sha256``. Rows keep the source's order. ``_manifest.json``
+    records the settings, the model file's SHA-256 and every shard's row range, size and SHA-256.
+
+    A later run into the same folder keeps the shards whose source rows are unchanged and finds
+    every other row's vector by the SHA-256 of its text among the rows the folder holds, so it
+    embeds only new or changed texts (moved, re-sorted or renamed rows are not embedded again;
+    deleted rows leave the output).
 
     Args:
         source: A ``.txt`` (one text per line), ``.jsonl``, ``.csv``/``.tsv`` or ``.parquet``
@@ -136,6 +158,11 @@ def embed_corpus(
         show_progress: A progress bar (rows/s, tokens/s, ETA); default: only in a notebook.
         allow_duplicate_ids: Keep rows whose ``id_field`` repeats an earlier row's. By default
             a repeated id stops the job (remembering the ids costs about 16 bytes a row).
+        deterministic: Embed each text alone, so that its vector is bit-identical whatever
+            batch it would be packed with (slower; default: the embedder's setting). Vectors
+            reused from the folder are then exactly what a fresh run gives: a folder not made
+            with ``deterministic=True`` is embedded again. Without it, a reused vector is within
+            the packing tolerance (about 1e-4 per component on llama.cpp) of a fresh one.
 
     Raises:
         ResumeMismatchError: ``output`` holds a job with other settings or another model.
@@ -162,7 +189,8 @@ def embed_corpus(
     emb = embedder if embedder is not None else _load(model, quant, embedder_options)
     try:
         job = _Job(emb, corpus, folder, side=side, task=task, instruction=instruction, dim=dim,
-                   normalize=normalize, long_text=long_text, shard_rows=shard_rows, chunk_size=chunk_size)  # fmt: skip
+                   normalize=normalize, long_text=long_text, shard_rows=shard_rows, chunk_size=chunk_size,
+                   deterministic=deterministic)  # fmt: skip
         result = job.run(resume=resume, show_progress=show_progress)
         if npy_path is not None:
             store.export_npy(folder, npy_path, job.shards, result.dim)
@@ -171,6 +199,17 @@ def embed_corpus(
     finally:
         if owned:
             emb.close()
+
+
+@dataclass
+class _Start:
+    """What :meth:`_Job._prepare` found in the folder."""
+
+    reuse: dict[int, store.ShardRecord]  # intact shards of the same schema: kept when their source rows are the same
+    previous: dict[int, store.ShardRecord]  # every intact shard of the earlier run
+    header: dict[str, Any]
+    fresh: bool  # the folder held no job, or one that finished no shard
+    cache: RowCache
 
 
 class _Job:
@@ -188,6 +227,7 @@ class _Job:
         long_text: str | None,
         shard_rows: int,
         chunk_size: int,
+        deterministic: bool | None = None,
     ) -> None:
         self.emb, self.corpus, self.folder = emb, corpus, folder
         self.shard_rows, self.chunk_size = shard_rows, chunk_size
@@ -197,110 +237,148 @@ class _Job:
         self.call = EncodeCall(
             side="document" if side == "document" else "query", task=task, instruction=instruction,
             dim=self.dim, normalize=self.normalize, long_text=self.policy, show_progress=False,
+            deterministic=deterministic,
         )  # fmt: skip
+        self.deterministic = emb.deterministic if self.call.deterministic is None else self.call.deterministic
         # The exact text before and after each row: recorded in the manifest.
         self.before, self.after = emb.prompt_parts(self.call)
         chunking = emb.chunking
         self.settings: dict[str, Any] = {
-            "quant": emb.quantization, "engine": emb.backend, "pooling": emb.pooling,
-            "max_length": emb.max_length, "dim": self.dim, "normalize": self.normalize, "side": side,
-            "task": task, "instruction": instruction, "prompt": [self.before, self.after],
+            "quant": emb.quantization, "engine": emb.backend, "dtype": emb.engine.partition(" ")[2] or None,
+            "pooling": emb.pooling, "max_length": emb.max_length, "dim": self.dim, "normalize": self.normalize,
+            "side": side, "task": task, "instruction": instruction, "prompt": [self.before, self.after],
             "long_text": self.policy,
             "chunking": dataclasses.asdict(chunking) if self.policy == "chunk" and chunking is not None else None,
+            "precision": "float32", "deterministic": self.deterministic,
             "text_field": corpus.text_field, "id_field": corpus.id_field, "shard_rows": shard_rows,
         }  # fmt: skip
         self.schema = store.schema(self.dim, spans=self.policy == "chunk", string_ids=corpus.id_field is not None)
         self.shards: list[store.ShardRecord] = []
+        self.embedded = self.cached = self.tokens = 0
+        self.inherited_deterministic = False  # whether every vector this run may reuse was made deterministically
 
     # ------------------------------------------------------------------ the run
 
     def run(self, *, resume: bool, show_progress: bool | None) -> CorpusResult:
         started = time.perf_counter()
-        reuse, header, fresh = self._prepare(resume)
+        start = self._prepare(resume)
+        reuse, header, cache = start.reuse, start.header, start.cache
         kept: dict[int, store.ShardRecord] = {}
-        embedded = tokens = 0
         show = in_notebook() if show_progress is None else show_progress
         bar = _bar(self.corpus, initial=sum(r.rows for r in reuse.values())) if show else None
         rows = self.corpus.rows()
         try:
             for index in itertools.count():
-                start = index * self.shard_rows
-                windows = self._windows_to_embed(rows, index, start, reuse.get(index))
+                first_row = index * self.shard_rows
+                windows = self._windows_to_embed(rows, index, first_row, reuse.get(index))
                 if windows is None:  # an intact shard from an earlier run, for the same source rows
                     kept[index] = reuse[index]
                     continue
                 first = next(windows, None)
                 if first is None:
                     break
-                record = self._write_shard(index, start, itertools.chain([first], windows), bar, started, tokens)
+                before = (self.embedded, self.cached)
+                record = self._write_shard(index, first_row, itertools.chain([first], windows), bar, started, cache)
                 kept[index] = record
-                embedded += record.rows
-                tokens += record.n_tokens
-                store.write_manifest(self.folder, header, list(kept.values()) + _after(reuse, index))
+                self._mark_deterministic()
+                store.write_manifest(self.folder, header, list(kept.values()) + _after(start.previous, index))
                 seconds = time.perf_counter() - started
                 logger.info(
-                    "%s: rows %d-%d, %d tokens; this run: %d rows, %.0f rows/s, %.0f tokens/s",
-                    record.file, record.start, record.stop - 1, record.n_tokens, embedded,
-                    embedded / seconds, tokens / seconds,
+                    "%s: rows %d-%d, %d embedded, %d found by text; this run: %d embedded, %.0f rows/s, %.0f tokens/s",
+                    record.file, record.start, record.stop - 1, self.embedded - before[0], self.cached - before[1],
+                    self.embedded, self.embedded / seconds, self.tokens / seconds,
                 )  # fmt: skip
         except BaseException:
-            if fresh and not kept:  # a new folder and nothing finished: leave no manifest to trip the next run
+            if start.fresh and not kept:  # a new folder and nothing finished: leave no manifest to trip the next run
                 store.remove_job_files(self.folder)
+                remove_cache(self.folder)
             raise
         finally:
             if bar is not None:
                 bar.close()
         self.shards = [kept[i] for i in sorted(kept)]
+        self._mark_deterministic()
         store.write_manifest(self.folder, {**header, "complete": True}, self.shards)
+        cache.clear()  # the shards now hold every entry the output references
         store.remove_stale_shards(self.folder, {s.file for s in self.shards})
         total = sum(s.rows for s in self.shards)
-        logger.info("%s: %d rows in %d shards (%d embedded now, %d kept)", self.folder, total, len(self.shards),
-                    embedded, total - embedded)  # fmt: skip
-        return CorpusResult(self.folder, total, len(self.shards), embedded, total - embedded, tokens,
-                            time.perf_counter() - started, self.dim)  # fmt: skip
+        logger.info("%s: %d rows in %d shards (%d embedded now, %d found by text, %d in kept shards)",
+                    self.folder, total, len(self.shards), self.embedded, self.cached,
+                    total - self.embedded - self.cached)  # fmt: skip
+        return CorpusResult(self.folder, total, len(self.shards), self.embedded, total - self.embedded, self.tokens,
+                            time.perf_counter() - started, self.dim, cached_rows=self.cached)  # fmt: skip
 
-    def _prepare(self, resume: bool) -> tuple[dict[int, store.ShardRecord], dict[str, Any], bool]:
-        """Check the folder against the manifest.
+    def _mark_deterministic(self) -> None:
+        """Record whether every vector in the folder was made with ``deterministic=True``."""
+        self.settings["deterministic"] = self.deterministic or (self.inherited_deterministic and self.embedded == 0)
 
-        Returns:
-            The reusable shards, the new manifest header, and whether the folder held no job
-            (or one that had finished no shard).
-        """
+    def _prepare(self, resume: bool) -> _Start:
+        """Check the folder against the manifest; find the reusable shards and open the row cache."""
         manifest = store.read_manifest(self.folder)
         known = manifest.get("model") if manifest and resume else None
         model = store.model_fingerprint(self.emb.model_path, known)
-        reuse: dict[int, store.ShardRecord] = {}
+        previous: dict[int, store.ShardRecord] = {}
+        discard = False  # an earlier job whose shards cannot be reused
+        old_deterministic = False
         if manifest is None:
             if any(p.suffix == ".parquet" for p in store.our_files(self.folder)):
                 raise ConfigurationError(
                     f"{self.folder} holds part-*.parquet files but no {store.MANIFEST}, so they were not written by "
                     "a run this folder can resume; choose an empty folder, or delete those files."
                 )
-        elif resume and not store.shard_records(manifest):
-            logger.info("%s holds no finished shard: starting over", self.folder)
-        elif resume:
-            _check_same(self.folder, manifest, self.settings, model)
-            if manifest.get("library_version") != __version__:
-                logger.warning("%s was started by qwen-embed %s; this is %s", self.folder,
-                               manifest.get("library_version"), __version__)  # fmt: skip
-            for record in store.shard_records(manifest):
-                problem = record.problem(self.folder)
-                if problem is None:
-                    reuse[record.index] = record
-                else:
-                    logger.warning("%s: %s; embedding its rows %d-%d again", record.file, problem,
-                                   record.start, record.stop - 1)  # fmt: skip
-        else:
+        elif not resume:
             logger.info("resume=False: starting %s over", self.folder)
+            discard = True
+        elif not store.shard_records(manifest):
+            logger.info("%s holds no finished shard: starting over", self.folder)
+        elif manifest.get("format_version") != store.FORMAT_VERSION:
+            logger.warning("%s was written by qwen-embed %s (format %s, without text hashes): embedding every "
+                           "row again", self.folder, manifest.get("library_version"),
+                           manifest.get("format_version"))  # fmt: skip
+            discard = True
+        else:
+            _check_same(self.folder, manifest, self.settings, model)
+            old_deterministic = bool((manifest.get("settings") or {}).get("deterministic"))
+            if self.deterministic and not old_deterministic:
+                logger.warning("%s was not embedded with deterministic=True: embedding every row again, so that "
+                               "each vector is exactly what deterministic=True gives", self.folder)  # fmt: skip
+                discard = True
+            else:
+                previous = self._intact(manifest)
+        schemas = {i: store.shard_schema(self.folder, r) for i, r in previous.items()}
+        reuse = {i: r for i, r in previous.items() if schemas[i].equals(self.schema)}
+        if discard or manifest is None or manifest.get("complete"):
+            remove_cache(self.folder)  # a finished job's shards hold every entry its output references
+        key = {"model_sha256": model["sha256"], **{name: self.settings[name] for name in VECTOR_SETTINGS}}
+        sources = [previous[i] for i in sorted(previous) if store.has_keys(schemas[i])]
+        cache = RowCache.open(self.folder, key=key, dim=self.dim, shards=sources, deterministic=old_deterministic,
+                              require_deterministic=self.deterministic)  # fmt: skip
+        self.inherited_deterministic = cache.deterministic
+        self._mark_deterministic()
         header = {
             "format": store.FORMAT, "format_version": store.FORMAT_VERSION, "library_version": __version__,
             "source": self.corpus.name, "settings": self.settings, "model": model, "complete": False,
         }  # fmt: skip
         store.remove_temporary(self.folder)
-        store.write_manifest(self.folder, header, list(reuse.values()))
-        if manifest is not None and not resume:
+        store.write_manifest(self.folder, header, list(previous.values()))
+        if discard:
             store.remove_stale_shards(self.folder, set())
-        return reuse, header, manifest is None or not store.shard_records(manifest)
+        fresh = manifest is None or not store.shard_records(manifest)
+        return _Start(reuse, previous, header, fresh, cache)
+
+    def _intact(self, manifest: Mapping[str, Any]) -> dict[int, store.ShardRecord]:
+        if manifest.get("library_version") != __version__:
+            logger.warning("%s was started by qwen-embed %s; this is %s", self.folder,
+                           manifest.get("library_version"), __version__)  # fmt: skip
+        intact: dict[int, store.ShardRecord] = {}
+        for record in store.shard_records(manifest):
+            problem = record.problem(self.folder)
+            if problem is None:
+                intact[record.index] = record
+            else:
+                logger.warning("%s: %s; embedding its rows %d-%d again", record.file, problem,
+                               record.start, record.stop - 1)  # fmt: skip
+        return intact
 
     def _windows_to_embed(
         self, rows: Iterator[Row], index: int, start: int, candidate: store.ShardRecord | None
@@ -312,12 +390,12 @@ class _Job:
         if candidate.stop == start + len(block) and candidate.source_sha256 == _digest(block, hashlib.sha256()):
             return None
         if block:
-            logger.info("%s: the source rows %d-%d changed since it was written; embedding them again",
+            logger.info("%s: the source rows %d-%d changed since it was written; writing it again",
                         candidate.file, start, start + len(block) - 1)  # fmt: skip
         return _windows(iter(block), self.shard_rows, self.chunk_size)
 
     def _write_shard(
-        self, index: int, start: int, windows: Iterable[list[Row]], bar: Any, started: float, tokens_before: int
+        self, index: int, start: int, windows: Iterable[list[Row]], bar: Any, started: float, cache: RowCache
     ) -> store.ShardRecord:
         writer = store.ShardWriter(self.folder, index, self.schema)
         digest = hashlib.sha256()
@@ -325,21 +403,21 @@ class _Job:
         try:
             for window in windows:
                 _digest(window, digest)
-                vectors, n_tokens, spans = self._embed(window, row)
+                block = self._rows(window, row, cache)
                 ids: list[Any] = [i for i, _ in window] if self.corpus.id_field else list(range(row, row + len(window)))
-                writer.write(ids, vectors, n_tokens, spans)
+                writer.write(ids, block)
                 row += len(window)
                 if bar is not None:
                     bar.update(len(window))
-                    rate = (tokens_before + writer.n_tokens) / max(time.perf_counter() - started, 1e-9)
+                    rate = self.tokens / max(time.perf_counter() - started, 1e-9)
                     bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
+            cache.preserve(writer.name)  # the earlier shard of that name is replaced next: keep its rows findable
         except BaseException:
             writer.abort()
             raise
         return writer.commit(start=start, stop=row, source_sha256=digest.hexdigest())
 
-    def _too_long(self, window: list[Row], first_row: int, index: int | None, n: int) -> InputTooLongError:
-        row = first_row if index is None else index
+    def _too_long(self, window: list[Row], first_row: int, row: int, n: int) -> InputTooLongError:
         limit = self.emb.max_length
         return InputTooLongError(
             f"{self.corpus.name}: row {row}{_id_note(window[row - first_row][0])} is {n:,} tokens (prompt and "
@@ -350,15 +428,40 @@ class _Job:
             limit=limit,
         )
 
-    def _embed(self, window: list[Row], first_row: int) -> tuple[np.ndarray, list[int], list[Any] | None]:
-        """Vectors, token counts and (with chunking) chunk spans of one window of rows: one encode call."""
+    def _rows(self, window: list[Row], first_row: int, cache: RowCache) -> RowBlock:
+        """Vectors, receipts and keys of one window of rows: found by text, else embedded (one encode call)."""
         texts = [text for _, text in window]
+        keys = text_keys(texts)
+        positions = cache.lookup(keys)
+        hit = np.flatnonzero(positions >= 0)
+        found = cache.fetch(positions[hit])
+        same = (found.keys == keys[hit]).all(axis=1)  # a 64-bit prefix shared by two texts: embed this one
+        hit, found = hit[same], found.take(np.flatnonzero(same))
+        missing = np.setdiff1d(np.arange(len(window)), hit)
+        slots: dict[bytes, int] = {}
+        slot = np.array([slots.setdefault(keys[i].tobytes(), len(slots)) for i in missing.tolist()], dtype=np.int64)
+        unique = missing[np.unique(slot, return_index=True)[1]] if len(missing) else missing  # first of each text
+        embedded = self._embed(window, first_row, unique, keys)
+        where = np.empty(len(window), np.int64)
+        where[hit] = np.arange(len(hit))
+        where[missing] = len(hit) + slot
+        self.embedded += len(unique)
+        self.cached += len(window) - len(unique)
+        return RowBlock.concat([found, embedded], self.dim).take(where)
+
+    def _embed(self, window: list[Row], first_row: int, rows: np.ndarray, keys: np.ndarray) -> RowBlock:
+        """Embed the window's rows at ``rows`` (positions in the window): one :meth:`~qwen_embed.Embedder.run`."""
+        if not len(rows):
+            return RowBlock.empty(self.dim)
+        whole = len(rows) == len(window)  # rows is sorted and unique: the window as it is
+        texts = [window[i][1] for i in rows.tolist()]
         try:
-            result = self.emb.run(texts, self.call, first_index=first_row)
+            result = self.emb.run(texts, self.call, first_index=first_row if whole else 0)
         except InputTooLongError as error:
-            raise self._too_long(window, first_row, error.index, error.n_tokens) from None
-        spans = [list(r.spans) or None for r in result.receipts] if self.policy == "chunk" else None
-        return result.vectors, result.n_tokens, spans
+            at = 0 if error.index is None else error.index - (first_row if whole else 0)
+            raise self._too_long(window, first_row, first_row + int(rows[at]), error.n_tokens) from None
+        self.tokens += sum(r.tokens_used for r in result.receipts)
+        return RowBlock.from_result(keys[rows], result)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -380,9 +483,9 @@ def _digest(rows: list[Row], digest: Any) -> str:
     return str(digest.hexdigest())
 
 
-def _after(reuse: dict[int, store.ShardRecord], index: int) -> list[store.ShardRecord]:
-    """Reusable shards past ``index``: still recorded, so a crash now does not forget them."""
-    return [r for i, r in reuse.items() if i > index]
+def _after(previous: dict[int, store.ShardRecord], index: int) -> list[store.ShardRecord]:
+    """Earlier shards past ``index``: still recorded, so a crash now does not forget them (nor their rows)."""
+    return [r for i, r in previous.items() if i > index]
 
 
 def _id_note(record_id: str | None) -> str:

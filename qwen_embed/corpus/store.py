@@ -5,13 +5,21 @@ starting with ``_`` or ``.``)::
 
     vectors/
       _manifest.json          what is done: settings, model file hash, one entry per shard
-      part-000000.parquet     id, embedding (fixed-size list of float32), n_tokens[, chunks]
+      part-000000.parquet     id, embedding (fixed-size list of float32), the receipt, text_sha256
       part-000001.parquet
       .part-000002.parquet.tmp   the shard being written (renamed when complete)
+      _cache/                 only while a run that changed rows is unfinished (see cache.py)
 
 Every file is written under a temporary name, flushed to disk and renamed, so a crash at any
 moment leaves either the old file or the new one. A shard is reused only if its size, its
 SHA-256 and its row count match the manifest.
+
+Columns of a shard (format 2): ``id``, ``embedding``, then the row's receipt, counted while it was
+embedded (:class:`~qwen_embed.Receipt`): ``n_tokens``, ``tokens_used``, ``truncated``,
+``dropped_tokens``, ``n_chunks`` (the receipt's ``chunks``), ``fusion``; with ``long_text="chunk"``,
+``chunks`` (the chunk spans, null for a text embedded whole); and ``text_sha256``, the SHA-256 of
+the text, by which a later run finds the row's vector again. Format 1 (qwen-embed 0.1) had
+``id``, ``embedding``, ``n_tokens`` and ``chunks``; it is still read.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import numpy as np
 
 from ..errors import ConfigurationError
 from .errors import CorpusSourceError, CorpusWriteError
+from .rows import FACT_NAMES, FACTS, KEY_BYTES, RowBlock
 
 __all__ = [
     "MANIFEST",
@@ -49,7 +58,9 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "_manifest.json"
 FORMAT = "qwen-embed corpus"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Manifest versions this module reads (format 1 lacks the receipt and text_sha256 columns).
+READABLE_VERSIONS = (1, 2)
 _SHARD = re.compile(r"part-(\d{6,})\.parquet")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _hash_cache: dict[tuple[str, int, int], str] = {}
@@ -199,18 +210,73 @@ class ShardRecord:
 
 
 def schema(dim: int, *, spans: bool, string_ids: bool) -> Any:
-    """The Arrow schema of every shard."""
+    """The Arrow schema of every shard (format 2)."""
     import pyarrow as pa
 
     fields = [
         pa.field("id", pa.string() if string_ids else pa.int64(), nullable=False),
         pa.field("embedding", pa.list_(pa.float32(), dim), nullable=False),
         pa.field("n_tokens", pa.int32(), nullable=False),
+        pa.field("tokens_used", pa.int32(), nullable=False),
+        pa.field("truncated", pa.bool_(), nullable=False),
+        pa.field("dropped_tokens", pa.int32(), nullable=False),
+        pa.field("n_chunks", pa.int32(), nullable=False),
+        pa.field("fusion", pa.string()),  # null: the text was embedded whole
     ]
     if spans:
         span = pa.struct([pa.field("start", pa.int64()), pa.field("end", pa.int64())])
         fields.append(pa.field("chunks", pa.list_(span)))  # null: the text was embedded whole
+    fields.append(pa.field("text_sha256", pa.binary(KEY_BYTES), nullable=False))
     return pa.schema(fields)
+
+
+def shard_schema(folder: Path, record: ShardRecord) -> Any:
+    """The Arrow schema of a shard's file (its footer only)."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(folder / record.file).schema_arrow
+
+
+def has_keys(arrow_schema: Any) -> bool:
+    """Whether a shard of this schema holds the columns the cache needs (format 2)."""
+    return all(name in arrow_schema.names for name in ("text_sha256", "n_chunks"))
+
+
+def read_keys(path: Path) -> np.ndarray:
+    """The ``text_sha256`` column of a shard: ``(rows, 32)`` uint8."""
+    import pyarrow.parquet as pq
+
+    return _keys(pq.read_table(path, columns=["text_sha256"]).column(0).combine_chunks())
+
+
+def read_block(path: Path, dim: int) -> RowBlock:
+    """Everything but the ids of a format-2 shard, as a :class:`RowBlock` (one shard in memory)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    values = table.column("embedding").combine_chunks().values.to_numpy(zero_copy_only=False)
+    facts = np.zeros(table.num_rows, FACTS)
+    for name in FACT_NAMES:
+        facts[name] = table.column(name).to_numpy()
+    spans: tuple[tuple[tuple[int, int], ...], ...]
+    if "chunks" in table.column_names:
+        spans = tuple(tuple((s["start"], s["end"]) for s in row or ()) for row in table.column("chunks").to_pylist())
+    else:
+        spans = ((),) * table.num_rows
+    return RowBlock(
+        _keys(table.column("text_sha256").combine_chunks()),
+        np.asarray(values, dtype=np.float32).reshape(-1, dim),
+        facts,
+        tuple(table.column("fusion").to_pylist()),
+        spans,
+    )
+
+
+def _keys(column: Any) -> np.ndarray:
+    data = np.frombuffer(column.buffers()[1], dtype=np.uint8)
+    start = column.offset * KEY_BYTES
+    keys: np.ndarray = data[start : start + len(column) * KEY_BYTES].reshape(-1, KEY_BYTES).copy()
+    return keys
 
 
 class ShardWriter:
@@ -226,28 +292,30 @@ class ShardWriter:
             self._writer = pq.ParquetWriter(self._tmp, arrow_schema, compression="zstd")
         self.n_tokens = 0
 
-    def write(
-        self, ids: list[Any], vectors: np.ndarray, n_tokens: list[int], spans: list[list[tuple[int, int]] | None] | None
-    ) -> None:
+    def write(self, ids: list[Any], block: RowBlock) -> None:
+        """Append rows: their ids, and their vectors, receipts and keys."""
         import pyarrow as pa
 
-        dim = vectors.shape[1]
-        values = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), type=pa.float32())
+        dim = block.vectors.shape[1]
+        values = pa.array(np.ascontiguousarray(block.vectors, dtype=np.float32).reshape(-1), type=pa.float32())
         columns = [
             pa.array(ids, type=self._schema.field("id").type),
             pa.FixedSizeListArray.from_arrays(values, dim),
-            pa.array(n_tokens, type=pa.int32()),
+            *(pa.array(block.facts[name], type=self._schema.field(name).type) for name in FACT_NAMES),
+            pa.array(block.fusion, type=pa.string()),
         ]
-        if spans is not None:
+        if "chunks" in self._schema.names:
             columns.append(
                 pa.array(
-                    [None if s is None else [{"start": a, "end": b} for a, b in s] for s in spans],
+                    [[{"start": a, "end": b} for a, b in s] if s else None for s in block.spans],
                     type=self._schema.field("chunks").type,
                 )
             )
+        keys = pa.py_buffer(np.ascontiguousarray(block.keys, dtype=np.uint8).tobytes())
+        columns.append(pa.FixedSizeBinaryArray.from_buffers(pa.binary(KEY_BYTES), len(block), [None, keys]))
         with writing(self.folder / self.name):
             self._writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=self._schema))
-        self.n_tokens += int(sum(n_tokens))
+        self.n_tokens += int(block.facts["n_tokens"].sum())
 
     def commit(self, *, start: int, stop: int, source_sha256: str) -> ShardRecord:
         """Close, flush to disk and rename the shard; returns its manifest record."""
@@ -257,7 +325,7 @@ class ShardWriter:
             sha = file_sha256(self._tmp)
             size = self._tmp.stat().st_size
             os.replace(self._tmp, self.folder / self.name)
-        _fsync_dir(self.folder)
+        fsync_dir(self.folder)
         return ShardRecord(self.index, self.name, start, stop, size, sha, source_sha256, self.n_tokens)
 
     def abort(self) -> None:
@@ -285,10 +353,10 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
         ) from error
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ConfigurationError(f"{path} is not a qwen-embed corpus manifest; use another output folder.")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in READABLE_VERSIONS:
         raise ConfigurationError(
-            f"{path} has format version {manifest.get('format_version')}; this qwen-embed writes version "
-            f"{FORMAT_VERSION}. Pass resume=False (--no-resume) to embed the corpus again."
+            f"{path} has format version {manifest.get('format_version')}; this qwen-embed reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}. Pass resume=False (--no-resume) to embed the corpus again."
         )
     return manifest
 
@@ -318,7 +386,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def our_files(folder: Path) -> Iterator[Path]:
@@ -411,7 +479,8 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (a rename into it) to disk, where the file system allows."""
     try:
         _fsync(folder)
     except OSError:  # not every file system lets a folder be synced
