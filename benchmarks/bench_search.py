@@ -15,7 +15,7 @@ one query at a time and in one batch, recall@10 against exact float32 search):
 
 Vector sets: ``random`` (unit Gaussian vectors of width 1024: no structure, the hardest case for
 HNSW and binary codes) and ``model`` (``encode_documents`` of random texts by a random-weight model
-of the 0.6B shape, queries by ``encode_queries``; cached under benchmarks/models/).
+of the 0.6B shape, queries by ``encode_queries``; cached in ~/.cache/qwen-embed/bench-search).
 
     python benchmarks/bench_search.py --sizes 10000                       # minutes
     python benchmarks/bench_search.py --sizes 100000,1000000 --json search.json   # hours on 2 cores
@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+#: Where model vectors are kept between runs (embedding them is the slow part).
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qwen-embed" / "bench-search"
 sys.path.insert(0, str(HERE))
 K = 10
 DIM = 1024
@@ -72,12 +74,13 @@ def write_random(folder: Path, n: int, queries: int) -> None:
 
 def write_model(folder: Path, n: int, queries: int, shape: str) -> None:
     """Vectors of a random-weight model of ``shape`` (cached: embedding is the slow part)."""
-    from bench_throughput import MODELS, make_texts
+    from bench_throughput import make_texts
 
     from qwen_embed import Embedder
 
-    cache = MODELS / f"search-vectors-{shape}-{n}.npy"
-    qcache = MODELS / f"search-queries-{shape}-{queries}.npy"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    cache = CACHE / f"vectors-{shape}-{n}.npy"
+    qcache = CACHE / f"queries-{shape}-{queries}.npy"
     if not cache.exists() or not qcache.exists():
         path = model_file(shape)
         with Embedder(path, backend="llama", show_progress=False) as emb:
