@@ -88,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--instruction", default=None, help="a task instruction, in the official query format")
     embed.add_argument("--dim", type=int, default=None, help="Matryoshka output dimension")
     embed.add_argument("--long-text", default="error", choices=["error", "truncate", "chunk"])
+    embed.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="each text decoded alone: bit-identical vectors whatever the batch (slower); a corpus job then reuses "
+        "only vectors made so",
+    )
     embed.add_argument("--no-progress", action="store_true", help="no progress bar")
     _model_options(embed)
 
@@ -257,7 +263,9 @@ def _embed(args: argparse.Namespace) -> int:
 def _vectors(args: argparse.Namespace, texts: list[str]) -> Any:
     side, task, instruction = _call_side(args)
     progress = None if args.no_progress else sys.stderr.isatty()
-    with _load_embedder(args, long_text=args.long_text, show_progress=progress) as emb:
+    with _load_embedder(
+        args, long_text=args.long_text, show_progress=progress, deterministic=args.deterministic
+    ) as emb:
         if instruction is not None:
             return emb.encode(texts, instruction=instruction, dim=args.dim)
         if side == "query":
@@ -346,7 +354,7 @@ def _embed_corpus(args: argparse.Namespace) -> int:
         logging.getLogger("qwen_embed.corpus").addHandler(handler)
         logging.getLogger("qwen_embed.corpus").setLevel(logging.INFO)
     try:
-        with _load_embedder(args, long_text=args.long_text) as emb:
+        with _load_embedder(args, long_text=args.long_text, deterministic=args.deterministic) as emb:
             result = embed_corpus(
                 source,
                 folder,
@@ -363,6 +371,7 @@ def _embed_corpus(args: argparse.Namespace) -> int:
                 npy=args.npy,
                 show_progress=progress,
                 allow_duplicate_ids=args.allow_duplicate_ids,
+                deterministic=args.deterministic,
             )
     except KeyboardInterrupt:
         print(
