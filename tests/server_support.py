@@ -1,9 +1,15 @@
-"""Helpers for the server tests: a real uvicorn on 127.0.0.1 in a thread, raw HTTP, an engine gate."""
+"""Helpers for the server tests: a real uvicorn on 127.0.0.1 in a thread, ``qwen-embed serve`` as a process, raw
+HTTP, an engine gate."""
 
 from __future__ import annotations
 
 import json
+import os
+import queue
+import signal
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -26,12 +32,13 @@ class Running:
         emb: Embedder | None,
         *,
         reranker: Reranker | None = None,
+        index: Any = None,
         header_timeout: float = 10.0,
         shutdown_timeout: float = 30.0,
         **options: Any,
     ) -> None:
         options.setdefault("model_name", MODEL)
-        self.app = create_app(emb, ServerOptions(**options), reranker=reranker)
+        self.app = create_app(emb, ServerOptions(**options), reranker=reranker, index=index)
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
@@ -81,6 +88,53 @@ class Running:
         conn = socket.create_connection(("127.0.0.1", self.port), timeout=HANG)
         conn.sendall(data)
         return conn
+
+
+class ServeProcess:
+    """``python -m qwen_embed serve`` with its stderr read line by line on a thread."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        environment = {**os.environ, **(env or {})}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "qwen_embed", "serve", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environment,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        self.ended = False
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_for(self, needle: str) -> str | None:
+        """The first stderr line holding ``needle``; ``None`` if the process ended first."""
+        while True:
+            line = self.lines.get(timeout=HANG)
+            if line is None:
+                self.ended = True
+                return None
+            self.seen.append(line)
+            if needle in line:
+                return line
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=HANG)
+        while not self.ended:
+            line = self.lines.get(timeout=HANG)
+            self.ended = line is None
+            if line is not None:
+                self.seen.append(line)
+        return code
 
 
 def read_all(conn: socket.socket) -> bytes:

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import socket
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import httpx
@@ -17,7 +13,7 @@ import pytest
 
 from qwen_embed.interfaces.cli import main
 
-from .server_support import HANG, read_all, wait_until
+from .server_support import HANG, ServeProcess, read_all, wait_until
 
 
 @pytest.mark.parametrize(
@@ -41,53 +37,6 @@ def test_bad_serve_flags_are_one_line_argparse_errors(
     assert exited.value.code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("qwen-embed serve: error: argument") and needle in last
-
-
-class ServeProcess:
-    """``python -m qwen_embed serve`` with its stderr read line by line on a thread."""
-
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        environment = {**os.environ, **(env or {})}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "qwen_embed", "serve", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=environment,
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.seen: list[str] = []
-        self.ended = False
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def wait_for(self, needle: str) -> str | None:
-        """The first stderr line holding ``needle``; ``None`` if the process ended first."""
-        while True:
-            line = self.lines.get(timeout=HANG)
-            if line is None:
-                self.ended = True
-                return None
-            self.seen.append(line)
-            if needle in line:
-                return line
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=HANG)
-        while not self.ended:
-            line = self.lines.get(timeout=HANG)
-            self.ended = line is None
-            if line is not None:
-                self.seen.append(line)
-        return code
 
 
 def test_banner_after_the_bind_logs_on_stderr_and_the_env_api_key(tiny_model: Path) -> None:

@@ -14,6 +14,12 @@ one vocabulary (:class:`~qwen_embed.EncodeCall`):
 ``prompt_name`` (what the server took before, sentence-transformers' name) is still accepted:
 it is ``task``, except ``"passage"``, which is ``side: "document"``.
 
+``return_receipts: true`` adds to each ``data[i]`` a ``receipt`` object: what happened to that
+input (:class:`~qwen_embed.Receipt`: ``n_tokens``, ``tokens_used``, ``truncated``,
+``dropped_tokens``, ``chunks``, ``fusion``, ``spans``), counted while it was embedded. ``usage``
+keeps OpenAI's shape; OpenAI clients ignore the extra field (the openai package keeps it in
+``model_extra``).
+
 Clients that cannot add fields (LangChain's ``OpenAIEmbeddings``, LlamaIndex's ``OpenAIEmbedding``)
 pick the side by the model name instead: ``<name>-query`` is the same model with ``side:
 "query"``, so queries get exactly :meth:`~qwen_embed.Embedder.encode_queries`' vectors.
@@ -24,27 +30,31 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .. import _config
-from ..calls import SIDES, EncodeCall, Side
+from ..calls import SIDES, EncodeCall, Receipt, Side
 from ..embedder import Embedder
 from ..errors import QwenEmbedError, UnknownPromptError
 from ._server_http import ClientGone, RequestError, check_model, json_kind, load_object, optional_text
 from ._server_options import QUERY_SUFFIX
 from ._server_route import AppParts, ModelRoute, Plan, Tally
+from ._server_scheduler import Rows
 
 __all__ = [
     "LANGCHAIN_HINT",
     "EmbedWork",
     "EmbeddingsRequest",
     "EmbeddingsRoute",
+    "input_costs",
+    "optional_flag",
     "parse_embeddings",
     "render_embeddings",
+    "render_receipt",
     "served_names",
 ]
 
@@ -72,6 +82,7 @@ class EmbeddingsRequest:
         encoding: ``"float"`` or ``"base64"``.
         model: The name to answer with (the one asked for, else the served name).
         prompt_field: The request field that chose the prompt (what a prompt error names).
+        receipts: Whether each ``data[i]`` gets its input's receipt (``return_receipts``).
     """
 
     texts: list[str]
@@ -79,6 +90,7 @@ class EmbeddingsRequest:
     encoding: str
     model: str
     prompt_field: str | None
+    receipts: bool = False
 
 
 def parse_embeddings(raw: bytes, *, names: Mapping[str, Side | None], name: str, max_inputs: int) -> EmbeddingsRequest:
@@ -111,7 +123,18 @@ def parse_embeddings(raw: bytes, *, names: Mapping[str, Side | None], name: str,
         call = EncodeCall(side=side, task=task, instruction=instruction, dim=dim)
     except QwenEmbedError as error:  # what the library's own check refuses
         raise RequestError(400, str(error), param=field) from None
-    return EmbeddingsRequest(texts, call, encoding, model or name, field)
+    receipts = optional_flag(body, "return_receipts", default=False)
+    return EmbeddingsRequest(texts, call, encoding, model or name, field, receipts)
+
+
+def optional_flag(body: Mapping[str, Any], field: str, *, default: bool) -> bool:
+    """``body[field]`` when it is ``true`` or ``false``, ``default`` when absent; else a 400 naming it."""
+    value = body.get(field)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise RequestError(400, f"'{field}' must be true or false, not {json.dumps(value)}.", param=field)
+    return value
 
 
 def _prompt(
@@ -181,11 +204,13 @@ def _texts(raw: object, max_inputs: int) -> list[str]:
     return texts
 
 
-def render_embeddings(vectors: np.ndarray, *, encoding: str, model: str, tokens: int) -> bytes:
+def render_embeddings(
+    vectors: np.ndarray, *, encoding: str, model: str, tokens: int, receipts: Sequence[Receipt] | None = None
+) -> bytes:
     """The ``/v1/embeddings`` answer as JSON bytes, built one vector at a time.
 
     Row by row, so another thread (the event loop) gets the GIL between rows instead of waiting
-    for one long C call to finish.
+    for one long C call to finish. With ``receipts``, each ``data[i]`` gets ``"receipt"``.
     """
     parts: list[str] = []
     for i, vector in enumerate(vectors):
@@ -193,21 +218,31 @@ def render_embeddings(vectors: np.ndarray, *, encoding: str, model: str, tokens:
             value = '"' + base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").tobytes()).decode("ascii") + '"'
         else:
             value = json.dumps(vector.tolist(), separators=(",", ":"))
-        parts.append(f'{{"object":"embedding","index":{i},"embedding":{value}}}')
+        receipt = "" if receipts is None else ',"receipt":' + render_receipt(receipts[i])
+        parts.append(f'{{"object":"embedding","index":{i},"embedding":{value}{receipt}}}')
     usage = json.dumps({"prompt_tokens": tokens, "total_tokens": tokens})
     return f'{{"object":"list","data":[{",".join(parts)}],"model":{json.dumps(model)},"usage":{usage}}}'.encode()
 
 
+def render_receipt(receipt: Receipt) -> str:
+    """One input's receipt as a JSON object (:meth:`Receipt.as_dict <qwen_embed.Receipt.as_dict>`)."""
+    return json.dumps(receipt.as_dict(), separators=(",", ":"))
+
+
 class EmbedWork:
-    """One engine call of the embedding model under one :class:`~qwen_embed.EncodeCall` (equal calls share decodes)."""
+    """One engine call of the embedding model under one :class:`~qwen_embed.EncodeCall` (equal calls share decodes).
+
+    It answers the vectors with each input's :class:`~qwen_embed.Receipt` (counted while embedding, at no cost).
+    """
 
     kind = "embeddings"
 
     def __init__(self, embedder: Embedder, call: EncodeCall) -> None:
         self.embedder, self.call = embedder, call
 
-    def __call__(self, items: list[str]) -> np.ndarray:
-        return self.embedder.run(items, self.call).vectors
+    def __call__(self, items: list[str]) -> Rows:
+        result = self.embedder.run(items, self.call)
+        return Rows(result.vectors, list(result.receipts))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, EmbedWork) and other.embedder is self.embedder and other.call == self.call
@@ -216,7 +251,7 @@ class EmbedWork:
         return hash((id(self.embedder), self.call))
 
 
-class EmbeddingsRoute(ModelRoute[EmbeddingsRequest]):
+class EmbeddingsRoute(ModelRoute[EmbeddingsRequest, Rows]):
     """``POST /v1/embeddings`` over ``embedder`` (see the module docstring).
 
     Args:
@@ -242,62 +277,94 @@ class EmbeddingsRoute(ModelRoute[EmbeddingsRequest]):
         costs = self._costs(request, stop)
         return Plan(request, request.texts, costs, EmbedWork(self.embedder, request.call), sum(costs))
 
-    def render(self, plan: Plan[EmbeddingsRequest], rows: np.ndarray, request_id: str) -> bytes:
-        request = plan.request
-        return render_embeddings(rows, encoding=request.encoding, model=request.model, tokens=plan.tokens)
+    async def execute(self, plan: Plan[EmbeddingsRequest], stop: threading.Event) -> Rows:
+        return await self.submit(plan)
 
-    def served(self, plan: Plan[EmbeddingsRequest]) -> None:
+    def render(self, plan: Plan[EmbeddingsRequest], out: Rows, request_id: str) -> bytes:
+        request = plan.request
+        receipts = out.receipts if request.receipts else None
+        return render_embeddings(
+            out.values, encoding=request.encoding, model=request.model, tokens=plan.tokens, receipts=receipts
+        )
+
+    def served(self, plan: Plan[EmbeddingsRequest], out: Rows) -> None:
         self.metrics.embedded(len(plan.items), plan.tokens)
 
     def _costs(self, request: EmbeddingsRequest, stop: threading.Event) -> list[int]:
         """Tokens each input costs the engine (prompt and EOS included); checks the per-text and per-request limits."""
-        emb, call = self.embedder, request.call
-        if call.dim is not None:
-            low = min(_config.MIN_DIM, emb.native_dim)
-            if not low <= call.dim <= emb.native_dim:
-                raise RequestError(
-                    400, f"'dimensions' is {call.dim}; this model gives {low} to {emb.native_dim}.", param="dimensions"
-                )
+        return input_costs(
+            self.embedder, request.call, request.texts, stop=stop, budget=self.options.max_request_tokens,
+            prompt_field=request.prompt_field, inputs="input",
+        )  # fmt: skip
 
-        def count(text: str) -> int:
-            return emb.count_tokens(text, side=call.side, task=call.task, instruction=call.instruction)
 
-        limit, policy, budget = emb.max_length, emb.long_text, self.options.max_request_tokens
-        try:
-            alone = count("")  # the prompt and the EOS
-        except UnknownPromptError as error:
-            raise RequestError(400, str(error), param=request.prompt_field) from None
-        if alone >= limit:
-            prompt = call.prompt_name(emb.default_prompt_name)
-            what = "instruction" if call.instruction is not None else f"prompt {prompt!r}"
+def input_costs(
+    emb: Embedder,
+    call: EncodeCall,
+    texts: Sequence[str],
+    *,
+    stop: threading.Event,
+    budget: int,
+    prompt_field: str | None,
+    inputs: str,
+) -> list[int]:
+    """Tokens each text costs the engine under ``call`` (prompt and EOS included), checking the limits.
+
+    Args:
+        emb: The model.
+        call: The encode call (its dimensions, side, task and instruction).
+        texts: The inputs.
+        stop: Set when the client went away (raises :class:`ClientGone`).
+        budget: Most tokens in all (``--max-request-tokens``).
+        prompt_field: The request field that chose the prompt (what a prompt error names).
+        inputs: The request field of the texts (``input``, ``queries``).
+    """
+    if call.dim is not None:
+        low = min(_config.MIN_DIM, emb.native_dim)
+        if not low <= call.dim <= emb.native_dim:
+            raise RequestError(
+                400, f"'dimensions' is {call.dim}; this model gives {low} to {emb.native_dim}.", param="dimensions"
+            )
+
+    def count(text: str) -> int:
+        return emb.count_tokens(text, side=call.side, task=call.task, instruction=call.instruction)
+
+    limit, policy = emb.max_length, emb.long_text
+    try:
+        alone = count("")  # the prompt and the EOS
+    except UnknownPromptError as error:
+        raise RequestError(400, str(error), param=prompt_field) from None
+    if alone >= limit:
+        prompt = call.prompt_name(emb.default_prompt_name)
+        what = "instruction" if call.instruction is not None else f"prompt {prompt!r}"
+        raise RequestError(
+            400,
+            f"The {what} alone takes {alone:,} tokens (EOS included); the limit is {limit:,} tokens per input "
+            "(--max-length), which leaves no room for the text. Shorten it.",
+            param=prompt_field,
+        )
+    costs: list[int] = []
+    total = 0
+    for i, text in enumerate(texts):
+        if stop.is_set():
+            raise ClientGone
+        n = count(text)
+        if n > limit and policy == "error":
             raise RequestError(
                 400,
-                f"The {what} alone takes {alone:,} tokens (EOS included); the limit is {limit:,} tokens per input "
-                "(--max-length), which leaves no room for the text. Shorten it.",
-                param=request.prompt_field,
+                f"{inputs}[{i}] is {n:,} tokens (prompt and EOS included); the limit is {limit:,}. Shorten it, or "
+                "start the server with --long-text truncate or --long-text chunk.",
+                param=inputs,
             )
-        costs: list[int] = []
-        total = 0
-        for i, text in enumerate(request.texts):
-            if stop.is_set():
-                raise ClientGone
-            n = count(text)
-            if n > limit and policy == "error":
-                raise RequestError(
-                    400,
-                    f"input[{i}] is {n:,} tokens (prompt and EOS included); the limit is {limit:,}. Shorten it, or "
-                    "start the server with --long-text truncate or --long-text chunk.",
-                    param="input",
-                )
-            cost = min(n, limit) if policy == "truncate" else n
-            total += cost
-            if total > budget:
-                raise RequestError(
-                    400,
-                    f"The request has more than {budget:,} tokens (--max-request-tokens; "
-                    f"reached at input[{i}]); split it over several requests.",
-                    param="input",
-                    code="request_too_large",
-                )
-            costs.append(cost)
-        return costs
+        cost = min(n, limit) if policy == "truncate" else n
+        total += cost
+        if total > budget:
+            raise RequestError(
+                400,
+                f"The request has more than {budget:,} tokens (--max-request-tokens; "
+                f"reached at {inputs}[{i}]); split it over several requests.",
+                param=inputs,
+                code="request_too_large",
+            )
+        costs.append(cost)
+    return costs

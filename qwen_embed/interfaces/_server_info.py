@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
+    from ._server_search import SearchRoute
+
 __all__ = ["InfoRoutes"]
 
 
@@ -26,10 +28,17 @@ class InfoRoutes:
         embeddings: The embeddings route (``None``: no embedding model).
         rerank: The ``/v1/rerank`` route (``None``: no reranker).
         parts: The app's shared parts (metrics, scheduler, workers).
+        search: The ``/v1/search`` route (``None``: no index).
     """
 
-    def __init__(self, embeddings: EmbeddingsRoute | None, rerank: RerankRoute | None, parts: AppParts) -> None:
-        self.embeddings, self.rerank, self.parts = embeddings, rerank, parts
+    def __init__(
+        self,
+        embeddings: EmbeddingsRoute | None,
+        rerank: RerankRoute | None,
+        parts: AppParts,
+        search: SearchRoute | None = None,
+    ) -> None:
+        self.embeddings, self.rerank, self.parts, self.search = embeddings, rerank, parts, search
         self.served = [
             *([embeddings.name, embeddings.name + QUERY_SUFFIX] if embeddings else []),
             *([rerank.name] if rerank else []),
@@ -57,6 +66,8 @@ class InfoRoutes:
             )
         if self.rerank is not None:
             answer["reranker"] = self.rerank.health()
+        if self.search is not None:
+            answer["search"] = self.search.health()
         return JSONResponse(answer)
 
     async def metrics(self, request: Request) -> Response:
@@ -90,12 +101,27 @@ class InfoRoutes:
             )
         )
 
+    async def no_index(self, request: Request) -> Response:
+        """``/v1/search`` on a server started without ``--index``."""
+        return error_response(
+            RequestError(
+                404,
+                "This server has no search index; start it with --index INDEX_OR_FOLDER (qwen-embed serve) "
+                "to serve POST /v1/search.",
+                code="index_not_found",
+            )
+        )
+
     async def http_error(self, request: Request, exc: Exception) -> Response:
         """Starlette's 404 and 405 (and any other ``HTTPException``) in OpenAI's error shape."""
         status = int(getattr(exc, "status_code", 500))
         headers = dict(getattr(exc, "headers", None) or {})
         if status == 404:
-            served = (("POST /v1/embeddings", self.embeddings), ("POST /v1/rerank", self.rerank))
+            served = (
+                ("POST /v1/embeddings", self.embeddings),
+                ("POST /v1/rerank", self.rerank),
+                ("POST /v1/search", self.search),
+            )
             routes = " and ".join(route for route, on in served if on)
             message = f"No route {request.method} {request.url.path}; this server has {routes}."
         elif status == 405:

@@ -10,7 +10,18 @@ __all__ = ["ROUTES", "Metrics"]
 
 #: Paths reported by name; any other path is reported as ``other`` (bounded label values).
 ROUTES = frozenset(
-    {"/v1/embeddings", "/embeddings", "/v1/rerank", "/rerank", "/v2/rerank", "/v1/models", "/health", "/metrics"}
+    {
+        "/v1/embeddings",
+        "/embeddings",
+        "/v1/rerank",
+        "/rerank",
+        "/v2/rerank",
+        "/v1/search",
+        "/search",
+        "/v1/models",
+        "/health",
+        "/metrics",
+    }
 )
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -57,11 +68,28 @@ class Metrics:
             "Documents not scored because their client went away first.",
             registry=r,
         )
+        self.search_queries = Counter(
+            "qwen_embed_search_queries", "Search queries answered (POST /v1/search).", registry=r
+        )
+        self.search_tokens = Counter(
+            "qwen_embed_search_tokens", "Tokens of the search queries embedded (prompt and EOS included).", registry=r
+        )
+        self.search_dropped = Counter(
+            "qwen_embed_search_dropped_queries",
+            "Search queries not looked up because their client went away first.",
+            registry=r,
+        )
+        self.search_seconds = Histogram(
+            "qwen_embed_search_duration_seconds",
+            "Time of one index lookup (a batch of query vectors).",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.queue_requests = Gauge(
-            "qwen_embed_queue_requests", "Requests (embeddings and reranks) waiting for the engine.", registry=r
+            "qwen_embed_queue_requests", "Requests (embeddings, reranks, searches) waiting for the engines.", registry=r
         )
         self.queue_inputs = Gauge(
-            "qwen_embed_queue_inputs", "Texts and rerank documents waiting for the engine.", registry=r
+            "qwen_embed_queue_inputs", "Texts, rerank documents and search queries waiting for the engines.", registry=r
         )
         self.batch_texts = Histogram(
             "qwen_embed_batch_texts", "Texts (or rerank documents) per engine call.", buckets=_TEXT_BUCKETS, registry=r
@@ -75,6 +103,9 @@ class Metrics:
 
     # The scheduler's observer interface.
     def batch_done(self, *, kind: str, texts: int, tokens: int, seconds: float) -> None:
+        if kind == "search":  # an index lookup, not a model call
+            self.search_seconds.observe(seconds)
+            return
         self.batch_texts.observe(texts)
         self.batch_tokens.observe(tokens)
         self.batch_seconds.observe(seconds)
@@ -84,7 +115,7 @@ class Metrics:
         self.queue_inputs.set(inputs)
 
     def inputs_dropped(self, *, kind: str, count: int) -> None:
-        (self.rerank_dropped if kind == "rerank" else self.dropped).inc(count)
+        {"rerank": self.rerank_dropped, "search": self.search_dropped}.get(kind, self.dropped).inc(count)
 
     # The HTTP side.
     def request_done(self, path: str, status: int, seconds: float) -> None:
@@ -99,6 +130,10 @@ class Metrics:
     def reranked(self, documents: int, tokens: int) -> None:
         self.rerank_documents.inc(documents)
         self.rerank_tokens.inc(tokens)
+
+    def searched(self, queries: int, tokens: int) -> None:
+        self.search_queries.inc(queries)
+        self.search_tokens.inc(tokens)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

@@ -40,6 +40,7 @@ from ..errors import InputTooLongError
 from ..reranker import Reranker
 from ._server_http import ClientGone, RequestError, check_model, check_unicode, json_kind, load_object, optional_text
 from ._server_route import AppParts, ModelRoute, Plan, Tally
+from ._server_scheduler import Rows
 
 __all__ = ["RerankRequest", "RerankRoute", "RerankWork", "Shape", "count_tokens", "parse_rerank", "render_rerank"]
 
@@ -202,7 +203,7 @@ class RerankWork:
         return hash((id(self.reranker), self.query, self.instruction))
 
 
-class RerankRoute(ModelRoute[RerankRequest]):
+class RerankRoute(ModelRoute[RerankRequest, Rows]):
     """A rerank route over ``reranker``, answering in ``shape`` (``"v1"``, or Cohere's ``"cohere-v2"``).
 
     Args:
@@ -246,10 +247,13 @@ class RerankRoute(ModelRoute[RerankRequest]):
         work = RerankWork(self.reranker, request.query, request.instruction)
         return Plan(request, request.documents, costs, work, sum(costs))
 
-    def render(self, plan: Plan[RerankRequest], rows: np.ndarray, request_id: str) -> bytes:
+    async def execute(self, plan: Plan[RerankRequest], stop: threading.Event) -> Rows:
+        return await self.submit(plan)
+
+    def render(self, plan: Plan[RerankRequest], out: Rows, request_id: str) -> bytes:
         return render_rerank(
-            plan.request, rows, model=self.name, tokens=plan.tokens, shape=self.shape, request_id=request_id
+            plan.request, out.values, model=self.name, tokens=plan.tokens, shape=self.shape, request_id=request_id
         )
 
-    def served(self, plan: Plan[RerankRequest]) -> None:
+    def served(self, plan: Plan[RerankRequest], out: Rows) -> None:
         self.metrics.reranked(len(plan.items), plan.tokens)

@@ -1,13 +1,14 @@
 """The one request lifecycle of the server's model routes (``/v1/embeddings``, ``/v1/rerank``, ``/v2/rerank``).
 
 A :class:`ModelRoute` says what is particular to its route: how a body becomes a :class:`Plan`
-(parsed, checked and costed, on a worker thread), and how the model's rows become the answer
+(parsed, checked and costed, on a worker thread), what the engine does with it (:meth:`~ModelRoute.execute`:
+one trip through the scheduler, or several for a search), and how its outcome becomes the answer
 (rendered on a worker thread). The lifecycle around it is written here once:
 
 1. the content type is checked and the body read (bounded in size and time);
 2. the plan is made on a worker thread, never on the event loop;
 3. the plan's items go through the :class:`~._server_scheduler.Scheduler`, fairly beside every
-   other request of every model, to the engine thread;
+   other request of every model, to the engine threads;
 4. the answer is rendered on a worker thread;
 5. all the while, a client that disconnects stops the work (499, its waiting sub-batches dropped);
 6. errors map to answers in one place: a :class:`~._server_http.RequestError` as it says, the
@@ -27,8 +28,6 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-import numpy as np
-
 from ..errors import EmbedderClosedError, InputTooLongError, QwenEmbedError
 from ._server_http import (
     ClientGone,
@@ -41,13 +40,14 @@ from ._server_http import (
 )
 from ._server_metrics import Metrics
 from ._server_options import ServerOptions
-from ._server_scheduler import Scheduler, Work
+from ._server_scheduler import Rows, Scheduler, Work
 
 __all__ = ["AppParts", "ModelRoute", "Plan", "Tally"]
 
 logger = logging.getLogger("qwen_embed.server")
 
 R = TypeVar("R")
+Out = TypeVar("Out")
 T = TypeVar("T")
 
 
@@ -88,8 +88,10 @@ class Tally:
     inputs: int = 0
 
 
-class ModelRoute(ABC, Generic[R]):
+class ModelRoute(ABC, Generic[R, Out]):
     """A POST route over a model, with the request lifecycle of the module docstring.
+
+    ``R`` is the route's parsed request, ``Out`` what :meth:`execute` gives :meth:`render`.
 
     Args:
         name: The model's served name.
@@ -118,11 +120,24 @@ class ModelRoute(ABC, Generic[R]):
         """Parse, check and cost the body (on a worker thread; raise :class:`ClientGone` once ``stop`` is set)."""
 
     @abstractmethod
-    def render(self, plan: Plan[R], rows: np.ndarray, request_id: str) -> bytes:
+    async def execute(self, plan: Plan[R], stop: threading.Event) -> Out:
+        """Run the plan on the engines (on the event loop: every piece of work is handed to the scheduler or the
+        workers); the request's disconnect race cancels it, and sets ``stop``."""
+
+    @abstractmethod
+    def render(self, plan: Plan[R], out: Out, request_id: str) -> bytes:
         """The answer's JSON bytes (on a worker thread)."""
 
-    def served(self, plan: Plan[R]) -> None:
+    def served(self, plan: Plan[R], out: Out) -> None:
         """Count a request answered 200 (on the event loop)."""
+
+    def usage(self, plan: Plan[R], out: Out) -> int:
+        """The tokens the request cost (the access log's count): the plan's, unless the route knows more."""
+        return plan.tokens
+
+    async def submit(self, plan: Plan[R]) -> Rows:
+        """The plan's items through the scheduler: the usual :meth:`execute`."""
+        return await self.scheduler.submit(plan.items, plan.costs, plan.work)
 
     # ------------------------------------------------------------------ the lifecycle
 
@@ -138,7 +153,7 @@ class ModelRoute(ABC, Generic[R]):
         request_id = str(state.get("request_id"))
         self.tally.requests += 1
         try:
-            plan, payload = await self._answer(request, request_id)
+            plan, out, payload = await self._answer(request, request_id)
         except ClientGone:
             logger.info("client of request %s went away; its remaining work was dropped", request_id)
             return Response(status_code=499)
@@ -154,11 +169,11 @@ class ModelRoute(ABC, Generic[R]):
             message = f"The server could not {self.verb} this request (request {request_id}); its log has the details."
             return error_response(RequestError(500, message))
         self.tally.inputs += len(plan.items)
-        self.served(plan)
-        state["inputs"], state["tokens"] = len(plan.items), plan.tokens
+        self.served(plan, out)
+        state["inputs"], state["tokens"] = len(plan.items), self.usage(plan, out)
         return Response(payload, media_type="application/json")
 
-    async def _answer(self, request: Any, request_id: str) -> tuple[Plan[R], bytes]:
+    async def _answer(self, request: Any, request_id: str) -> tuple[Plan[R], Out, bytes]:
         check_content_type(request.headers.get("content-type"))
         raw = await read_body(
             request.receive,
@@ -171,12 +186,12 @@ class ModelRoute(ABC, Generic[R]):
         try:
             plan = await race(self.offload(self.plan, raw, stop), watcher)
             del raw
-            rows = await race(self.scheduler.submit(plan.items, plan.costs, plan.work), watcher)
-            payload = await race(self.offload(self.render, plan, rows, request_id), watcher)
+            out = await race(self.execute(plan, stop), watcher)
+            payload = await race(self.offload(self.render, plan, out, request_id), watcher)
         finally:
             stop.set()
             watcher.cancel()
-        return plan, payload
+        return plan, out, payload
 
 
 def _long_param(error: InputTooLongError, inputs: str | None) -> str | None:

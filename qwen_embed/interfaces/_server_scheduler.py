@@ -1,13 +1,14 @@
-"""Fair scheduling of the server's model work (embeddings and reranking) onto the engine threads.
+"""Fair scheduling of the server's model work (embeddings, reranking, index search) onto the engine threads.
 
-Every request becomes a :class:`Job`: its items (texts to embed, documents to score), what each
-costs the engine, and its :class:`Work` (the model call that turns a list of items into one row
-per item). The items are cut into sub-batches of at most ``max_texts`` items and ``max_tokens``
-tokens (one engine decode's worth by default).
+Every request becomes a :class:`Job`: its items (texts to embed, documents to score, query vectors
+to look up in a search index), what each costs the engine, and its :class:`Work` (the call that
+turns a list of items into one row per item, with each item's receipt: :class:`Rows`). The items
+are cut into sub-batches of at most ``max_texts`` items and ``max_tokens`` tokens (one engine
+decode's worth by default).
 
-Each model has a lane: one engine thread that runs one call of that model at a time, so the
-embedding model keeps answering while the reranker scores a long document (and the other way
-round). Within a lane, each engine call is built from the sub-batches of several jobs:
+Each model (and the search index) has a lane: one engine thread that runs one call of it at a
+time, so the embedding model keeps answering while the reranker scores a long document (and the
+other way round). Within a lane, each engine call is built from the sub-batches of several jobs:
 
 * a job that has not been served yet ("fresh", usually a small request) leads the next call,
   unless a fresh job led the previous one while older jobs waited: a new request waits for
@@ -31,28 +32,43 @@ from collections import Counter, deque
 from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from ..errors import EmbedderClosedError
 
-__all__ = ["Job", "Scheduler", "SchedulerObserver", "Work", "split_batches"]
+__all__ = ["Job", "Rows", "Scheduler", "SchedulerObserver", "Work", "split_batches"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Rows:
+    """What an engine call gives back, and what :meth:`Scheduler.submit` answers.
+
+    Attributes:
+        values: One row per item, in order (vectors, scores; an object array for search hits).
+        receipts: One per item: what happened to it (a :class:`~qwen_embed.Receipt`), or ``None``
+            where the call keeps none.
+    """
+
+    values: np.ndarray
+    receipts: list[Any]
 
 
 class Work(Hashable, Protocol):
     """One kind of engine call: hashable, and equal for calls that may share a decode.
 
-    ``kind`` names the model's lane and the route in metrics (``"embeddings"``, ``"rerank"``);
-    calling it runs the model on the lane's engine thread and returns one row per item, in order.
+    ``kind`` names the lane and the route in metrics (``"embeddings"``, ``"rerank"``, ``"search"``);
+    calling it runs on the lane's engine thread and returns one row per item, in order (a bare
+    array: no receipts).
     """
 
     @property
     def kind(self) -> str: ...
 
-    def __call__(self, items: list[str]) -> np.ndarray: ...
+    def __call__(self, items: list[Any]) -> Rows | np.ndarray: ...
 
 
 class SchedulerObserver(Protocol):
@@ -83,12 +99,13 @@ def split_batches(costs: Sequence[int], *, max_texts: int, max_tokens: int) -> l
 class Job:
     """One request's items, their costs, its work, and where its rows go."""
 
-    texts: list[str]
+    items: list[Any]
     costs: list[int]
     work: Work
-    future: asyncio.Future[np.ndarray]
+    future: asyncio.Future[Rows]
     runs: deque[tuple[int, int]] = field(default_factory=deque)
     out: np.ndarray | None = None
+    receipts: list[Any] = field(default_factory=list)
     missing: int = 0
 
     @property
@@ -137,17 +154,18 @@ class Scheduler:
         lanes, self._lanes = list(self._lanes.values()), {}
         await asyncio.gather(*(lane.stop() for lane in lanes))
 
-    async def submit(self, texts: list[str], costs: list[int], work: Work) -> np.ndarray:
-        """Queue ``texts`` and wait for their rows; cancelling the caller drops the job's waiting sub-batches."""
+    async def submit(self, items: list[Any], costs: list[int], work: Work) -> Rows:
+        """Queue ``items`` and wait for their rows; cancelling the caller drops the job's waiting sub-batches."""
         assert self._started, "Scheduler.start() was not called"
         if self._stopped:
             raise EmbedderClosedError("the server is shutting down")
         lane = self._lanes.get(work.kind)
         if lane is None:
             lane = self._lanes[work.kind] = _Lane(self, work.kind)
-        job = Job(texts, costs, work, asyncio.get_running_loop().create_future())
+        job = Job(items, costs, work, asyncio.get_running_loop().create_future())
         job.runs.extend(split_batches(costs, max_texts=self._max_texts, max_tokens=self._max_tokens))
-        job.missing = len(texts)
+        job.missing = len(items)
+        job.receipts = [None] * len(items)
         return await lane.run(job)
 
     def _report_queue(self) -> None:
@@ -174,7 +192,7 @@ class _Lane:
     def queued(self) -> list[Job]:
         return [job for job in (*self._fresh, *self._rotation) if not job.dropped]
 
-    async def run(self, job: Job) -> np.ndarray:
+    async def run(self, job: Job) -> Rows:
         self._fresh.append(job)
         self._owner._report_queue()
         self._wake.set()
@@ -210,12 +228,12 @@ class _Lane:
             if not batch:
                 continue
             work = batch[0][0].work
-            texts = [text for job, start, end in batch for text in job.texts[start:end]]
+            items = [item for job, start, end in batch for item in job.items[start:end]]
             tokens = sum(sum(job.costs[start:end]) for job, start, end in batch)
             began = time.perf_counter()
             self._running = [job for job, _, _ in batch]
             try:
-                rows = await loop.run_in_executor(self._executor, work, texts)
+                made = await loop.run_in_executor(self._executor, work, items)
             except Exception as error:
                 self._running = []
                 for job, _, _ in batch:
@@ -224,10 +242,11 @@ class _Lane:
                 owner._report_queue()
                 continue
             self._running = []
+            rows = made if isinstance(made, Rows) else Rows(made, [None] * len(items))
             owner.batches[self._kind] += 1
             if owner._observer is not None:
                 seconds = time.perf_counter() - began
-                owner._observer.batch_done(kind=self._kind, texts=len(texts), tokens=tokens, seconds=seconds)
+                owner._observer.batch_done(kind=self._kind, texts=len(items), tokens=tokens, seconds=seconds)
             self._deliver(batch, rows)
             owner._report_queue()
 
@@ -279,16 +298,18 @@ class _Lane:
                 observer.inputs_dropped(kind=self._kind, count=count)
         self._owner._report_queue()
 
-    def _deliver(self, batch: list[tuple[Job, int, int]], rows: np.ndarray) -> None:
+    def _deliver(self, batch: list[tuple[Job, int, int]], rows: Rows) -> None:
         offset = 0
+        values = rows.values
         for job, start, end in batch:
-            part = rows[offset : offset + end - start]
+            part = slice(offset, offset + end - start)
             offset += end - start
             if job.future.done():
                 continue
             if job.out is None:
-                job.out = np.empty((len(job.texts), *rows.shape[1:]), dtype=rows.dtype)
-            job.out[start:end] = part
+                job.out = np.empty((len(job.items), *values.shape[1:]), dtype=values.dtype)
+            job.out[start:end] = values[part]
+            job.receipts[start:end] = rows.receipts[part]
             job.missing -= end - start
             if job.missing == 0:
-                job.future.set_result(job.out)
+                job.future.set_result(Rows(job.out, job.receipts))

@@ -139,7 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--reranker-quant", default=None, help="the reranker's quantization (default: the catalog's)")
     serve.add_argument("--served-reranker-name", default=None, help="reranker name clients send (default: the file)")
     serve.add_argument("--no-embedder", action="store_true", help="serve only the --reranker (no /v1/embeddings)")
+    serve.add_argument(
+        "--index",
+        metavar="INDEX_OR_FOLDER",
+        default=None,
+        help="serve POST /v1/search over this index (or corpus folder indexed by qwen-embed index); the model "
+        "defaults to the index's file and settings (needs qwen-embed[search])",
+    )
     _model_options(serve)
+    serve.add_argument(
+        "--model", default=None, help="catalog size or repo id (default: 0.6B; with --index: the index's model file)"
+    )
     serve.add_argument(
         "--threads",
         type=int,
@@ -491,30 +501,31 @@ def _serve(args: argparse.Namespace) -> int:
     )
     if args.no_embedder and not args.reranker:
         raise ConfigurationError("--no-embedder leaves nothing to serve; add --reranker MODEL (e.g. 0.6B)")
+    if args.no_embedder and args.index:
+        raise ConfigurationError("--index needs the embedding model that embeds the queries; drop --no-embedder")
     if args.threads is None:
         from ._server_options import default_engine_threads
 
         args.threads = default_engine_threads()
-    emb = None if args.no_embedder else _load_embedder(args, long_text=args.long_text)
+    index = _open_serve_index(args.index) if args.index else None
+    emb = reranker = None
     try:
+        emb = None if args.no_embedder else _load_serve_embedder(args, index)
         reranker = _load_serve_reranker(args) if args.reranker else None
-    except BaseException:
-        if emb is not None:
-            emb.close()
-        raise
-    names = [
-        *([args.served_model_name or default_model_name(emb)] if emb is not None else []),
-        *([f"reranker {args.served_reranker_name or default_model_name(reranker)}"] if reranker is not None else []),
-    ]
+        names = [
+            *([args.served_model_name or default_model_name(emb)] if emb is not None else []),
+            *([f"reranker {args.served_reranker_name or default_model_name(reranker)}"] if reranker else []),
+            *([f"index {index.path}"] if index is not None else []),
+        ]
 
-    def ready(url: str) -> None:
-        print(f"qwen-embed: serving {' and '.join(names)} on {url}/v1", file=sys.stderr, flush=True)
+        def ready(url: str) -> None:
+            print(f"qwen-embed: serving {' and '.join(names)} on {url}/v1", file=sys.stderr, flush=True)
 
-    try:
         serve(
             emb,
             options,
             reranker=reranker,
+            index=index,
             port=args.port,
             log_level=args.log_level,
             access_log=not args.no_access_log,
@@ -523,10 +534,46 @@ def _serve(args: argparse.Namespace) -> int:
             on_ready=ready,
         )
     finally:
-        for model in (emb, reranker):
-            if model is not None:
-                model.close()
+        for part in (emb, reranker, index):
+            if part is not None:
+                part.close()
     return 0
+
+
+def _open_serve_index(path: str) -> Any:
+    """``serve --index``: the index (of a corpus folder), which must record how its vectors were made."""
+    from ..search import SearchIndex
+
+    index = SearchIndex.open(path)
+    if index.recipe is None:
+        index.close()
+        raise ConfigurationError(
+            f"{index.path} records no embedding recipe, so the server cannot embed queries for it; build it with "
+            "qwen-embed index (or SearchIndex.create(..., recipe=...))"
+        )
+    return index
+
+
+def _load_serve_embedder(args: argparse.Namespace, index: Any) -> Any:
+    """The embedding model; with ``--index``, the index's file (unless ``--model-path``/``--model`` name another)
+    and its settings (dim, normalize, pooling), as ``qwen-embed search`` loads it."""
+    if index is None:
+        args.model = args.model or DEFAULT_MODEL
+        return _load_embedder(args, long_text=args.long_text)
+    from ..embedder import Embedder
+
+    recipe = index.recipe
+    options = {"dim": recipe.dim, "normalize": recipe.normalize, "pooling": recipe.pooling}
+    options.update(long_text=args.long_text, max_length=args.max_length)
+    if args.model_path is None and args.model is None:
+        recorded = Path(recipe.model_path) if recipe.model_path else None
+        if recorded is None or not recorded.is_file():
+            raise ConfigurationError(
+                f"the index's model {recipe.model_file} is not at {recorded}; pass --model-path FILE or --model NAME"
+            )
+        return _load_model(Embedder, args, str(recorded), None, path=str(recorded), **options)
+    model = args.model or DEFAULT_MODEL
+    return _load_model(Embedder, args, model, args.quant or recipe.quant, path=args.model_path, **options)
 
 
 def _load_serve_reranker(args: argparse.Namespace) -> Any:

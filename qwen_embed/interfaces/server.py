@@ -8,12 +8,15 @@ Without them the inputs are embedded as given, as a document would be. OpenAI cl
 bare text (LangChain's ``OpenAIEmbeddings``) choose the query side by the model name: the served
 name plus ``-query`` (both are listed by ``GET /v1/models``). Started with a reranker,
 ``POST /v1/rerank`` scores documents for a query, and ``POST /v2/rerank`` does so in Cohere's v2
-shape (:mod:`._server_rerank`); the server may serve the reranker alone. ``GET /v1/models``,
+shape (:mod:`._server_rerank`); the server may serve the reranker alone. Started with a search
+index, ``POST /v1/search`` embeds queries as the index records, looks them up and (with the
+reranker) reranks the candidates (:mod:`._server_search`). ``return_receipts: true`` adds each
+input's :class:`~qwen_embed.Receipt` to an embeddings or search answer. ``GET /v1/models``,
 ``GET /health`` and ``GET /metrics`` (Prometheus) answer too. Errors come back in OpenAI's shape.
 
 Every model route is a :class:`~._server_route.ModelRoute` over one request lifecycle: the event
 loop only moves bytes; parsing, token counting and JSON rendering run on worker threads; the models
-run on one engine thread, fed fairly by the scheduler (:mod:`._server_scheduler`): large requests
+run on an engine thread each (the index too), fed fairly by the scheduler (:mod:`._server_scheduler`): large requests
 (embeddings or reranks) are cut into sub-batches that take turns with other requests, concurrent
 small requests share decodes, and the remaining work of a client that disconnects is dropped.
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -44,10 +48,12 @@ from ._server_rerank import RerankRoute, Shape
 from ._server_route import AppParts, Tally
 from ._server_run import build_server, logging_config
 from ._server_scheduler import Scheduler
+from ._server_search import SearchRoute
 
 if TYPE_CHECKING:
     from ..embedder import Embedder
     from ..reranker import Reranker
+    from ..search import Retriever, SearchIndex
 
 __all__ = ["ENV_API_KEY", "QUERY_SUFFIX", "ServerOptions", "create_app", "default_model_name", "serve"]
 
@@ -64,16 +70,32 @@ ANSWER_ON_SHUTDOWN = 2.0
 
 
 def create_app(
-    embedder: Embedder | None, options: ServerOptions | None = None, *, reranker: Reranker | None = None
+    embedder: Embedder | None,
+    options: ServerOptions | None = None,
+    *,
+    reranker: Reranker | None = None,
+    index: SearchIndex | str | os.PathLike[str] | None = None,
 ) -> Any:
-    """The ASGI app (Starlette) serving ``embedder``, ``reranker``, or both.
+    """The ASGI app (Starlette) serving ``embedder``, ``reranker``, or both, and a search index.
 
     ``app.state.metrics`` holds its Prometheus metrics and ``app.state.scheduler`` the engine
-    scheduler both models share. The app owns its threads (the workers and an engine thread per
-    model), started and stopped by its lifespan.
+    scheduler every model shares. The app owns its threads (the workers and an engine thread per
+    model and for the index), started and stopped by its lifespan.
+
+    Args:
+        embedder: The embedding model (``None``: the reranker alone).
+        options: How the server answers.
+        reranker: A reranker for ``/v1/rerank``, ``/v2/rerank`` and the second stage of ``/v1/search``.
+        index: A search index for ``POST /v1/search``: a :class:`~qwen_embed.search.SearchIndex`
+            (the caller's, left open), or an index folder or a corpus folder indexed by
+            ``qwen-embed index`` (opened here and closed when the app stops). Needs ``embedder``,
+            whose settings must match the index's recipe.
 
     Raises:
-        ConfigurationError: No model at all, or both models under one name.
+        ConfigurationError: No model at all, both models under one name, or an index without an embedder
+            (or without a recipe).
+        EmbedderMismatchError: ``embedder`` would embed queries unlike the index's documents; the
+            message lists each difference.
     """
     try:
         from starlette.applications import Starlette
@@ -84,6 +106,11 @@ def create_app(
 
     if embedder is None and reranker is None:
         raise ConfigurationError("create_app needs a model: an Embedder, a reranker=Reranker, or both")
+    if embedder is None and index is not None:
+        raise ConfigurationError(
+            "searching an index needs the embedding model that embeds its queries; serve one with it "
+            "(qwen-embed serve --index without --no-embedder)"
+        )
     opts = options or ServerOptions()
     metrics = Metrics()
     scheduler = Scheduler(
@@ -93,28 +120,39 @@ def create_app(
     parts = AppParts(opts, metrics, scheduler, workers)
     embeddings = _embeddings_route(embedder, parts)
     reranks = _rerank_routes(reranker, parts, embeddings)
-    info = InfoRoutes(embeddings, reranks.get("v1"), parts)
-    embed = embeddings.handle if embeddings is not None else info.no_embedder
-    active: set[asyncio.Task[Any]] = set()  # the requests being answered (Observe fills it)
-    app = Starlette(
-        routes=[
-            Route("/v1/embeddings", embed, methods=["POST"]),
-            Route("/embeddings", embed, methods=["POST"]),
-            Route("/v1/rerank", reranks["v1"].handle if reranks else info.no_reranker, methods=["POST"]),
-            Route("/rerank", reranks["v1"].handle if reranks else info.no_reranker, methods=["POST"]),
-            Route("/v2/rerank", reranks["cohere-v2"].handle if reranks else info.no_reranker, methods=["POST"]),
-            Route("/v1/models", info.models, methods=["GET"]),
-            Route("/health", info.health, methods=["GET"]),
-            Route("/metrics", info.metrics, methods=["GET"]),
-        ],
-        middleware=_middleware(opts, metrics, active),
-        exception_handlers={HTTPException: info.http_error},
-        lifespan=_lifespan(scheduler, workers, active),
-    )
+    retriever = _retriever(embeddings, index)
+    try:
+        search = _search_route(retriever, embeddings, reranks.get("v1"), parts)
+        info = InfoRoutes(embeddings, reranks.get("v1"), parts, search)
+        embed = embeddings.handle if embeddings is not None else info.no_embedder
+        find = search.handle if search is not None else info.no_index
+        active: set[asyncio.Task[Any]] = set()  # the requests being answered (Observe fills it)
+        app = Starlette(
+            routes=[
+                Route("/v1/embeddings", embed, methods=["POST"]),
+                Route("/embeddings", embed, methods=["POST"]),
+                Route("/v1/rerank", reranks["v1"].handle if reranks else info.no_reranker, methods=["POST"]),
+                Route("/rerank", reranks["v1"].handle if reranks else info.no_reranker, methods=["POST"]),
+                Route("/v2/rerank", reranks["cohere-v2"].handle if reranks else info.no_reranker, methods=["POST"]),
+                Route("/v1/search", find, methods=["POST"]),
+                Route("/search", find, methods=["POST"]),
+                Route("/v1/models", info.models, methods=["GET"]),
+                Route("/health", info.health, methods=["GET"]),
+                Route("/metrics", info.metrics, methods=["GET"]),
+            ],
+            middleware=_middleware(opts, metrics, active),
+            exception_handlers={HTTPException: info.http_error},
+            lifespan=_lifespan(scheduler, workers, active, retriever),
+        )
+    except BaseException:
+        if retriever is not None:
+            retriever.close()
+        raise
     app.state.metrics = metrics
     app.state.scheduler = scheduler
     app.state.model_name = embeddings.name if embeddings else None
     app.state.reranker_name = info.rerank.name if info.rerank else None
+    app.state.index = retriever.index if retriever is not None else None
     app.state.options = opts
     return app
 
@@ -146,6 +184,37 @@ def _rerank_routes(
     }
 
 
+def _retriever(
+    embeddings: EmbeddingsRoute | None, index: SearchIndex | str | os.PathLike[str] | None
+) -> Retriever | None:
+    """The index, opened and checked against the embedding model (what ``Retriever`` checks); ``None`` without."""
+    if index is None or embeddings is None:
+        return None
+    from ..search import Retriever
+
+    return Retriever(embeddings.embedder, index)
+
+
+def _search_route(
+    retriever: Retriever | None, embeddings: EmbeddingsRoute | None, rerank: RerankRoute | None, parts: AppParts
+) -> SearchRoute | None:
+    if retriever is None or embeddings is None:
+        return None
+    route = SearchRoute(
+        embeddings.embedder,
+        retriever.index,
+        reranker=rerank.reranker if rerank is not None else None,
+        names=embeddings.names,
+        name=embeddings.name,
+        reranker_name=rerank.name if rerank is not None else None,
+        parts=parts,
+        tally=Tally(),
+    )
+    if rerank is not None and route.rerank_refusal is not None:
+        logger.warning("the index %s keeps no texts: POST /v1/search does not rerank", retriever.index.path)
+    return route
+
+
 def _middleware(opts: ServerOptions, metrics: Metrics, active: set[asyncio.Task[Any]]) -> list[Any]:
     """Observe (outermost), CORS when asked, the API key when set."""
     from starlette.middleware import Middleware
@@ -174,9 +243,13 @@ def _middleware(opts: ServerOptions, metrics: Metrics, active: set[asyncio.Task[
 
 
 def _lifespan(
-    scheduler: Scheduler, workers: ThreadPoolExecutor, active: set[asyncio.Task[Any]]
+    scheduler: Scheduler,
+    workers: ThreadPoolExecutor,
+    active: set[asyncio.Task[Any]],
+    retriever: Retriever | None = None,
 ) -> Callable[[Any], contextlib.AbstractAsyncContextManager[None]]:
-    """Start the scheduler; at shutdown, let cancelled requests answer, then stop the engine and the workers."""
+    """Start the scheduler; at shutdown, let cancelled requests answer, then stop the engines and the workers, and
+    close the index if the app opened it."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -191,6 +264,8 @@ def _lifespan(
                 await asyncio.wait(cancelled, timeout=ANSWER_ON_SHUTDOWN)
             await scheduler.stop()
             workers.shutdown(wait=False, cancel_futures=True)
+            if retriever is not None:
+                retriever.close()
 
     return lifespan
 
@@ -200,6 +275,7 @@ def serve(
     options: ServerOptions | None = None,
     *,
     reranker: Reranker | None = None,
+    index: SearchIndex | str | os.PathLike[str] | None = None,
     port: int = 8000,
     sock: socket.socket | None = None,
     log_level: str = "info",
@@ -215,7 +291,8 @@ def serve(
     Args:
         embedder: The embedding model to serve (used from several threads); ``None``: only the reranker.
         options: What the app answers and how (``ServerOptions.host`` is the address bound).
-        reranker: A reranker to serve at ``POST /v1/rerank``.
+        reranker: A reranker to serve at ``POST /v1/rerank`` (and to rerank ``/v1/search`` results).
+        index: A search index (or index or corpus folder) to serve at ``POST /v1/search`` (see :func:`create_app`).
         port: Port to bind (0: a free one; ``on_ready`` gets the URL).
         sock: A bound socket to serve on instead of ``host``/``port``.
         log_level: ``debug``, ``info``, ``warning``, ``error`` or ``critical``.
@@ -228,7 +305,7 @@ def serve(
     """
     opts = options or ServerOptions()
     config = logging_config(log_level, access_log=access_log) if configure_logging else None
-    app = create_app(embedder, opts, reranker=reranker)
+    app = create_app(embedder, opts, reranker=reranker, index=index)
     server = build_server(
         app,
         host=opts.host,
