@@ -226,7 +226,16 @@ def render_embeddings(
 
 def render_receipt(receipt: Receipt) -> str:
     """One input's receipt as a JSON object (:meth:`Receipt.as_dict <qwen_embed.Receipt.as_dict>`)."""
-    return json.dumps(receipt.as_dict(), separators=(",", ":"))
+    return json.dumps(receipt.as_dict(), separators=(",", ":"), default=_plain_number)
+
+
+def _plain_number(value: object) -> int | float:
+    """NumPy's scalars (a chunk span's offsets) as JSON numbers."""
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 class EmbedWork:
