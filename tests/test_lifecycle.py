@@ -368,6 +368,70 @@ def test_fork_pool_before_any_compute_works_on_llama(small_model: Path) -> None:
     assert done.stdout.strip() == "[(1, 256), (1, 256), (1, 256)]", done.stdout
 
 
+# ---------------------------------------------------------------- interpreter exit
+
+BESIDE_LLAMA_CPP_PYTHON = """
+import sys
+import llama_cpp
+from qwen_embed import Embedder
+path, backend, order = sys.argv[1:4]
+def ours():
+    global emb
+    emb = Embedder(path, backend=backend, n_threads=1)
+    emb.encode(["hello world"])
+def theirs():  # the application's own llama-cpp-python model (a RAG app's generator, say)
+    global llm
+    llm = llama_cpp.Llama(path, embedding=True, verbose=False, n_threads=1)
+    llm.embed(["hello world"])
+for step in (ours, theirs) if order == "ours-first" else (theirs, ours):
+    step()
+print("done")
+"""
+
+
+@pytest.mark.parametrize("order", ["ours-first", "theirs-first"])
+@pytest.mark.parametrize("backend", ["llama", "torch"])
+def test_exit_beside_llama_cpp_pythons_own_model_is_clean(small_model: Path, backend: str, order: str) -> None:
+    if backend == "torch":
+        pytest.importorskip("torch")
+    done = run_script(BESIDE_LLAMA_CPP_PYTHON, str(small_model), backend, order)  # was a segfault (rc 139)
+    assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
+    assert done.stdout.strip() == "done"
+
+
+DAEMON_AT_EXIT = """
+import sys, threading
+from qwen_embed import Embedder
+from qwen_embed.engines.llama import LlamaCppEngine
+from qwen_embed.engines.torch import TorchEngine
+path, backend = sys.argv[1:3]
+emb = Embedder(path, backend=backend, n_threads=2, max_length=2048, batch_tokens=2048)
+inside = threading.Event()
+engine_class, step = (TorchEngine, "_forward") if backend == "torch" else (LlamaCppEngine, "_decode")
+original = getattr(engine_class, step)
+def noting(self, *args):  # note when the daemon thread is inside the engine
+    inside.set()
+    return original(self, *args)
+setattr(engine_class, step, noting)
+def work():
+    while True:
+        emb.encode(["many words in a row " * 400] * 8, long_text="truncate")
+threading.Thread(target=work, daemon=True).start()
+inside.wait(120)
+print("exiting", flush=True)
+"""
+
+
+@pytest.mark.parametrize("backend", ["llama", "torch"])
+def test_exit_while_a_daemon_thread_encodes_is_clean_and_quiet(small_model: Path, backend: str) -> None:
+    if backend == "torch":
+        pytest.importorskip("torch")
+    done = run_script(DAEMON_AT_EXIT, str(small_model), backend)
+    assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
+    assert done.stdout.strip() == "exiting", done.stdout[-3000:]  # no native backtrace (llama.cpp ran gdb on it)
+    assert done.stderr == "", done.stderr[-3000:]
+
+
 # ---------------------------------------------------------------- pickling
 
 

@@ -11,9 +11,12 @@ Only :mod:`qwen_embed.backend` and this module import ``llama_cpp``.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
+import ctypes.util
 import logging
+import os
 import re
 import signal
 import threading
@@ -132,6 +135,34 @@ def install_log_router(*, force: bool = False) -> None:
 
 
 install_log_router()
+
+
+def _native_no_log() -> object | None:
+    """A native ``void (*)(int, const char *, void *)`` that does nothing: libc's ``abs`` (it reads only the level)."""
+    name = ctypes.util.find_library("c") if os.name != "nt" else "msvcrt"
+    try:
+        address = ctypes.cast(ctypes.CDLL(name).abs, ctypes.c_void_p).value
+    except (OSError, AttributeError, TypeError):
+        return None
+    return llama_cpp.llama_log_callback(address)
+
+
+_NO_LOG = _native_no_log()
+
+
+@atexit.register
+def _silence_native_log() -> None:
+    """At exit, point llama.cpp's log at a native no-op before modules are torn down.
+
+    llama.cpp holds only the raw address of :data:`_LOG_CALLBACK`. Once the interpreter clears this
+    module that callback is freed, yet a ``llama_cpp.Llama`` (or any llama.cpp handle) freed later in
+    the teardown still logs through it: a segfault at exit (rc 139) whenever such a handle outlives
+    this module (llama-cpp-python frees its handles in ``__del__`` at interpreter exit:
+    abetlen/llama-cpp-python#2002, #1610). ``atexit`` runs before any module is cleared; after it
+    every native log line goes to a function that needs no Python.
+    """
+    if _NO_LOG is not None:
+        llama_cpp.llama_log_set(_NO_LOG, ctypes.c_void_p(0))
 
 
 class _Ggml:

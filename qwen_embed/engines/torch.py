@@ -209,8 +209,7 @@ class TorchEngine:
         check_fork_safe(f"Loading {self._path.name}")
         device = _check_device(torch, device)
         self._lock = threading.Lock()
-        self._guard = NativeGuard(self._path.name, free=self._free, abort=self._request_abort)
-        self._stop = False
+        self._guard = NativeGuard(self._path.name, free=self._free)  # forwards poll guard.stopping
         self._pooling = pooling
         self._device = device
         dtype = dtype or default_torch_dtype(device)
@@ -349,9 +348,6 @@ class TorchEngine:
         if guard is not None:
             guard.close()
 
-    def _request_abort(self) -> None:
-        self._stop = True
-
     def _free(self) -> None:
         self._weights = {}
         tokenizer = getattr(self, "_tokenizer", None)
@@ -390,7 +386,7 @@ class TorchEngine:
         rows = torch.arange(batch, device=ids.device)
         x = w["token_embd"].lookup(ids, self._dtype)
         for i in range(self._n_layer):
-            if self._stop:  # close() was called: the guard turns this into ModelClosedError
+            if self._guard.stopping:  # closed, or a daemon thread at exit: the guard raises ModelClosedError
                 raise EngineError("forward stopped: the model is being closed")
             p = f"blk.{i}."
             final = i == self._n_layer - 1 and self._pooling == "last"
@@ -414,6 +410,8 @@ class TorchEngine:
             attn = attn.transpose(1, 2).reshape(batch, q.shape[2], q_size)
             residual = x[rows, last][:, None] if final else x
             x = residual + F.linear(attn, w[p + "attn_output"])
+            if self._guard.stopping:  # (again before the FFN: a long layer's other half)
+                raise EngineError("forward stopped: the model is being closed")
             hn = self._rms(x, w[p + "ffn_norm"])
             gate, up = F.linear(hn, w[p + "ffn_gate_up"]).chunk(2, dim=-1)
             x = x + F.linear(F.silu(gate) * up, w[p + "ffn_down"])
