@@ -1,4 +1,4 @@
-"""The Ray Data integration on a real local cluster (ray.init(num_cpus=2))."""
+"""The Ray Data integration on a real local cluster (ray.init(num_cpus=3): two actors and one CPU for the reads)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ ATOL = 5e-4
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 1024**2)
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 1024**2)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
@@ -61,6 +61,19 @@ def test_map_batches_with_the_callable_class_and_queries(cluster: Any, tiny_mode
     got = table["embedding"].combine_chunks().values.to_numpy().reshape(-1, 32)
     with Embedder(tiny_model, n_threads=2) as emb:
         np.testing.assert_allclose(got, emb.encode_queries(rows, task="sts", dim=32), atol=ATOL)
+
+
+def test_actors_that_would_hold_every_cpu_are_refused(cluster: Any, tiny_model: Path) -> None:
+    ds = cluster.data.from_items([{"text": "a"}])
+    with pytest.raises(
+        ConfigurationError, match=r"num_actors=3 x cpus_per_actor=1 = 3 CPUs, and this Ray cluster has 3"
+    ):
+        embed_dataset(ds, model=tiny_model, num_actors=3)  # used to wait forever
+    with pytest.raises(ConfigurationError, match=r"use num_actors=1 or fewer \(with cpus_per_actor=2\)"):
+        embed_dataset(ds, model=tiny_model, num_actors=2, cpus_per_actor=2)
+    with pytest.raises(ConfigurationError, match=r"use cpus_per_actor=2 or fewer, with num_actors=1"):
+        embed_dataset(ds, model=tiny_model, num_actors=1, cpus_per_actor=3)
+    embed_dataset(ds, model=tiny_model, num_actors=1, cpus_per_actor=2)  # leaves one: accepted (lazy, not run)
 
 
 def test_threads_come_from_the_cpus_ray_assigned(cluster: Any) -> None:

@@ -29,7 +29,7 @@ from ..errors import ConfigurationError
 from ..hub.catalog import DEFAULT_MODEL
 from ._common import require
 
-__all__ = ["EmbedBatch", "embed_dataset"]
+__all__ = ["EmbedBatch", "check_cluster_room", "embed_dataset"]
 
 
 class EmbedBatch:
@@ -144,12 +144,20 @@ def embed_dataset(
             normalize, long_text: See :class:`EmbedBatch`.
         num_actors: Actors (each holds one model).
         cpus_per_actor: CPUs Ray reserves per actor; each actor runs that many llama.cpp threads.
+            ``num_actors * cpus_per_actor`` must leave at least one of the cluster's CPUs free: Ray
+            Data reads and writes the dataset in tasks of their own, and with every CPU held by an
+            actor they never get one and the job waits forever.
         batch_size: Rows per call (each call packs them into decodes).
+
+    Raises:
+        ConfigurationError: A count is not a positive int, or (Ray initialized) the actors would hold
+            every CPU of the cluster.
     """
     data = require("ray.data", extra="ray", what="qwen_embed.integrations.ray")
     for name, value in (("num_actors", num_actors), ("cpus_per_actor", cpus_per_actor), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigurationError(f"{name} must be a positive int, not {value!r}")
+    check_cluster_room(num_actors, cpus_per_actor)
     options = {
         "quant": quant, "embedder_options": dict(embedder_options or {}), "column": column,
         "output_column": output_column, "side": side, "task": task, "instruction": instruction,
@@ -163,6 +171,31 @@ def embed_dataset(
         batch_size=batch_size,
         compute=data.ActorPoolStrategy(size=num_actors),
         num_cpus=cpus_per_actor,
+    )
+
+
+def check_cluster_room(num_actors: int, cpus_per_actor: int) -> None:
+    """ConfigurationError when the actors would take every CPU of the running Ray cluster (nothing left to
+    read or write the dataset: Ray Data would wait forever). Checked only once Ray is initialized."""
+    import ray
+
+    if not ray.is_initialized():
+        return
+    total = float(ray.cluster_resources().get("CPU", 0))
+    held = num_actors * cpus_per_actor
+    if held < total:
+        return
+    room = int(total) - 1  # one CPU left for the read and write tasks
+    if room >= cpus_per_actor:
+        advice = f"use num_actors={room // cpus_per_actor} or fewer (with cpus_per_actor={cpus_per_actor})"
+    elif room >= 1:
+        advice = f"use cpus_per_actor={room} or fewer, with num_actors=1"
+    else:
+        advice = "start Ray with more CPUs (ray.init(num_cpus=...)): one actor needs one, and the reads another"
+    raise ConfigurationError(
+        f"num_actors={num_actors} x cpus_per_actor={cpus_per_actor} = {held} CPUs, and this Ray cluster has "
+        f"{total:g}: nothing would be left for Ray Data's read and write tasks, and the job would wait "
+        f"forever. Leave at least one CPU free: {advice}."
     )
 
 
