@@ -144,7 +144,7 @@ def _native_no_log() -> object | None:
         address = ctypes.cast(ctypes.CDLL(name).abs, ctypes.c_void_p).value
     except (OSError, AttributeError, TypeError):
         return None
-    return llama_cpp.llama_log_callback(address)
+    return None if address is None else llama_cpp.llama_log_callback(address)
 
 
 _NO_LOG = _native_no_log()

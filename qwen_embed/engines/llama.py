@@ -48,7 +48,7 @@ _UBATCH = 512  # physical batch: bounds the attention scratch buffer
 _ABORTED = 2  # llama_decode's return code when the abort callback said stop
 
 
-def _flag_reader() -> ctypes._CFuncPtr | None:
+def _flag_reader() -> Any:
     """A native ``bool (*)(void *)`` that reads a flag byte without Python or the GIL.
 
     ggml calls the abort callback after every graph node from the decoding thread. A Python
@@ -58,10 +58,10 @@ def _flag_reader() -> ctypes._CFuncPtr | None:
     """
     name = ctypes.util.find_library("c") if os.name != "nt" else "msvcrt"
     try:
-        strlen = ctypes.CDLL(name).strlen
+        address = ctypes.cast(ctypes.CDLL(name).strlen, ctypes.c_void_p).value
     except (OSError, AttributeError, TypeError):
         return None
-    return llama_cpp.ggml_abort_callback(ctypes.cast(strlen, ctypes.c_void_p).value)
+    return None if address is None else llama_cpp.ggml_abort_callback(address)
 
 
 _FLAG_READER = _flag_reader()

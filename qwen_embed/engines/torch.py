@@ -333,7 +333,7 @@ class TorchEngine:
             for row, seq in enumerate(sequences):  # right padding; positions start at 0 for each sequence
                 ids[row, : len(seq)] = torch.from_numpy(np.asarray(seq, dtype=np.int64))
             out = self._forward(ids.to(self._device), torch.tensor(lengths, device=self._device))
-            result = out.float().cpu().numpy()
+            result: np.ndarray = out.float().cpu().numpy()
         if not np.isfinite(result).all():
             raise EngineError("the torch engine returned non-finite values (NaN/inf)")
         return result

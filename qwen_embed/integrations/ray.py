@@ -181,7 +181,7 @@ def check_cluster_room(num_actors: int, cpus_per_actor: int) -> None:
 
     if not ray.is_initialized():
         return
-    total = float(ray.cluster_resources().get("CPU", 0))
+    total = float(ray.cluster_resources().get("CPU", 0))  # type: ignore[no-untyped-call]
     held = num_actors * cpus_per_actor
     if held < total:
         return
@@ -205,7 +205,7 @@ def assigned_cpus() -> int:
         import ray
 
         if ray.is_initialized():
-            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
+            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)  # type: ignore[no-untyped-call]
             if cpus >= 1:
                 return int(cpus)
     except ImportError:
