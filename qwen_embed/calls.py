@@ -34,7 +34,18 @@ from .quantization import PRECISIONS, QuantizationRanges
 from .text.long_text import POLICIES
 from .text.prompts import check_instruction
 
-__all__ = ["MAX_BATCH_SIZE", "PRECISIONS", "SIDES", "EncodeCall", "EncodeResult", "Receipt", "Side"]
+__all__ = [
+    "AGGREGATES",
+    "MAX_BATCH_SIZE",
+    "PRECISIONS",
+    "RERANK_LONG_TEXT",
+    "SIDES",
+    "RerankCall",
+    "RerankResult",     "EncodeCall",
+    "EncodeResult",
+    "Receipt",
+    "Side",
+]
 
 Side = Literal["query", "document"]
 SIDES: tuple[str, ...] = ("query", "document")
@@ -188,6 +199,8 @@ class Receipt:
         chunks: How many sequences the input became (1 unless chunked).
         fusion: The fusion that made one vector of the chunks (``None`` unless chunked).
         spans: Character ``(start, end)`` of each chunk in the text (empty unless chunked).
+        complete: False when counting stopped early (a reranked document far over ``max_length``
+            is not tokenized to its end): ``n_tokens`` and ``dropped_tokens`` are then lower bounds.
     """
 
     n_tokens: int
@@ -197,6 +210,7 @@ class Receipt:
     chunks: int = 1
     fusion: str | None = None
     spans: tuple[tuple[int, int], ...] = field(default=())
+    complete: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (``spans`` as lists)."""
@@ -226,3 +240,88 @@ class EncodeResult:
     def n_tokens(self) -> list[int]:
         """Each input's token count (prompt and EOS included), before any cut."""
         return [r.n_tokens for r in self.receipts]
+
+
+#: What a (query, document) pair longer than ``max_length`` becomes.
+RERANK_LONG_TEXT: tuple[str, ...] = ("truncate", "chunk", "error")
+#: How the window scores of one chunked document make its score.
+AGGREGATES: tuple[str, ...] = ("max", "mean", "first")
+#: Most tokens two consecutive windows of a chunked document share.
+MAX_OVERLAP = 4096
+
+
+@dataclass(frozen=True)
+class RerankCall:
+    """The options of one rerank call, checked when made. ``None`` means "the reranker's default".
+
+    Args:
+        instruction: The task instruction (default: the reranker's).
+        long_text: A pair over ``max_length``: ``"truncate"`` (the default, the official recipe: the
+            document is cut from its right end; the receipt says how many tokens were dropped),
+            ``"chunk"`` (the document is scored in token-exact windows, each with the whole prompt,
+            instruction and query, and the window scores are aggregated) or ``"error"``
+            (:class:`~qwen_embed.InputTooLongError` before anything is decoded).
+        aggregate: With ``"chunk"``: ``"max"`` (default: the best window decides), ``"mean"`` or
+            ``"first"``. Log-odds are aggregated, then turned into a probability.
+        overlap: With ``"chunk"``: tokens consecutive windows share (default 32).
+        raw: Log-odds ``l_yes - l_no`` instead of ``p(yes)``.
+        batch_size: Most pairs per decode (at most the reranker's).
+        show_progress: A progress bar.
+        deterministic: Bit-identical scores whatever the other pairs of the call (each pair decoded
+            alone, no prefix sharing).
+    """
+
+    instruction: str | None = None
+    long_text: str = "truncate"
+    aggregate: str = "max"
+    overlap: int = 32
+    raw: bool = False
+    batch_size: int | None = None
+    show_progress: bool | None = None
+    deterministic: bool | None = None
+
+    def __post_init__(self) -> None:
+        check_instruction(self.instruction, "instruction")
+        if self.long_text not in RERANK_LONG_TEXT:
+            raise ConfigurationError(
+                f"long_text={self.long_text!r} is not one of {', '.join(map(repr, RERANK_LONG_TEXT))}."
+            )
+        if self.aggregate not in AGGREGATES:
+            raise ConfigurationError(f"aggregate={self.aggregate!r} is not one of {', '.join(map(repr, AGGREGATES))}.")
+        if isinstance(self.overlap, bool) or not isinstance(self.overlap, (int, np.integer)) or not (
+            0 <= int(self.overlap) <= MAX_OVERLAP
+        ):
+            raise ConfigurationError(f"overlap must be an int from 0 to {MAX_OVERLAP}, not {self.overlap!r}")
+        if not isinstance(self.raw, (bool, np.bool_)):
+            raise ConfigurationError(f"raw must be True or False, not {self.raw!r}")
+        object.__setattr__(self, "raw", bool(self.raw))
+        object.__setattr__(self, "batch_size", _optional_size("batch_size", self.batch_size, MAX_BATCH_SIZE))
+        object.__setattr__(self, "show_progress", _optional_bool("show_progress", self.show_progress))
+        object.__setattr__(self, "deterministic", _optional_bool("deterministic", self.deterministic))
+
+    def replace(self, **changes: Any) -> RerankCall:
+        """A copy with some fields changed (checked again)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class RerankResult:
+    """Scores and a :class:`Receipt` per pair, from :meth:`Reranker.run <qwen_embed.Reranker.run>`.
+
+    Attributes:
+        scores: float32 ``p(yes)`` (or log-odds with ``raw``), ``(n,)``, in input order.
+        receipts: One per pair: ``n_tokens`` of the whole pair before any cut (a lower bound when
+            ``complete`` is False), tokens decoded, what truncation dropped, windows (``chunks``),
+            the aggregate (``fusion``) and each window's character span in the document.
+        best_spans: With ``long_text="chunk"``: the character ``(start, end)`` of each document's
+            best-scoring window, to cite; ``None`` for a document scored whole.
+        call: The call that made them.
+    """
+
+    scores: np.ndarray
+    receipts: tuple[Receipt, ...]
+    best_spans: tuple[tuple[int, int] | None, ...]
+    call: RerankCall
+
+    def __len__(self) -> int:
+        return len(self.receipts)

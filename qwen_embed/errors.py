@@ -76,7 +76,8 @@ class InputTooLongError(QwenEmbedError, ValueError):
         n_tokens: Tokens the model would see, EOS and prompt included (a lower bound when the text was
             refused before it was tokenized to its end; the message then says "at least").
         limit: The limit in force (``max_length``).
-        param: What is too long: ``"input"`` (a text), or a reranker's ``"query"`` or ``"instruction"``.
+        param: What is too long: ``"input"`` (a text), or a reranker's ``"query"``, ``"instruction"`` or
+            ``"document"`` (under ``long_text="error"``).
     """
 
     def __init__(self, message: str, *, index: int | None, n_tokens: int, limit: int, param: str = "input") -> None:

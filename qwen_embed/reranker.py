@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _config
 from ._model import GGUFModel
+from .calls import Receipt, RerankCall, RerankResult
 from ._pipeline import (
     TextTokenizer,
     as_text_iter,
@@ -29,6 +30,7 @@ from ._setup import check_model_path, resolve_max_length
 from .engines.base import Engine, choose_backend
 from .engines.gguf_info import read_gguf_info
 from .engines.heads import RerankHead, check_reranker_file, read_rerank_head
+from .text.chunking import Chunker, Section
 from .errors import (
     ConfigurationError,
     EngineError,
@@ -49,6 +51,9 @@ from .text.rerank_prompt import (
 __all__ = ["Reranker"]
 
 logger = logging.getLogger(__name__)
+
+#: How far past ``max_length`` (in multiples of it) a cut document is tokenized to count what the cut drops.
+_COUNT_BEYOND = 4
 
 _CHAT_MARKERS = ("<|im_start|>", "<|im_end|>")
 
@@ -155,6 +160,7 @@ class Reranker(GGUFModel):
             self.close()
             raise
         self._weight = self._head.weight
+        self._chunker = Chunker(self._engine.tokenize, self._engine.token_bytes)  # long_text="chunk" windows
         fixed = len(self._prefix) + len(self._suffix)
         if self._max_length <= fixed:
             self.close()
@@ -244,6 +250,57 @@ class Reranker(GGUFModel):
 
     # ------------------------------------------------------------------ scoring
 
+    def run(self, pairs: Iterable[Sequence[str]] | Sequence[str], call: RerankCall | None = None) -> RerankResult:
+        """Score (query, document) pairs as ``call`` says, with a :class:`~qwen_embed.Receipt` per pair.
+
+        >>> result = rr.run([(query, long_report)], RerankCall(long_text="chunk"))  # doctest: +SKIP
+        >>> result.scores[0], result.best_spans[0]                                   # doctest: +SKIP
+
+        The one scoring path: :meth:`predict` and :meth:`rank` build a :class:`~qwen_embed.RerankCall`
+        and come here. With ``long_text="chunk"`` a document over ``max_length`` is scored in
+        token-exact windows (each with the whole prompt, instruction and query), the window log-odds
+        are aggregated (``max`` by default), and ``best_spans`` gives the best window's character
+        span in the document (in NFC, which most text already is) so an answer can cite it.
+        """
+        if call is None:
+            call = RerankCall()
+        elif not isinstance(call, RerankCall):
+            raise ConfigurationError(f"call must be a RerankCall, not {type(call).__name__}")
+        single, items = as_pairs(pairs)
+        chosen = self._instruction if call.instruction is None else call.instruction
+        limit = self._batch_size if call.batch_size is None else min(call.batch_size, self._batch_size)
+        units: list[_Pair] = []
+        owners: list[int] = []
+        receipts: list[Receipt] = []
+        for i, (query, document) in enumerate(items):
+            windows, receipt = self._plan_pair(query, document, chosen, i, call)
+            units.extend(windows)
+            owners.extend([i] * len(windows))
+            receipts.append(receipt)
+        deterministic = bool(call.deterministic)
+        logits = self._log_odds(units, 1 if deterministic else limit, call.show_progress, share=not deterministic)
+        out = np.empty(len(items), dtype=np.float64)
+        best: list[tuple[int, int] | None] = [None] * len(items)
+        owner = np.asarray(owners, dtype=np.int64)
+        for i, receipt in enumerate(receipts):
+            mine = logits[owner == i]
+            if receipt.chunks == 1:
+                out[i] = mine[0]
+                continue
+            top = int(np.argmax(mine))
+            best[i] = receipt.spans[top]
+            out[i] = {"max": mine[top], "mean": mine.mean(), "first": mine[0]}[call.aggregate]
+        cut = [i for i, r in enumerate(receipts) if r.truncated]
+        if cut:
+            logger.warning(
+                "%d of %d pairs were over max_length=%d and lost the end of their document (the official recipe's "
+                "cut; first: pair #%d, %s%d tokens dropped); long_text='chunk' scores every window instead",
+                len(cut), len(items), self._max_length, cut[0], "" if receipts[cut[0]].complete else "at least ",
+                receipts[cut[0]].dropped_tokens,
+            )  # fmt: skip
+        scores = (out if call.raw else _sigmoid(out)).astype(np.float32)
+        return RerankResult(scores.reshape(()) if single else scores, tuple(receipts), tuple(best), call)
+
     def predict(
         self,
         pairs: Iterable[Sequence[str]] | Sequence[str],
@@ -252,6 +309,9 @@ class Reranker(GGUFModel):
         batch_size: int | None = None,
         show_progress: bool | None = None,
         raw: bool = False,
+        long_text: str = "truncate",
+        aggregate: str = "max",
+        deterministic: bool | None = None,
     ) -> np.ndarray:
         """Score (query, document) pairs.
 
@@ -262,19 +322,21 @@ class Reranker(GGUFModel):
             batch_size: Most pairs per decode (at most the reranker's ``batch_size``).
             show_progress: Progress bar; default: the reranker's setting.
             raw: Return the log-odds ``l_yes - l_no`` instead of ``p(yes)``.
+            long_text: A pair over ``max_length``: ``"truncate"`` (the official recipe: the end of the
+                document is cut, and a warning says how much), ``"chunk"`` (every window of the
+                document is scored; see :meth:`run`) or ``"error"``.
+            aggregate: With ``"chunk"``: ``"max"``, ``"mean"`` or ``"first"`` of the window log-odds.
+            deterministic: Bit-identical scores whatever the other pairs (each decoded alone).
 
         Returns:
-            float32 ``p(yes)`` in [0, 1] (or log-odds), in input order.
+            float32 ``p(yes)`` in [0, 1] (or log-odds), in input order. :meth:`run` returns them with
+            a receipt per pair.
         """
-        single, items = as_pairs(pairs)
-        chosen = self._instruction if instruction is None else check_instruction(instruction)
-        limit = self._batch_size if batch_size is None else min(check_batch_size(batch_size), self._batch_size)
-        show_progress = check_bool("show_progress", show_progress, optional=True)
-        raw = check_bool("raw", raw)
-        logits = self._log_odds([self._pair(q, d, chosen, i) for i, (q, d) in enumerate(items)], limit, show_progress)
-        scores = logits if raw else _sigmoid(logits)
-        out = scores.astype(np.float32)
-        return out.reshape(()) if single else out
+        call = RerankCall(
+            instruction=instruction, batch_size=batch_size, show_progress=show_progress, raw=raw,
+            long_text=long_text, aggregate=aggregate, deterministic=deterministic,
+        )  # fmt: skip
+        return self.run(pairs, call).scores
 
     def rank(
         self,
@@ -286,16 +348,21 @@ class Reranker(GGUFModel):
         return_documents: bool = False,
         batch_size: int | None = None,
         show_progress: bool | None = None,
+        long_text: str = "truncate",
+        aggregate: str = "max",
+        deterministic: bool | None = None,
     ) -> list[dict[str, Any]]:
         """Rank ``documents`` for ``query``, best first (sentence-transformers' ``CrossEncoder.rank`` shape).
 
         An empty document is a valid pair (the model reads an empty ``<Document>:`` field), as an
-        empty text is for the Embedder.
+        empty text is for the Embedder. ``long_text``, ``aggregate`` and ``deterministic`` are
+        :meth:`predict`'s.
 
         Returns:
-            ``[{"corpus_id": index, "score": p_yes, "text"?: document}, ...]``, sorted by score
-            (ties keep input order), cut to ``top_k`` (a ``top_k`` over the number of documents
-            returns them all).
+            ``[{"corpus_id": index, "score": p_yes, "text"?: document, "span"?: (start, end)}, ...]``,
+            sorted by score (ties keep input order), cut to ``top_k`` (a ``top_k`` over the number of
+            documents returns them all). ``span`` (with ``long_text="chunk"``, for a document scored
+            in windows) is the best window's character span in the document.
         """
         if not isinstance(query, str):
             raise InputTypeError(f"query must be a str, not {type(query).__name__}")
@@ -303,23 +370,30 @@ class Reranker(GGUFModel):
         if top_k is not None:
             top_k = min(positive_int("top_k", top_k), max(1, len(docs)))
         return_documents = check_bool("return_documents", return_documents)
-        scores = self.predict(
-            [(query, d) for d in docs], instruction=instruction, batch_size=batch_size, show_progress=show_progress
-        )
+        call = RerankCall(
+            instruction=instruction, batch_size=batch_size, show_progress=show_progress, long_text=long_text,
+            aggregate=aggregate, deterministic=deterministic,
+        )  # fmt: skip
+        result = self.run([(query, d) for d in docs], call)
+        scores = result.scores
         order = np.argsort(-scores, kind="stable")[:top_k]
         results: list[dict[str, Any]] = []
         for i in order.tolist():
             entry: dict[str, Any] = {"corpus_id": int(i), "score": float(scores[i])}
             if return_documents:
                 entry["text"] = docs[i]
+            span = result.best_spans[i]
+            if span is not None:
+                entry["span"] = span
             results.append(entry)
         return results
 
-    def _pair(self, query: object, document: object, instruction: str, index: int) -> _Pair:
+    def _head_tokens(self, query: object, document: object, instruction: str, index: int) -> np.ndarray:
+        """The body's shared start (instruction and query), cached per (instruction, query)."""
         for what, value in (("query", query), ("document", document)):
             if not isinstance(value, str):
                 raise InputTypeError(f"Pair #{index}: the {what} is {type(value).__name__}, not str.")
-        assert isinstance(query, str) and isinstance(document, str)
+        assert isinstance(query, str)
         key = (instruction, query)
         budget = self._max_length - len(self._prefix) - len(self._suffix)  # tokens for the body
         with self._cache_lock:
@@ -335,12 +409,83 @@ class Reranker(GGUFModel):
                 if len(self._head_cache) > 4096:
                     self._head_cache.clear()
                 self._head_cache[key] = body_head
-        # The official recipe cuts the body from its right end, which is the document's: only what is kept is
-        # tokenized (a 10 MB document costs what its first max_length tokens do).
-        body_tail, _ = self._tokenizer.tokens_prefix(
-            tail_body(document), budget - len(body_head), index, label=f"Pair #{index}: the document"
+        return body_head
+
+    def _pair(self, query: object, document: object, instruction: str, index: int) -> _Pair:
+        """One pair as the official recipe reads it: the body cut from its right end (the document's) to fit."""
+        windows, _ = self._plan_pair(query, document, instruction, index, RerankCall())
+        return windows[0]
+
+    def _plan_pair(
+        self, query: object, document: object, instruction: str, index: int, call: RerankCall
+    ) -> tuple[list[_Pair], Receipt]:
+        """The sequences one pair is scored from (one, or a window each) and its receipt."""
+        body_head = self._head_tokens(query, document, instruction, index)
+        assert isinstance(query, str) and isinstance(document, str)
+        key = (instruction, query)
+        head = np.concatenate([self._prefix, body_head])
+        fixed = len(head) + len(self._suffix)
+        keep = self._max_length - fixed
+        # Only what can be kept (and a bounded stretch beyond it, to count what a cut drops) is tokenized:
+        # a 10 MB document costs what its first tokens do.
+        body_tail, more = self._tokenizer.tokens_prefix(
+            tail_body(document), keep + _COUNT_BEYOND * self._max_length, index, label=f"Pair #{index}: the document"
         )
-        return _Pair(key, np.concatenate([self._prefix, body_head]), np.concatenate([body_tail, self._suffix]))
+        n_tokens = fixed + len(body_tail)
+        if len(body_tail) <= keep:
+            pair = _Pair(key, head, np.concatenate([body_tail, self._suffix]))
+            return [pair], Receipt(n_tokens, n_tokens)
+        if call.long_text == "error":
+            amount = f"at least {n_tokens:,}" if more else f"{n_tokens:,}"
+            raise InputTooLongError(
+                f"Pair #{index}: the pair is {amount} tokens (prompt, instruction, query and document) but "
+                f"max_length={self._max_length:,}. Pass long_text='chunk' to score every window of the document, "
+                "long_text='truncate' to cut its end (the official recipe), or raise max_length.",
+                index=index,
+                n_tokens=n_tokens,
+                limit=self._max_length,
+                param="document",
+            )
+        if call.long_text == "truncate":
+            pair = _Pair(key, head, np.concatenate([body_tail[:keep], self._suffix]))
+            receipt = Receipt(
+                n_tokens, self._max_length, truncated=True, dropped_tokens=len(body_tail) - keep, complete=not more
+            )
+            return [pair], receipt
+        return self._windows(key, head, document, index, keep, call, n_tokens, complete=not more)
+
+    def _windows(
+        self,
+        key: tuple[str, str],
+        head: np.ndarray,
+        document: str,
+        index: int,
+        keep: int,
+        call: RerankCall,
+        n_tokens: int,
+        *,
+        complete: bool,
+    ) -> tuple[list[_Pair], Receipt]:
+        """Token-exact windows of a long document, each with the whole head and suffix."""
+        text = self._tokenizer.normalized(document, index, label=f"Pair #{index}: the document")
+        window = keep - 1  # the body's leading space can take a token of its own
+        if window < 1:
+            raise ConfigurationError(
+                f"max_length={self._max_length} leaves no room for a document window after the prompt and query"
+            )
+        chunks = self._chunker.split(
+            text, Section((), 0, len(text)), window=window, overlap=min(call.overlap, window - 1), keep_blank=True
+        )
+        pairs: list[_Pair] = []
+        for chunk in chunks:
+            tail = self._tokenizer.tokens(tail_body(chunk.text), index, label=f"Pair #{index}: the document")
+            if len(tail) > keep:  # cannot happen with a window one token short; never send an over-long pair
+                raise EngineError(f"Pair #{index}: a document window tokenized to {len(tail)} tokens, over {keep}")
+            pairs.append(_Pair(key, head, np.concatenate([tail, self._suffix])))
+        used = sum(len(p.head) + len(p.tail) for p in pairs)
+        spans = tuple((c.start, c.end) for c in chunks)
+        receipt = Receipt(n_tokens, used, chunks=len(pairs), fusion=call.aggregate, spans=spans, complete=complete)
+        return pairs, receipt
 
     def _head_too_long(self, instruction: str, query: str, index: int, budget: int) -> InputTooLongError:
         """InputTooLongError for a pair whose instruction (else query) leaves the document no token."""
@@ -360,12 +505,12 @@ class Reranker(GGUFModel):
             param=param,
         )
 
-    def _log_odds(self, pairs: list[_Pair], limit: int, show_progress: bool | None) -> np.ndarray:
+    def _log_odds(self, pairs: list[_Pair], limit: int, show_progress: bool | None, *, share: bool = True) -> np.ndarray:
         engine = self._require_engine()
         hidden = np.empty((len(pairs), engine.n_embd), dtype=np.float32)
         groups: dict[tuple[str, str], list[int]] = {}
         alone: list[int] = []
-        shared = self._share_prefix and hasattr(engine, "embed_shared")
+        shared = share and self._share_prefix and hasattr(engine, "embed_shared")
         for i, pair in enumerate(pairs):
             (groups.setdefault(pair.key, []) if shared else alone).append(i)
         for key, members in list(groups.items()):
