@@ -24,7 +24,7 @@ from qwen_embed.interfaces.server import ServerOptions, create_app
 from qwen_embed.search import EmbedderMismatchError, EmbeddingRecipe, Retriever, SearchIndex, index_corpus
 from qwen_embed.testing import make_reranker_model
 
-from .server_support import HANG, MODEL, Running, ServeProcess
+from .server_support import HANG, MODEL, Running, ServeProcess, wait_until
 
 pq = pytest.importorskip("pyarrow.parquet")
 pytest.importorskip("usearch")
@@ -383,3 +383,37 @@ def test_serve_index_process_end_to_end(emb: Embedder, rr: Reranker, folder: Pat
         assert [h["id"] for h in answer.json()["data"][0]["hits"]] == [h.id for h in expected]
     finally:
         process.stop()
+
+
+def test_a_client_that_goes_away_drops_its_lookups_and_is_never_reranked(
+    emb: Embedder, rr: Reranker, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lookups: list[int] = []
+    reranked: list[int] = []
+    entered, release = threading.Event(), threading.Event()
+    real_predict = rr.predict
+    monkeypatch.setattr(rr, "predict", lambda pairs, **kw: reranked.append(len(pairs)) or real_predict(pairs, **kw))
+    with Running(emb, reranker=rr, index=folder, batch_texts=2) as running:
+        index = running.app.state.index
+        real_search = index.search
+
+        def held(queries: Any, *args: Any, **kwargs: Any) -> Any:
+            lookups.append(len(queries))
+            entered.set()
+            release.wait(HANG)
+            return real_search(queries, *args, **kwargs)
+
+        monkeypatch.setattr(index, "search", held)
+        body = json.dumps({"queries": [*QUERIES, "gguf", "shard"], "rerank": 5}).encode()  # 5 queries: 3 lookups
+        head = "POST /v1/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        conn = running.raw(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        assert entered.wait(HANG), "the first lookup never started"
+        conn.close()  # the client goes away while its first two queries are looked up
+        dropped = "qwen_embed_search_dropped_queries_total"
+        wait_until(lambda: running.metrics.value(dropped) == 3, "the three waiting queries dropped")
+        release.set()
+        after = running.post({"query": QUERIES[0], "top_k": 2, "rerank": False}, path="/v1/search")
+        assert after.status_code == 200
+        assert lookups == [2, 1]  # the dropped request's other lookups never ran
+        assert reranked == []  # and its candidates were never scored
+        assert running.metrics.value("qwen_embed_requests_total", {"path": "/v1/search", "status": "499"}) == 1
