@@ -9,7 +9,7 @@
 import logging as _logging
 
 from ._version import __version__
-from .calls import EncodeCall, EncodeResult, Receipt
+from .calls import EncodeCall, EncodeResult, Receipt, RerankCall, RerankResult
 from .embedder import Embedder
 from .engines.gguf_info import GGUFInfo, read_gguf_info
 from .errors import (
@@ -99,6 +99,8 @@ __all__ = [
     "QwenEmbedError",
     "Receipt",
     "RepoNotFoundError",
+    "RerankCall",
+    "RerankResult",
     "Reranker",
     "RerankerModel",
     "SectionEmbedding",

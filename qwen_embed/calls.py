@@ -212,8 +212,11 @@ class Receipt:
     spans: tuple[tuple[int, int], ...] = field(default=())
     complete: bool = True
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "spans", tuple((int(a), int(b)) for a, b in self.spans))
+
     def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (``spans`` as lists)."""
+        """A JSON-ready dict (``spans`` as lists of Python ints)."""
         out = dataclasses.asdict(self)
         out["spans"] = [list(s) for s in self.spans]
         return out

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
+from ..calls import AGGREGATES, RERANK_LONG_TEXT, RerankCall
 from ..errors import ConfigurationError, QwenEmbedError
 from ..hub.catalog import CATALOG, DEFAULT_MODEL, DEFAULT_QUANT
 from . import _cli_demo, _cli_search, _cli_verify
@@ -109,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     rerank.add_argument("--top-k", type=int, default=None, help="print only the best N (default: all)")
     rerank.add_argument("--instruction", default=None, help="task instruction (default: the README's web search one)")
     rerank.add_argument("--raw", action="store_true", help="print the log-odds l_yes - l_no instead of p(yes)")
+    rerank.add_argument(
+        "--long-text", choices=RERANK_LONG_TEXT, default="truncate",
+        help="a pair over --max-length: cut the document's end (the official recipe; the output says how many "
+        "tokens were dropped), score every window of it (chunk: the best window's span is printed), or error",
+    )  # fmt: skip
+    rerank.add_argument("--aggregate", choices=AGGREGATES, default="max", help="with --long-text chunk: how window "
+                        "scores make the document's (default: max)")  # fmt: skip
     rerank.add_argument("--no-progress", action="store_true", help="no progress bar")
     _model_options(rerank)  # --model: a reranker size (0.6B, 4B, 8B) or repo id
 
@@ -430,21 +438,24 @@ def _rerank(args: argparse.Namespace) -> int:
     reranker = _load_model(
         Reranker, args, args.model, args.quant, path=args.model_path, max_length=args.max_length, show_progress=progress
     )
+    if args.top_k is not None and args.top_k < 1:
+        raise ConfigurationError(f"--top-k must be a positive int, not {args.top_k}")
+    call = RerankCall(instruction=args.instruction, raw=args.raw, long_text=args.long_text, aggregate=args.aggregate)
     with reranker:
-        ranked = reranker.rank(args.query, documents, top_k=args.top_k, instruction=args.instruction)
-        if args.raw:
-            odds = reranker.predict([(args.query, documents[r["corpus_id"]]) for r in ranked], raw=True)
-            for entry, value in zip(ranked, odds):
-                entry["score"] = float(value)
-    lines = (
-        json.dumps(
-            {"rank": position, "index": entry["corpus_id"], "score": round(entry["score"], 7),
-             "document": documents[entry["corpus_id"]]},
-            ensure_ascii=False,
-        ) + "\n"
-        for position, entry in enumerate(ranked, start=1)
-    )  # fmt: skip
-    return _write_stdout(lines)
+        result = reranker.run([(args.query, d) for d in documents], call)
+    order = _np().argsort(-result.scores, kind="stable")[: args.top_k]
+
+    def row(position: int, i: int) -> str:
+        entry: dict[str, Any] = {"rank": position, "index": i, "score": round(float(result.scores[i]), 7),
+                                 "document": documents[i]}  # fmt: skip
+        receipt, span = result.receipts[i], result.best_spans[i]
+        if span is not None:
+            entry.update(span=list(span), windows=receipt.chunks)
+        if receipt.truncated:
+            entry.update(truncated=True, dropped_tokens=receipt.dropped_tokens)
+        return json.dumps(entry, ensure_ascii=False) + "\n"
+
+    return _write_stdout(row(position, int(i)) for position, i in enumerate(order.tolist(), start=1))
 
 
 def _query_text(text: str) -> str:
