@@ -245,3 +245,21 @@ def test_auto_does_not_import_torch_to_pick_llama_cpp(small_f32: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["llama", "False"]
+
+
+def test_a_tokenizers_panic_falls_back_to_llama_cpps_tokenizer(small_f32: Path) -> None:
+    from qwen_embed.engines.torch import _Tokenizer
+
+    tokenizer = _Tokenizer(small_f32)
+    expected = tokenizer.tokenize("a run of spaces:" + " " * 50)
+
+    class PanicException(BaseException):  # what pyo3 raises when Oniguruma gives up (a ~10M-space run)
+        pass
+
+    class Panicking:  # failure injection: the tokenizers BPE panics
+        def encode(self, text: str, add_special_tokens: bool = False) -> None:
+            raise PanicException("Onig: Regex search error: retry-limit-in-match over")
+
+    tokenizer.bpe = Panicking()
+    assert tokenizer.tokenize("a run of spaces:" + " " * 50).tolist() == expected.tolist()
+    tokenizer.close()

@@ -91,7 +91,16 @@ class _Tokenizer:
         return bool(np.array_equal(self._bpe_ids(text), self._llama_ids(text)))
 
     def _bpe_ids(self, text: str) -> np.ndarray:
-        return np.asarray(self.bpe.encode(text, add_special_tokens=False).ids, dtype=np.int32)
+        try:
+            ids = self.bpe.encode(text, add_special_tokens=False).ids
+        except BaseException as error:  # pyo3's PanicException is a BaseException
+            if type(error).__name__ != "PanicException":
+                raise
+            # Oniguruma gives up on some huge inputs (a run of ~10M spaces: "retry-limit-in-match over") and
+            # tokenizers panics; llama.cpp's tokenizer gives the same ids without a backtracking regex.
+            logger.debug("tokenizers failed on a %d-character text (%s); llama.cpp tokenizes it", len(text), error)
+            return self._llama_ids(text)
+        return np.asarray(ids, dtype=np.int32)
 
     def _llama_ids(self, text: str, special: bool = False) -> np.ndarray:
         if self._fallback is None:
