@@ -572,3 +572,18 @@ def test_retriever_refuses_an_embedder_with_other_settings(
         Retriever(tiny_embedder, plain)
     with pytest.raises(ConfigurationError, match=r"reranking needs the documents' texts"):
         Retriever(tiny_embedder, index, reranker=object())  # type: ignore[arg-type]
+
+
+def test_a_corpus_without_ids_is_indexed_by_row_number(tiny_embedder: Embedder, tmp_path: Path) -> None:
+    texts = corpus_texts(25)
+    source = tmp_path / "corpus.txt"
+    source.write_text("\n".join(texts) + "\n")
+    folder = tmp_path / "vectors"
+    embed_corpus(source, folder, embedder=tiny_embedder, shard_rows=10)
+    index_corpus(folder)
+    index = SearchIndex.open(folder)
+    assert sorted(index.ids(), key=int) == [str(i) for i in range(25)]
+    assert index.get("13")[1] == texts[13]
+    stored_ids, vectors = corpus_vectors(folder)
+    hits = Retriever(tiny_embedder, folder).search("gguf", k=4)
+    assert same(as_pairs(hits), brute_force(vectors, stored_ids, tiny_embedder.encode_queries("gguf"), 4))
