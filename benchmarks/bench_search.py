@@ -102,22 +102,10 @@ def write_model(folder: Path, n: int, queries: int, shape: str) -> None:
 
 
 def model_file(shape: str) -> Path:
-    """A random-weight Q8_0 model: ``0.6B`` (the real shape), or ``0.6B-2L`` (its width, 2 layers: 14x faster)."""
-    from bench_throughput import MODELS, SHARED_VOCAB, build_model
+    """A random-weight Q8_0 model of ``shape`` (``0.6B``: the real shape)."""
+    from bench_throughput import build_model
 
-    from qwen_embed.testing import SHAPES, ModelShape, make_model
-
-    if shape != "0.6B-2L":
-        return build_model(shape, "Q8_0")
-    full = SHAPES["0.6B"]
-    vocab = SHARED_VOCAB if SHARED_VOCAB.exists() else None
-    path = MODELS / f"random-0.6B-2L-Q8_0-{'qwen2vocab' if vocab else 'bpevocab'}.gguf"
-    if not path.exists():
-        MODELS.mkdir(parents=True, exist_ok=True)
-        small = ModelShape(n_layer=2, n_embd=full.n_embd, n_head=full.n_head, n_head_kv=full.n_head_kv,
-                           head_dim=full.head_dim, n_ff=full.n_ff)  # fmt: skip
-        make_model(path, shape=small, vocab=vocab, dtype="f16", quant="Q8_0")
-    return path
+    return build_model(shape, "Q8_0")
 
 
 def _words(rng: np.random.Generator, lengths: np.ndarray) -> list[list[str]]:
@@ -324,9 +312,9 @@ def main() -> int:
 def _spread(corpus: np.ndarray) -> dict[str, float]:
     """Mean and std of the cosine between random pairs of rows (how spread out the vectors are)."""
     rng = np.random.default_rng(0)
-    a = np.asarray(corpus[np.sort(rng.choice(len(corpus), 2000))])
-    b = np.asarray(corpus[np.sort(rng.choice(len(corpus), 2000))])
-    cos = (a * b).sum(axis=1)
+    first, second = rng.choice(len(corpus), 2000), rng.choice(len(corpus), 2000)
+    other = first != second
+    cos = (np.asarray(corpus[first[other]]) * np.asarray(corpus[second[other]])).sum(axis=1)
     return {"pair_cos_mean": float(cos.mean()), "pair_cos_std": float(cos.std())}
 
 

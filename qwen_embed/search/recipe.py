@@ -14,7 +14,7 @@ from .errors import EmbedderMismatchError, IndexSourceError
 if TYPE_CHECKING:
     from ..embedder import Embedder
 
-__all__ = ["EmbeddingRecipe", "default_query_side"]
+__all__ = ["EmbeddingRecipe", "default_query_side", "embedder_query_prompt"]
 
 _MARK = "\x00qwen-embed-text\x00"
 
