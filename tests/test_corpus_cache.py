@@ -96,7 +96,10 @@ def test_editing_one_percent_of_10k_rows_embeds_one_percent(counting: CountingEm
     assert not (out / "_cache").exists()
     # The twin: starting over embeds every row.
     counting.texts = 0
-    assert embed_corpus(rows, out, embedder=counting, id_field="id", shard_rows=1_000, resume=False).embedded_rows == 10_000
+    assert (
+        embed_corpus(rows, out, embedder=counting, id_field="id", shard_rows=1_000, resume=False).embedded_rows
+        == 10_000
+    )
     assert counting.texts == 10_000
 
 
