@@ -8,8 +8,9 @@ one query at a time and in one batch, recall@10 against exact float32 search):
 - ``faiss-flat``, ``faiss-hnsw`` (``IndexHNSWFlat``, M=16, efConstruction=128, efSearch=64),
   ``faiss-hnsw-sq8`` (``IndexHNSWSQ`` 8-bit, no rescoring);
 - ``qwen-<precision>``: :class:`qwen_embed.search.SearchIndex` as built by default (exact below
-  ``exact_max_values``, HNSW above), and ``qwen-<precision>-hnsw`` with a graph at every size (searched
-  with the ``expansion_search`` tuned at build time, then with 64, 256 and 1024); for
+  ``exact_max_values``, HNSW above), and ``qwen-<precision>-hnsw`` (a graph) or ``-exact`` (none) where
+  the default is the other (graphs are searched with the ``expansion_search`` tuned at build time, then
+  with 64, 256 and 1024); for
   int8 and binary each is searched three ways: rescoring the ``k x 4`` candidates against the
   stored float32 vectors (``float``, the default), against the codes (``quantized``), or not (``none``).
 
@@ -43,7 +44,8 @@ sys.path.insert(0, str(HERE))
 K = 10
 DIM = 1024
 EFS = [64, 256, 1024]  # HNSW candidates per search (usearch expansion_search, FAISS efSearch)
-QWEN = [(p, hnsw) for p in ("float32", "int8", "binary") for hnsw in (False, True)]
+QWEN = [(p, variant) for p in ("float32", "int8", "binary") for variant in ("", "-hnsw", "-exact")]
+DEFAULT_EXACT_MAX_VALUES = 16 * 2**20  # IndexOptions().exact_max_values
 
 
 def peak_rss_mb() -> float:
@@ -158,8 +160,9 @@ def child_build(config: str, data: Path, out: Path) -> dict[str, Any]:
     else:
         from qwen_embed.search import IndexOptions, SearchIndex
 
-        precision, hnsw = _qwen(config)
-        options = IndexOptions(precision=precision, **({"exact_max_values": 0} if hnsw else {}))
+        precision, variant = _qwen(config)
+        threshold = {"": {}, "hnsw": {"exact_max_values": 0}, "exact": {"exact_max_values": 2**62}}[variant]
+        options = IndexOptions(precision=precision, **threshold)
         index = SearchIndex.create(out / "qwen", corpus.shape[1], options=options)
         index.upsert([str(i) for i in range(len(corpus))], corpus)
         index.close()
@@ -224,9 +227,18 @@ def child_search(config: str, data: Path, out: Path, *, view: bool = False) -> l
     return rows
 
 
-def _qwen(config: str) -> tuple[str, bool]:
+def _qwen(config: str) -> tuple[str, str]:
+    """``(precision, variant)``: variant ``""`` (as built by default), ``"hnsw"`` or ``"exact"``."""
     parts = config.split("-")
-    return parts[1], parts[-1] == "hnsw"
+    return parts[1], parts[2] if len(parts) > 2 else ""
+
+
+def redundant(config: str, size: int) -> bool:
+    """A forced variant that the default already is at this size (the default builds a graph from 16Mi values)."""
+    if not config.startswith("qwen"):
+        return False
+    graph = size * DIM >= DEFAULT_EXACT_MAX_VALUES
+    return _qwen(config)[1] == ("hnsw" if graph else "exact")
 
 
 def run_child(args: list[str]) -> Any:
@@ -241,7 +253,7 @@ def run_child(args: list[str]) -> Any:
 
 def configs(selected: str | None) -> list[str]:
     every = ["numpy", "faiss-flat", "faiss-hnsw", "faiss-hnsw-sq8"]
-    every += [f"qwen-{p}{'-hnsw' if h else ''}" for p, h in QWEN]
+    every += [f"qwen-{p}{v}" for p, v in QWEN]
     return every if not selected else [c for c in every if c in selected.split(",")]
 
 
@@ -286,6 +298,8 @@ def main() -> int:
                 np.save(data / "truth.npy", exact_top(corpus, np.load(data / "queries.npy"), K))
                 cos = _spread(corpus)
                 for config in configs(args.configs):
+                    if redundant(config, size):
+                        continue
                     out = work / f"{kind}-{size}-{config}"
                     shutil.rmtree(out, ignore_errors=True)
                     out.mkdir()

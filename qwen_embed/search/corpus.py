@@ -149,26 +149,50 @@ def _sync(
     changed = [s for s in shards if before.get(s.file) != s.sha256]
     all_ids: list[str] = []
     upsert_ids: list[str] = []
-    blocks: list[np.ndarray] = []
-    ranges: list[tuple[int, int]] = []  # source rows of the changed shards
-    for shard in shards:
-        path = root / shard.file
-        try:
-            if shard in changed:
-                table = pq.read_table(path, columns=["id", "embedding"])
-                ids = [str(v) for v in table.column("id").to_pylist()]
-                values = table.column("embedding").combine_chunks().values.to_numpy(zero_copy_only=False)
-                blocks.append(np.asarray(values, dtype=np.float32).reshape(-1, dim))
-                upsert_ids.extend(ids)
-                ranges.append((shard.start, shard.stop))
-            else:
-                ids = [str(v) for v in pq.read_table(path, columns=["id"]).column("id").to_pylist()]
-        except (OSError, ValueError) as error:
-            raise IndexSourceError(f"{path} is unreadable ({error}); run the corpus job again") from error
-        if len(ids) != shard.rows:
-            raise IndexSourceError(f"{path} holds {len(ids)} rows, the manifest says {shard.rows}")
-        all_ids.extend(ids)
-    vectors = np.concatenate(blocks) if blocks else np.zeros((0, dim), dtype=np.float32)
+    # The vectors to add go to a memory-mapped file beside the index, not into memory.
+    staging = index.path / f".staging-{os.getpid()}.npy.tmp"
+    vectors = np.lib.format.open_memmap(staging, mode="w+", dtype=np.float32,
+                                        shape=(sum(s.rows for s in changed), dim))  # fmt: skip
+    try:
+        for shard in shards:
+            path = root / shard.file
+            try:
+                if shard in changed:
+                    table = pq.read_table(path, columns=["id", "embedding"])
+                    ids = [str(v) for v in table.column("id").to_pylist()]
+                    values = table.column("embedding").combine_chunks().values.to_numpy(zero_copy_only=False)
+                    if len(values) != len(ids) * dim or len(upsert_ids) + len(ids) > len(vectors):
+                        raise IndexSourceError(f"{path} does not hold {shard.rows} vectors of width {dim}")
+                    vectors[len(upsert_ids) : len(upsert_ids) + len(ids)] = values.reshape(-1, dim)
+                    upsert_ids.extend(ids)
+                else:
+                    ids = [str(v) for v in pq.read_table(path, columns=["id"]).column("id").to_pylist()]
+            except (OSError, ValueError) as error:
+                raise IndexSourceError(f"{path} is unreadable ({error}); run the corpus job again") from error
+            if len(ids) != shard.rows:
+                raise IndexSourceError(f"{path} holds {len(ids)} rows, the manifest says {shard.rows}")
+            all_ids.extend(ids)
+        return _commit(root, manifest, index, shards, changed, all_ids, upsert_ids, vectors, texts=texts,
+                       source=source, source_format=source_format)  # fmt: skip
+    finally:
+        del vectors
+        staging.unlink(missing_ok=True)
+
+
+def _commit(
+    root: Path,
+    manifest: dict[str, Any],
+    index: SearchIndex,
+    shards: list[store.ShardRecord],
+    changed: list[store.ShardRecord],
+    all_ids: list[str],
+    upsert_ids: list[str],
+    vectors: np.ndarray,
+    *,
+    texts: bool,
+    source: str | os.PathLike[str] | None,
+    source_format: str | None,
+) -> CorpusIndexResult:
     row_texts = _texts(manifest, root, shards, changed, len(upsert_ids), source, source_format) if texts else None
     present = set(all_ids)
     gone = [i for i in index.ids() if i not in present]

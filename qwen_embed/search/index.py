@@ -48,7 +48,10 @@ INDEX_FILE = "index.json"
 CORPUS_INDEX = "_index"
 FORMAT = "qwen-embed search index"
 FORMAT_VERSION = 1
-_OURS = re.compile(r"(seg-\d{6,}|\.seg-\d{6,}\.tmp|deleted-\d{6,}\.npz|\.deleted-\d{6,}\.npz\.tmp|\.index\.json\.tmp)")
+_OURS = re.compile(
+    r"(seg-\d{6,}|\.seg-\d{6,}\.tmp|deleted-\d{6,}\.npz|\.deleted-\d{6,}\.npz\.tmp|\.index\.json\.tmp"
+    r"|\.staging-\d+\.npy\.tmp)"
+)
 _COPY_BLOCK = 65_536
 _QUERY_BLOCK = 128
 
@@ -647,8 +650,9 @@ class SearchIndex:
             raise DimensionError(f"vectors must have shape ({n}, {self.dim}), not {array.shape}")
         if len(array) != n:
             raise InvalidInputError(f"{n} ids but {len(array)} vectors")
-        if not bool(np.isfinite(array).all()):
-            raise InvalidInputError("a vector holds a NaN or an infinity")
+        for start in range(0, len(array), _COPY_BLOCK):  # in blocks: no temporary the size of the input
+            if not bool(np.isfinite(array[start : start + _COPY_BLOCK]).all()):
+                raise InvalidInputError("a vector holds a NaN or an infinity")
         return array
 
     def _check_queries(self, queries: Any) -> tuple[np.ndarray, bool]:
