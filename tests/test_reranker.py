@@ -468,7 +468,7 @@ def test_cli_rerank_downloads_and_reports_errors(
     assert len(capsys.readouterr().out.splitlines()) == 2
     assert main(["rerank", "q", "a", "--model", "0.6B", "--top-k", "0", *common]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("qwen-embed rerank: ConfigurationError:") and "top_k" in err
+    assert err.startswith("qwen-embed rerank: ConfigurationError:") and "--top-k" in err
 
 
 def test_two_stage_retrieval_example(
