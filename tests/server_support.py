@@ -156,7 +156,7 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
 
 
 class EngineGate:
-    """Wraps a model's engine entry (``Embedder.run``, ``Reranker.predict``) so the test decides when each
+    """Wraps a model's engine entry (``Embedder.run``, ``Reranker.run``) so the test decides when each
     engine call may run, and records them.
 
     ``calls`` lists the texts of each call (the documents of a rerank) in the order the engine thread
@@ -171,11 +171,11 @@ class EngineGate:
         self.entered = threading.Semaphore(0)
         self._permits = threading.Semaphore(0)
         self._open = threading.Event()
-        method = "predict" if isinstance(model, Reranker) else "run"
-        real = getattr(model, method)
+        pairs = isinstance(model, Reranker)
+        real = model.run
 
         def gated(items: Any, *args: Any, **kwargs: Any) -> Any:
-            texts = [pair[1] for pair in items] if method == "predict" else list(items)
+            texts = [pair[1] for pair in items] if pairs else list(items)
             self.calls.append(texts)
             self.log.append((name, texts))
             self.entered.release()
@@ -183,7 +183,7 @@ class EngineGate:
                 pass
             return real(items, *args, **kwargs)
 
-        monkeypatch.setattr(model, method, gated)
+        monkeypatch.setattr(model, "run", gated)
 
     def wait_entered(self) -> None:
         if not self.entered.acquire(timeout=HANG):

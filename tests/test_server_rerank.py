@@ -201,15 +201,15 @@ def test_create_app_needs_a_model_and_distinct_names(emb: Embedder, rr: Reranker
 def test_a_client_that_goes_away_drops_its_remaining_documents(rr: Reranker, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
     entered, release = threading.Event(), threading.Event()
-    real = rr.predict
+    real = rr.run
 
-    def gated(pairs: Any, **kwargs: Any) -> Any:
+    def gated(pairs: Any, *args: Any, **kwargs: Any) -> Any:
         calls.append(len(pairs))
         entered.set()
         release.wait(HANG)
-        return real(pairs, **kwargs)
+        return real(pairs, *args, **kwargs)
 
-    monkeypatch.setattr(rr, "predict", gated)
+    monkeypatch.setattr(rr, "run", gated)
     with Running(None, reranker=rr, batch_texts=3) as server:
         body = json.dumps({"query": QUERY, "documents": [*DOCS, "more", "and more"]}).encode()  # 9: three calls
         head = "POST /v1/rerank HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"

@@ -391,8 +391,8 @@ def test_a_client_that_goes_away_drops_its_lookups_and_is_never_reranked(
     lookups: list[int] = []
     reranked: list[int] = []
     entered, release = threading.Event(), threading.Event()
-    real_predict = rr.predict
-    monkeypatch.setattr(rr, "predict", lambda pairs, **kw: reranked.append(len(pairs)) or real_predict(pairs, **kw))
+    real_run = rr.run
+    monkeypatch.setattr(rr, "run", lambda pairs, *a, **kw: reranked.append(len(pairs)) or real_run(pairs, *a, **kw))
     with Running(emb, reranker=rr, index=folder, batch_texts=2) as running:
         index = running.app.state.index
         real_search = index.search
