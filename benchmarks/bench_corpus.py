@@ -8,10 +8,13 @@ short texts (4-16 random words, ids in a JSON Lines file written beforehand):
 - ``encode`` against ``stream``: one ``encode`` call on the list of all texts, then ``encode_iter``
   over a generator reading the file, at ``--compare-rows`` texts (the corpus job at that size too);
 - ``ray``: ``embed_dataset`` with 2 actors x 1 thread on ``ray.init(num_cpus=2)``, against one
-  process with 2 threads (the ``encode`` row).
+  process with 2 threads (the ``encode`` row);
+- ``incremental``: the row cache at ``--incremental-rows`` texts: a first run, the same source
+  again, 1% of the rows edited, then the rows re-sorted (seconds and texts embedded for each).
 
     python benchmarks/bench_corpus.py --quick                # tiny model, small sizes: proves it runs
     python benchmarks/bench_corpus.py --json corpus.json     # the recorded rows (long)
+    python benchmarks/bench_corpus.py --only-incremental --incremental-rows 100000
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ def worker(kind: str, model: Path, source: Path, threads: int, workdir: Path) ->
 
     if kind == "ray":
         return ray_worker(model, source)
+    if kind == "incremental":
+        return incremental_worker(model, source, threads, workdir)
     with Embedder(model, n_threads=threads) as emb:
         emb.encode(["warm up"])
         start = time.perf_counter()
@@ -110,6 +115,31 @@ def ray_worker(model: Path, source: Path) -> dict[str, Any]:
     return report(rows, tokens, seconds)
 
 
+def incremental_worker(model: Path, source: Path, threads: int, workdir: Path) -> dict[str, Any]:
+    """The row cache: the same job run again on the same, a 1%-edited and a re-sorted source."""
+    import random
+
+    from qwen_embed import Embedder
+    from qwen_embed.corpus import embed_corpus
+
+    rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines()]
+    edited = [dict(r) for r in rows]
+    for i in random.Random(1).sample(range(len(rows)), max(1, len(rows) // 100)):
+        edited[i]["text"] += " edited"
+    resorted = edited[:]
+    random.Random(2).shuffle(resorted)
+    out: dict[str, Any] = {"rows": len(rows)}
+    with Embedder(model, n_threads=threads) as emb:
+        emb.encode(["warm up"])
+        for name, source_rows in (("first", rows), ("same", rows), ("edit 1%", edited), ("re-sorted", resorted)):
+            start = time.perf_counter()
+            result = embed_corpus(source_rows, workdir / "vectors", embedder=emb, id_field="id")
+            out[name] = {"seconds": round(time.perf_counter() - start, 2), "embedded": result.embedded_rows,
+                         "cached": result.cached_rows}  # fmt: skip
+    out["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    return out
+
+
 def report(rows: int, tokens: int, seconds: float) -> dict[str, Any]:
     return {
         "rows": rows,
@@ -147,6 +177,8 @@ def main() -> int:
     parser.add_argument("--compare-rows", type=int, default=100_000, help="texts for encode vs stream vs corpus")
     parser.add_argument("--ray-rows", type=int, default=20_000, help="texts for the Ray comparison")
     parser.add_argument("--skip-ray", action="store_true")
+    parser.add_argument("--incremental-rows", type=int, default=100_000, help="texts for the row-cache runs")
+    parser.add_argument("--only-incremental", action="store_true", help="run only the row-cache runs")
     parser.add_argument("--json", default=None, help="also write the raw results here")
     parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -156,6 +188,7 @@ def main() -> int:
         return 0
     if args.quick:
         args.shape, args.sizes, args.compare_rows, args.ray_rows, args.skip_big = "tiny", "1000,5000", 2000, 1000, True
+        args.incremental_rows = 2000
     sizes = [int(s) for s in args.sizes.split(",") if s]
     model = build_model(args.shape, args.quant)
     results: dict[str, Any] = {"machine": f"{cpu_name()}, {os.cpu_count()} CPUs, {platform.python_version()}"}
@@ -168,6 +201,10 @@ def main() -> int:
                 write_corpus(sources[n], n)
             return sources[n]
 
+        results["incremental"] = run("incremental", model, source(args.incremental_rows), args.threads)
+        if args.only_incremental:
+            print_incremental(results, args)
+            return 0
         results["corpus"] = {n: run("corpus", model, source(n), args.threads) for n in sizes}
         if not args.skip_big:
             results["corpus_0.6B"] = run("corpus", build_model("0.6B", args.quant), source(args.big_rows), args.threads)
@@ -179,6 +216,7 @@ def main() -> int:
                 "2 actors x 1 thread": run("ray", model, source(args.ray_rows), 1),
             }
     print_table(results, args)
+    print_incremental(results, args)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0
@@ -202,6 +240,17 @@ def print_table(results: dict[str, Any], args: argparse.Namespace) -> None:
     if len(sizes) > 1:
         grow = results["corpus"][sizes[-1]]["peak_rss_mb"] - results["corpus"][sizes[0]]["peak_rss_mb"]
         print(f"\ncorpus job peak RSS, {sizes[-1]:,} vs {sizes[0]:,} texts: {grow:+.0f} MB")
+    print()
+
+
+def print_incremental(results: dict[str, Any], args: argparse.Namespace) -> None:
+    inc = results["incremental"]
+    print(f"\nRow cache, {inc['rows']:,} texts ({args.shape} {args.quant}, {args.threads} threads):\n")
+    print("| run | seconds | texts embedded | rows found by text |")
+    print("|---|---|---|---|")
+    for name in ("first", "same", "edit 1%", "re-sorted"):
+        r = inc[name]
+        print(f"| {name} | {r['seconds']:,.2f} | {r['embedded']:,} | {r['cached']:,} |")
     print()
 
 
