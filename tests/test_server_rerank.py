@@ -1,5 +1,6 @@
 """``POST /v1/rerank`` on a real uvicorn on 127.0.0.1: the Reranker's scores, its options, its errors, a server
-with only the reranker, one with both models, a client that goes away, and ``qwen-embed serve --reranker``."""
+with only the reranker, one with both models, a client that goes away, ``qwen-embed serve --reranker``, and long
+documents (``long_text``: chunked windows with their span, reported cuts, the error mode, receipts, the budget)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import httpx
 import numpy as np
 import pytest
 
-from qwen_embed import Embedder, Reranker
-from qwen_embed.errors import ConfigurationError
+from qwen_embed import Embedder, Receipt, RerankCall, Reranker
+from qwen_embed.errors import ConfigurationError, InputTooLongError
+from qwen_embed.interfaces import _server_rerank
 from qwen_embed.interfaces.cli import main
 from qwen_embed.interfaces.server import ServerOptions, create_app
 
@@ -128,6 +130,11 @@ def test_top_n_return_documents_objects_and_instruction(both: Running, rr: Reran
         ({"top_n": True}, 400, "top_n", "not true"),
         ({"return_documents": "yes"}, 400, "return_documents", "must be true or false"),
         ({"instruction": ""}, 400, "instruction", "'instruction' must be a non-empty string"),
+        ({"long_text": "split"}, 400, "long_text", '\'long_text\' must be "truncate", "chunk" or "error", not "split"'),
+        ({"long_text": 1}, 400, "long_text", 'not 1; leave it out for "truncate"'),
+        ({"aggregate": "median"}, 400, "aggregate", '\'aggregate\' must be "max", "mean" or "first", not "median"'),
+        ({"aggregate": ["max"]}, 400, "aggregate", 'not ["max"]; leave it out for "max"'),
+        ({"return_receipts": "yes"}, 400, "return_receipts", "'return_receipts' must be true or false, not \"yes\""),
         ({"model": "nope"}, 404, "model", f"The model 'nope' does not exist here; this server has '{RERANKER}'"),
         ({"model": MODEL}, 404, "model", "does not exist here"),  # the embedding model does not rerank
     ],
@@ -351,3 +358,190 @@ def test_cohere_v2_rerank_shape(both: Running, rr: Reranker) -> None:
     bad = both.post({**request, "max_tokens_per_doc": 0}, path="/v2/rerank")
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "max_tokens_per_doc"
     assert both.metrics.value("qwen_embed_requests_total", {"path": "/v2/rerank", "status": "200"}) == 1
+
+
+# ---------------------------------------------------------------- long documents
+
+#: A document about 5x the short reranker's max_length, whose best window is in its middle (under the test model).
+LONG = " ".join(
+    ["yes"] * 10
+    + ["Sourdough needs a lively starter."] * 60
+    + ["yes yes yes GGUF GGUF"] * 30
+    + ["Rivers flow to the sea."] * 40
+)
+LONG_DOCS = ["Sourdough needs a lively starter.", LONG, DOCS[0], LONG[:700]]
+SHORT_MAX = 192  # tokens per pair: the prompt takes 76 of them for QUERY
+
+
+@pytest.fixture(scope="module")
+def short_rr(reranker_file: Path) -> Iterator[Reranker]:
+    with Reranker(reranker_file, n_threads=2, max_length=SHORT_MAX) as reranker:
+        yield reranker
+
+
+@pytest.fixture(scope="module")
+def chunky(short_rr: Reranker) -> Iterator[Running]:
+    """The short reranker alone; two documents per engine call, so a request's scores come from several calls."""
+    with Running(None, reranker=short_rr, reranker_name=RERANKER, max_inputs=8, batch_texts=2) as server:
+        yield server
+
+
+def _by_index(answer: httpx.Response) -> dict[int, dict[str, Any]]:
+    assert answer.status_code == 200, answer.text
+    return {r["index"]: r for r in answer.json()["results"]}
+
+
+@pytest.mark.parametrize("aggregate", ["max", "mean", "first"])
+def test_chunked_documents_equal_reranker_run(chunky: Running, short_rr: Reranker, aggregate: str) -> None:
+    request = {"query": QUERY, "documents": LONG_DOCS, "long_text": "chunk", "aggregate": aggregate}
+    answer = chunky.post({**request, "return_receipts": True}, path="/v1/rerank")
+    results = _by_index(answer)
+    expected = short_rr.run([(QUERY, d) for d in LONG_DOCS], RerankCall(long_text="chunk", aggregate=aggregate))
+    assert expected.receipts[1].chunks >= 10 and expected.best_spans[1] not in (None, expected.receipts[1].spans[0])
+    for i, result in results.items():
+        assert abs(result["relevance_score"] - float(expected.scores[i])) <= ATOL, (i, result, expected.scores[i])
+        span = expected.best_spans[i]
+        assert result.get("span") == (None if span is None else list(span)), i
+        assert result["receipt"] == expected.receipts[i].as_dict(), i
+        assert "truncated" not in result
+    assert results[1]["receipt"]["fusion"] == aggregate and results[0]["receipt"]["chunks"] == 1
+    tokens = sum(r.tokens_used for r in expected.receipts)
+    assert answer.json()["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}  # every window decoded
+    # The twin: the same request under the default policy scores the long document from its first tokens only.
+    cut = _by_index(chunky.post({**request, "long_text": None}, path="/v1/rerank"))
+    assert abs(cut[1]["relevance_score"] - results[1]["relevance_score"]) > ATOL
+    assert "span" not in cut[1] and "receipt" not in cut[1] and cut[1]["truncated"] is True
+
+
+def test_cohere_v2_and_the_rerank_alias_take_the_same_options(chunky: Running, short_rr: Reranker) -> None:
+    request = {"query": QUERY, "documents": LONG_DOCS, "long_text": "chunk", "top_n": 2, "return_receipts": True}
+    v1 = _by_index(chunky.post(request, path="/v1/rerank"))
+    alias = _by_index(chunky.post(request, path="/rerank"))
+    answer = chunky.post(request, path="/v2/rerank")
+    v2 = _by_index(answer)
+    assert v1.keys() == v2.keys() == alias.keys() and len(v2) == 2
+    for i in v2:
+        assert abs(v2[i]["relevance_score"] - v1[i]["relevance_score"]) <= ATOL
+        assert v2[i].get("span") == v1[i].get("span") == alias[i].get("span")
+        assert v2[i]["receipt"] == v1[i]["receipt"]
+    expected = short_rr.run([(QUERY, d) for d in LONG_DOCS], RerankCall(long_text="chunk"))
+    tokens = sum(r.tokens_used for r in expected.receipts)  # every document's, whatever top_n keeps
+    assert answer.json()["meta"]["tokens"] == {"input_tokens": tokens, "output_tokens": 0}
+
+
+def test_a_document_cut_under_truncate_is_reported(chunky: Running, short_rr: Reranker) -> None:
+    documents = ["Sourdough needs a lively starter.", LONG]
+    answer = chunky.post({"query": QUERY, "documents": documents, "return_receipts": True}, path="/v1/rerank")
+    results = _by_index(answer)
+    expected = short_rr.run([(QUERY, d) for d in documents])
+    cut = expected.receipts[1]
+    assert cut.truncated and cut.dropped_tokens > 0 and cut.tokens_used == SHORT_MAX
+    assert results[1]["truncated"] is True and results[1]["receipt"] == cut.as_dict()
+    assert "truncated" not in results[0] and results[0]["receipt"] == expected.receipts[0].as_dict()  # the twin
+    assert not results[0]["receipt"]["truncated"]
+    for i in (0, 1):
+        assert abs(results[i]["relevance_score"] - float(expected.scores[i])) <= ATOL
+    tokens = sum(len(short_rr.tokenize(QUERY, d)) for d in documents)  # as before: the pairs as the model reads them
+    assert answer.json()["usage"]["prompt_tokens"] == tokens == sum(r.tokens_used for r in expected.receipts)
+    plain = chunky.post({"query": QUERY, "documents": documents}, path="/v1/rerank")
+    assert all("receipt" not in r for r in plain.json()["results"])  # receipts only when asked
+
+
+ERROR_400 = (
+    "documents[{i}] does not fit the reranker's max_length (192 tokens with the prompt, instruction and query) and "
+    "'long_text' is \"error\"."
+)
+
+
+def test_error_mode_refuses_a_long_document_before_any_decode(
+    short_rr: Reranker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = EngineGate(short_rr, monkeypatch)
+    gate.open()
+    with Running(None, reranker=short_rr, batch_texts=2) as server:
+        documents = ["short", "another", LONG]
+        answer = server.post({"query": QUERY, "documents": documents, "long_text": "error"}, path="/v1/rerank")
+        assert answer.status_code == 400, answer.text
+        error = answer.json()["error"]
+        assert error["param"] == "documents" and error["message"].startswith(ERROR_400.format(i=2)), error
+        assert gate.calls == []  # refused while counting
+        fits = server.post({"query": QUERY, "documents": documents[:2], "long_text": "error"}, path="/v1/rerank")
+        assert fits.status_code == 200, fits.text  # the twin: documents that fit are scored
+        # The count's check skipped: the engine refuses the document itself, and the answer is the same 400.
+        monkeypatch.setattr(
+            _server_rerank, "count_tokens", lambda reranker, request, **kw: [1] * len(request.documents)
+        )
+        late = server.post({"query": QUERY, "documents": documents, "long_text": "error"}, path="/v1/rerank")
+        assert late.status_code == 400 and late.json()["error"] == error
+        assert [len(texts) for texts in gate.calls[1:]] == [2, 1]  # [LONG] refused by the engine before its decode
+
+
+def test_an_engine_refusal_spares_the_other_documents_of_its_call(short_rr: Reranker) -> None:
+    """Requests with equal work share engine calls: one's over-long document must not fail the others'."""
+    documents = ["short", LONG, "another", LONG]
+    rows = _server_rerank.RerankWork(short_rr, QUERY, RerankCall(long_text="error"))(documents)
+    refused = [row.refused for row in rows.receipts]
+    assert [type(r) for r in refused] == [type(None), InputTooLongError, type(None), InputTooLongError]
+    assert refused[1] is not None and refused[1].param == "document"
+    assert np.isnan(rows.values[[1, 3]]).all()
+    expected = short_rr.run([(QUERY, "short"), (QUERY, "another")])
+    assert np.allclose(rows.values[[0, 2]], expected.scores, atol=ATOL)
+    assert [rows.receipts[i].receipt for i in (0, 2)] == list(expected.receipts)
+    # The twin: truncated, every document is scored, the long ones with their cut in the receipt.
+    whole = _server_rerank.RerankWork(short_rr, QUERY)(documents)
+    assert np.isfinite(whole.values).all() and all(row.refused is None for row in whole.receipts)
+    assert all(isinstance(row.receipt, Receipt) and row.receipt.truncated == (i % 2 == 1) for i, row in
+               enumerate(whole.receipts))  # fmt: skip
+
+
+def test_the_budget_counts_windows_and_stops_a_huge_document_before_any_decode(
+    short_rr: Reranker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    long_tokens = short_rr.run([(QUERY, LONG)], RerankCall(long_text="chunk")).receipts[0]
+    assert long_tokens.n_tokens < 1_500 < long_tokens.tokens_used  # its tokens fit 1,500, its windows do not
+    gate = EngineGate(short_rr, monkeypatch)
+    gate.open()
+    counted: list[int] = []
+    real = short_rr.tokenize
+
+    def counting(query: str, document: str, **kwargs: Any) -> Any:
+        counted.append(len(document))
+        return real(query, document, **kwargs)
+
+    monkeypatch.setattr(short_rr, "tokenize", counting)
+    huge = "word " * 2_000_000  # 10 MB
+    with Running(None, reranker=short_rr, max_request_tokens=1_500) as server:
+        for document in (LONG, huge):
+            counted.clear()
+            request = {"query": QUERY, "documents": ["short", document], "long_text": "chunk"}
+            answer = server.post(request, path="/v1/rerank")
+            assert answer.status_code == 400, answer.text[:300]
+            error = answer.json()["error"]
+            assert error["code"] == "request_too_large" and error["param"] == "documents"
+            assert (
+                "more than 1,500 tokens (--max-request-tokens; reached at documents[1], counting its windows)"
+                in (error["message"])
+            )
+            blocks = [n for n in counted if n < len(document)]  # (tokenize(query, document) reads a bounded prefix)
+            assert len(blocks) > 3 and sum(blocks) < 20_000  # counted in blocks, up to the limit
+        assert gate.calls == []  # refused before any decode
+        # The twin: truncated, each costs max_length, and the same requests are scored.
+        for document in (LONG, huge):
+            cut = server.post({"query": QUERY, "documents": ["short", document]}, path="/v1/rerank")
+            assert _by_index(cut)[1]["truncated"] is True
+        assert [len(texts) for texts in gate.calls] == [2, 2]
+
+
+def test_health_answers_while_a_chunked_rerank_is_scored(short_rr: Reranker, monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = EngineGate(short_rr, monkeypatch)
+    with Running(None, reranker=short_rr) as server, ThreadPoolExecutor(1) as pool:
+        big = pool.submit(server.post, {"query": QUERY, "documents": [LONG], "long_text": "chunk"}, path="/v1/rerank")
+        try:
+            gate.wait_entered()  # its windows are in the reranker's engine call, held there
+            health = server.get("/health")
+            assert health.status_code == 200 and health.json()["reranker"]["requests"] == 1
+            assert not big.done()
+        finally:
+            gate.open()
+        assert "span" in _by_index(big.result())[0]
+    assert gate.calls == [[LONG]]  # one engine call: the document's windows together

@@ -416,20 +416,22 @@ class RerankWork:
 
     def __call__(self, items: list[str]) -> Rows:
         refused: dict[int, InputTooLongError] = {}
-        while True:
-            kept = [i for i in range(len(items)) if i not in refused]
+        kept = list(range(len(items)))
+        scores = np.full(len(items), np.nan, dtype=np.float32)
+        while kept:
             try:
                 result = self.reranker.run([(self.query, items[i]) for i in kept], self.call)
-                break
             except InputTooLongError as error:  # nothing was decoded: refuse that document, score the others
                 if error.param != "document" or error.index is None:
                     raise
-                refused[kept[error.index]] = error
-        scores = np.full(len(items), np.nan, dtype=np.float32)
-        rows: list[Scored] = [Scored(None, None, refused.get(i)) for i in range(len(items))]
-        for j, i in enumerate(kept):
-            scores[i] = result.scores[j]
-            rows[i] = Scored(result.receipts[j], result.best_spans[j])
+                refused[kept.pop(error.index)] = error
+                continue
+            scores[kept] = result.scores
+            scored = dict(zip(kept, (Scored(r, s) for r, s in zip(result.receipts, result.best_spans))))
+            break
+        else:
+            scored = {}
+        rows = [scored.get(i) or Scored(None, None, refused.get(i)) for i in range(len(items))]
         return Rows(scores, list(rows))
 
     def __eq__(self, other: object) -> bool:
