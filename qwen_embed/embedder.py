@@ -12,14 +12,15 @@ import numpy as np
 
 from . import _config
 from ._model import GGUFModel
-from .calls import EncodeCall, EncodeResult, Receipt, Side
-from .quantization import QuantizationRanges, quantize_embeddings
 from ._pipeline import (
     TextTokenizer,
     as_text_list,
+    check_batch_size,
+    check_batch_tokens,
     check_bool,
     check_gpu_layers,
     check_threads,
+    check_window,
     embed_sequences,
     in_notebook,
     positive_int,
@@ -34,20 +35,19 @@ from ._setup import (
     resolve_max_length,
     resolve_pooling,
 )
+from .calls import EncodeCall, EncodeResult, Receipt, Side
 from .engines.base import Engine, Pooling, choose_backend
 from .engines.gguf_info import read_gguf_info
-from .errors import ConfigurationError, DimensionError, EngineError, InputTypeError
+from .errors import ConfigurationError, DimensionError, EngineError, InputTooLongError, InputTypeError
+from .quantization import QuantizationRanges, quantize_embeddings
 from .text.chunking import ChunkConfig, Chunker, LongEmbedding
 from .text.long_documents import LongPlan, LongPlanner, assemble, chunk_config, document_text, fuse
-from .text.long_text import ChunkPolicy, InputTokens, get_policy
+from .text.long_text import ChunkPolicy, ErrorPolicy, InputTokens, get_policy
 from .text.prompts import DEFAULT_REGISTRY, OFFICIAL_TEMPLATE, Prompt, PromptRegistry
 
 __all__ = ["Embedder"]
 
 logger = logging.getLogger(__name__)
-
-#: The most texts :meth:`Embedder.encode_iter` holds in one window.
-_MAX_CHUNK_SIZE = 1_000_000
 
 
 def _receipt(n_tokens: int, planned: list[np.ndarray], plan: LongPlan | None) -> Receipt:
@@ -139,9 +139,9 @@ class Embedder(GGUFModel):
         if default_prompt_name is not None:
             self._prompts.get_prompt(default_prompt_name)
         self._default_prompt_name = default_prompt_name
-        self._tokenizer = TextTokenizer(self._require_engine)
         info = read_gguf_info(model_path)
         check_supported(info)
+        self._tokenizer = TextTokenizer(self._require_engine, pre_tokenizer=info.metadata.get("tokenizer.ggml.pre"))
         self._info = info
         self._path = info.path
         self._native_dim = int(info.embedding_length or 0)
@@ -153,13 +153,22 @@ class Embedder(GGUFModel):
         self._policy = get_policy(long_text)
         self._show_progress = check_bool("show_progress", show_progress, optional=True)
         self._deterministic: bool = check_bool("deterministic", deterministic)
-        self._batch_size = positive_int("batch_size", batch_size)
-        self._batch_tokens = positive_int("batch_tokens", batch_tokens)
+        self._batch_size = check_batch_size(batch_size)
         self._n_threads = check_threads(n_threads)
         n_gpu_layers = check_gpu_layers(n_gpu_layers)
 
         self._backend, self._backend_reason = choose_backend(backend, device, info=info, dtype=dtype)
         logger.debug("backend %s: %s", self._backend, self._backend_reason)
+        # Bounded by what one decode can hold and by the memory it would take (never a 10^9-token context).
+        self._batch_tokens = check_batch_tokens(
+            batch_tokens,
+            info=info,
+            backend=self._backend,
+            max_length=self._max_length,
+            max_sequences=self._batch_size,
+            pooling=self._pooling,
+            gpu=n_gpu_layers != 0 or (device or "").startswith("cuda") or "CUDA" in self._backend_reason,
+        )
         self._engine = self._make_engine(n_gpu_layers=n_gpu_layers, dtype=dtype, device=device)
         # llama.cpp holds at most 256 sequences per context: the planner never asks for more.
         self._batch_size = min(self._batch_size, self._engine.max_sequences)
@@ -331,6 +340,27 @@ class Embedder(GGUFModel):
             return "", ""
         return self._prompts.get_prompt(name).split(call.prompt_side())
 
+    def _refuse_if_surely_long(self, text: object, index: int | None, before: str, after: str) -> None:
+        """InputTooLongError before tokenizing a text whose size alone proves it over ``max_length``.
+
+        A token covers at most as many bytes as the vocabulary's longest, so a 30 MB text is refused
+        in the time it takes to count its bytes, not to tokenize it.
+        """
+        if not isinstance(text, str) or len(text) <= self._max_length:  # short texts: tokenizing is cheap
+            return
+        nfc = self._tokenizer.normalized(text, index, text_offset=len(before))
+        at_least = self._tokenizer.min_tokens(nfc) + 1  # the EOS
+        if at_least > self._max_length:
+            where = "The text" if index is None else f"Text #{index}"
+            raise InputTooLongError(
+                f"{where} is at least {at_least:,} tokens (EOS included; {len(nfc.encode('utf-8')):,} bytes) but the "
+                f"limit is max_length={self._max_length:,}. Pass long_text='truncate' to keep what fits, "
+                "long_text='chunk' to embed all of it, or raise max_length.",
+                index=index,
+                n_tokens=at_least,
+                limit=self._max_length,
+            )
+
     def _input_tokens(self, text: object, index: int | None, before: str, after: str) -> InputTokens:
         if not isinstance(text, str):
             self._tokenizer.tokens(text, index)  # raises InputTypeError naming the index
@@ -380,8 +410,11 @@ class Embedder(GGUFModel):
         sequences: list[np.ndarray] = []
         groups: list[tuple[int, int, LongPlan | None]] = []  # (first row, rows, chunk plan)
         receipts: list[Receipt] = []
+        refuse_early = type(policy) is ErrorPolicy  # "chunk" and "truncate" need the text's tokens anyway
         for i, text in enumerate(items):
             index = None if single else first_index + i
+            if refuse_early:
+                self._refuse_if_surely_long(text, index, before, after)
             item = self._input_tokens(text, index, before, after)
             plan: LongPlan | None = None
             if isinstance(policy, ChunkPolicy) and item.n_tokens > self._max_length:
@@ -574,7 +607,9 @@ class Embedder(GGUFModel):
         )  # fmt: skip
         return (result.vectors for result in self.run_iter(texts, call, chunk_size=chunk_size))
 
-    def run_iter(self, texts: Iterable[str], call: EncodeCall | None = None, *, chunk_size: int = 1024) -> Iterator[EncodeResult]:
+    def run_iter(
+        self, texts: Iterable[str], call: EncodeCall | None = None, *, chunk_size: int = 1024
+    ) -> Iterator[EncodeResult]:
         """:meth:`run` over a stream, one :class:`~qwen_embed.EncodeResult` per window of ``chunk_size`` texts.
 
         The streaming form of :meth:`run` (see :meth:`encode_iter`); the call's ``show_progress``
@@ -587,15 +622,15 @@ class Embedder(GGUFModel):
                 "encode takes one str."
             )
         call = EncodeCall() if call is None else call
-        window = positive_int("chunk_size", chunk_size)
-        if window > _MAX_CHUNK_SIZE:
-            raise ConfigurationError(f"chunk_size must be at most {_MAX_CHUNK_SIZE:,}, not {window:,}")
+        window = check_window("chunk_size", chunk_size)
         self.prompt_parts(call)  # bad options fail here, not at the first next()
         self._call_options(call.dim, call.normalize, call.batch_size)
         show = self._show_progress if call.show_progress is None else call.show_progress
         return self._windows(texts, window, call.replace(show_progress=False), show)
 
-    def _windows(self, texts: Iterable[str], window: int, call: EncodeCall, show: bool | None) -> Iterator[EncodeResult]:
+    def _windows(
+        self, texts: Iterable[str], window: int, call: EncodeCall, show: bool | None
+    ) -> Iterator[EncodeResult]:
         items, start = iter(texts), 0
         bar = None
         if in_notebook() if show is None else show:

@@ -127,3 +127,26 @@ def test_precision_quantizes_the_final_vectors(tiny_embedder: Embedder) -> None:
         emb.encode(TEXTS, precision="int8")
     with pytest.raises(ConfigurationError, match=r"ranges= applies to precision 'int8' or 'uint8', not 'binary'"):
         EncodeCall(precision="binary", ranges=ranges)
+
+
+def test_a_text_surely_over_max_length_is_refused_before_it_is_tokenized(
+    tiny_embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qwen_embed import InputTooLongError
+
+    engine = tiny_embedder._engine
+    seen: list[int] = []
+    original = engine.tokenize
+
+    def recording(text: str, *, special: bool = False) -> np.ndarray:  # failure injection: what gets tokenized
+        seen.append(len(text))
+        return original(text, special=special)
+
+    monkeypatch.setattr(engine, "tokenize", recording)
+    with pytest.raises(InputTooLongError, match=r"Text #1 is at least [\d,]+ tokens .*30,000,000 bytes") as info:
+        tiny_embedder.encode(["fine", "a" * 30_000_000])
+    assert info.value.index == 1 and max(seen, default=0) < 1000  # never the 30 MB
+    seen.clear()
+    with pytest.raises(InputTooLongError, match=r"Text #0 is [\d,]+ tokens"):  # the twin: close to the limit, counted
+        tiny_embedder.encode(["word " * (tiny_embedder.max_length + 10)])
+    assert max(seen) > tiny_embedder.max_length

@@ -91,17 +91,18 @@ def test_close_returns_while_a_long_encode_runs_and_the_call_gets_closed_error(s
     emb = Embedder(small_model, n_threads=2, batch_tokens=256)
     texts = ["many words in a row " * 40] * 64  # dozens of decodes
     outcome: list[BaseException | np.ndarray] = []
-    batches_done = threading.Event()
+    in_decode, release = threading.Event(), threading.Event()
 
     engine = emb._engine
     original = engine.embed
 
-    def counting_embed(sequences):  # failure injection: note when decoding is under way
+    def held_embed(sequences):  # failure injection: hold the call inside the engine until released
         result = original(sequences)
-        batches_done.set()
+        in_decode.set()
+        release.wait(120)
         return result
 
-    engine.embed = counting_embed  # type: ignore[method-assign]
+    engine.embed = held_embed  # type: ignore[method-assign]
 
     def work() -> None:
         try:
@@ -111,12 +112,15 @@ def test_close_returns_while_a_long_encode_runs_and_the_call_gets_closed_error(s
 
     worker = threading.Thread(target=work)
     worker.start()
-    assert batches_done.wait(120)
-    emb.close()
-    returned_while_running = worker.is_alive()
+    assert in_decode.wait(120)
+    closer = threading.Thread(target=emb.close)
+    closer.start()
+    closer.join(60)  # close() must not wait for the running call: that call is held until we release it
+    assert not closer.is_alive(), "close() waited for the running encode"
+    assert worker.is_alive() and not outcome  # the encode was still running when close() returned
+    release.set()
     worker.join(120)
     assert isinstance(outcome[0], EmbedderClosedError), outcome
-    assert returned_while_running or isinstance(outcome[0], EmbedderClosedError)
     with pytest.raises(EmbedderClosedError):
         emb.encode_long("after close")
     with pytest.raises(EmbedderClosedError):
@@ -151,8 +155,15 @@ import sys, time, threading, os, signal
 from qwen_embed import Embedder
 emb = Embedder(sys.argv[1], n_threads=2, backend=sys.argv[2], batch_tokens=2048, max_length=2048)
 text = "many words in a row " * 400
+decoding = threading.Event()
+engine = emb._engine
+original = engine.embed
+def noting_embed(sequences):  # the interrupt is sent once decoding is under way: a gate, not a sleep
+    decoding.set()
+    return original(sequences)
+engine.embed = noting_embed
 def interrupt():
-    time.sleep(1.0)
+    decoding.wait()
     os.kill(os.getpid(), signal.SIGINT)
 threading.Thread(target=interrupt, daemon=True).start()
 try:

@@ -54,6 +54,10 @@ class Engine(Protocol):
         """The exact bytes a token stands for (control tokens: ``b""``)."""
         ...
 
+    def token_facts(self) -> tuple[int, tuple[str, ...]]:
+        """``(bytes of the longest token, user-defined tokens)``: what cutting a text before tokenizing needs."""
+        ...
+
     def embed(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
         """Pooled, unnormalized float32 vectors, one row per sequence, in order."""
         ...

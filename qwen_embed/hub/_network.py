@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, QwenEmbedError
 
 __all__ = [
     "LOCAL_WAYS",
@@ -150,7 +150,7 @@ def _positive(env: Mapping[str, str], name: str, default: float, unit: str, *, i
     return value
 
 
-class BudgetSpent(Exception):
+class BudgetSpent(QwenEmbedError):
     """Raised inside ``huggingface_hub``'s call stack once an operation's retry budget is spent.
 
     It subclasses neither an httpx error nor ``OSError``, so ``huggingface_hub`` neither retries it nor

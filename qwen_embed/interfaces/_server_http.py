@@ -10,6 +10,8 @@ import json
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..errors import QwenEmbedError
+
 if TYPE_CHECKING:
     from starlette.responses import Response
 
@@ -34,7 +36,7 @@ T = TypeVar("T")
 Receive = Callable[[], Awaitable[Mapping[str, Any]]]
 
 
-class RequestError(Exception):
+class RequestError(QwenEmbedError):
     """A request the server answers with a 4xx (or a 5xx it chose), in OpenAI's error shape."""
 
     def __init__(
@@ -65,7 +67,7 @@ def error_response(bad: RequestError) -> Response:
     return Response(body, status_code=bad.status, media_type="application/json", headers=bad.headers)
 
 
-class ClientGone(Exception):
+class ClientGone(QwenEmbedError):
     """The client closed the connection before its answer was ready."""
 
 
