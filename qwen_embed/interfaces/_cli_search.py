@@ -20,7 +20,7 @@ __all__ = ["add_parsers", "index", "search"]
 
 def add_parsers(commands: Any) -> None:
     """Add the ``index`` and ``search`` subcommands to ``qwen-embed``'s subparsers."""
-    from .cli import _hub_options
+    from ._cli_models import add_hub_options as _hub_options
 
     index_cmd = commands.add_parser(
         "index", help="build or update the search index of a corpus folder (needs qwen-embed[search])"
@@ -132,7 +132,7 @@ def search(args: argparse.Namespace) -> int:
 def _load_embedder(args: argparse.Namespace, recipe: Any) -> Any:
     """The index's model with the index's settings: ``--model-path``, ``--model``, else the file it records."""
     from ..embedder import Embedder
-    from .cli import _load_model
+    from ._cli_models import load_model as _load_model
 
     options = {"dim": recipe.dim, "normalize": recipe.normalize, "pooling": recipe.pooling, "show_progress": False}
     if args.model_path is None and args.model is None:
@@ -147,7 +147,7 @@ def _load_embedder(args: argparse.Namespace, recipe: Any) -> Any:
 
 def _load_reranker(args: argparse.Namespace) -> Any:
     from ..reranker import Reranker
-    from .cli import _load_model
+    from ._cli_models import load_model as _load_model
 
     path = args.reranker if args.reranker.endswith(".gguf") and Path(args.reranker).is_file() else None
     return _load_model(Reranker, args, args.reranker, args.reranker_quant, path=path, show_progress=False)
