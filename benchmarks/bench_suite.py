@@ -635,8 +635,8 @@ def main() -> int:
         cos = float((vectors * ref).sum(axis=1).min())
         size = files[quant].stat().st_size / 2**20
         lines.append(
-            f"| {quant} | {row['engine']} | {size:.0f} | {row['load_s']:.2f} | {row['tok_s']:.1f} | {row['peak_rss_mib']:.0f} "
-            f"| {cos:.5f} |"
+            f"| {quant} | {row['engine']} | {size:.0f} | {row['load_s']:.2f} | {row['tok_s']:.1f} "
+            f"| {row['peak_rss_mib']:.0f} | {cos:.5f} |"
         )
     lines.append("")
 

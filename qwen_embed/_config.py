@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_BATCH_TOKENS", "DEFAULT_MAX_LENGTH", "MIN_DIM", "default_threads", "forced_hardware"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_BATCH_TOKENS",
+    "DEFAULT_MAX_LENGTH",
+    "MIN_DIM",
+    "default_threads",
+    "forced_hardware",
+]
 
 #: Qwen's own examples and MTEB runs embed at most 8192 tokens.
 DEFAULT_MAX_LENGTH = 8192

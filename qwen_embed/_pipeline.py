@@ -285,7 +285,7 @@ def in_notebook() -> bool:
     if shell is None:
         return False
     try:
-        ip = shell.get_ipython()  # type: ignore[attr-defined]
+        ip = getattr(shell, "get_ipython")()  # noqa: B009 (IPython may be any version, or a stub)
     except Exception:
         return False
     return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"

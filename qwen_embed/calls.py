@@ -40,10 +40,11 @@ __all__ = [
     "PRECISIONS",
     "RERANK_LONG_TEXT",
     "SIDES",
-    "RerankCall",
-    "RerankResult",     "EncodeCall",
+    "EncodeCall",
     "EncodeResult",
     "Receipt",
+    "RerankCall",
+    "RerankResult",
     "Side",
 ]
 
@@ -59,7 +60,9 @@ def _optional_bool(name: str, value: object) -> bool | None:
     raise ConfigurationError(f"{name} must be True, False or None, not {value!r}")
 
 
-def _optional_size(name: str, value: object, upper: int, *, error: type[ConfigurationError] = ConfigurationError) -> int | None:
+def _optional_size(
+    name: str, value: object, upper: int, *, error: type[ConfigurationError] = ConfigurationError
+) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= int(value) <= upper:
@@ -122,9 +125,7 @@ class EncodeCall:
             )
         object.__setattr__(self, "batch_size", _optional_size("batch_size", self.batch_size, MAX_BATCH_SIZE))
         if self.precision not in PRECISIONS:
-            raise ConfigurationError(
-                f"precision={self.precision!r} is not one of {', '.join(map(repr, PRECISIONS))}."
-            )
+            raise ConfigurationError(f"precision={self.precision!r} is not one of {', '.join(map(repr, PRECISIONS))}.")
         if self.ranges is not None:
             if not isinstance(self.ranges, QuantizationRanges):
                 object.__setattr__(self, "ranges", QuantizationRanges.from_array(self.ranges))
@@ -291,8 +292,10 @@ class RerankCall:
             )
         if self.aggregate not in AGGREGATES:
             raise ConfigurationError(f"aggregate={self.aggregate!r} is not one of {', '.join(map(repr, AGGREGATES))}.")
-        if isinstance(self.overlap, bool) or not isinstance(self.overlap, (int, np.integer)) or not (
-            0 <= int(self.overlap) <= MAX_OVERLAP
+        if (
+            isinstance(self.overlap, bool)
+            or not isinstance(self.overlap, (int, np.integer))
+            or not (0 <= int(self.overlap) <= MAX_OVERLAP)
         ):
             raise ConfigurationError(f"overlap must be an int from 0 to {MAX_OVERLAP}, not {self.overlap!r}")
         if not isinstance(self.raw, (bool, np.bool_)):

@@ -7,13 +7,12 @@ import os
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from . import _config
 from ._model import GGUFModel
-from .calls import Receipt, RerankCall, RerankResult
 from ._pipeline import (
     TextTokenizer,
     as_text_iter,
@@ -27,10 +26,10 @@ from ._pipeline import (
     progress_bar,
 )
 from ._setup import check_model_path, resolve_max_length
+from .calls import Receipt, RerankCall, RerankResult
 from .engines.base import Engine, choose_backend
 from .engines.gguf_info import read_gguf_info
 from .engines.heads import RerankHead, check_reranker_file, read_rerank_head
-from .text.chunking import Chunker, Section
 from .errors import (
     ConfigurationError,
     EngineError,
@@ -38,6 +37,7 @@ from .errors import (
     InputTypeError,
     UnsupportedModelError,
 )
+from .text.chunking import Chunker, Section
 from .text.rerank_prompt import (
     DEFAULT_RERANK_INSTRUCTION,
     PREFIX,
@@ -374,7 +374,7 @@ class Reranker(GGUFModel):
             instruction=instruction, batch_size=batch_size, show_progress=show_progress, long_text=long_text,
             aggregate=aggregate, deterministic=deterministic,
         )  # fmt: skip
-        result = self.run([(query, d) for d in docs], call)
+        result = self.run([(query, cast(str, d)) for d in docs], call)  # run checks each document's type
         scores = result.scores
         order = np.argsort(-scores, kind="stable")[:top_k]
         results: list[dict[str, Any]] = []
@@ -505,7 +505,9 @@ class Reranker(GGUFModel):
             param=param,
         )
 
-    def _log_odds(self, pairs: list[_Pair], limit: int, show_progress: bool | None, *, share: bool = True) -> np.ndarray:
+    def _log_odds(
+        self, pairs: list[_Pair], limit: int, show_progress: bool | None, *, share: bool = True
+    ) -> np.ndarray:
         engine = self._require_engine()
         hidden = np.empty((len(pairs), engine.n_embd), dtype=np.float32)
         groups: dict[tuple[str, str], list[int]] = {}
@@ -552,7 +554,7 @@ class Reranker(GGUFModel):
                 bar.close()
         if not np.isfinite(hidden).all():
             raise EngineError("the engine returned non-finite hidden states (NaN/inf); the model file may be corrupt")
-        return hidden.astype(np.float64) @ self._weight
+        return np.asarray(hidden.astype(np.float64) @ self._weight)
 
     # ------------------------------------------------------------------ vocabulary
 

@@ -43,7 +43,9 @@ def test_narrow_models_run_on_llama_whatever_the_hardware(tiny_model: Path, hard
     assert chosen == "llama" and f"under {AUTO_TORCH_MIN_WIDTH}" in reason
 
 
-@pytest.mark.parametrize(("hardware", "expected"), [(PLAIN, "llama"), (VNNI_ONLY, "llama"), (BF16, "torch"), (AMX, "torch")])
+@pytest.mark.parametrize(
+    ("hardware", "expected"), [(PLAIN, "llama"), (VNNI_ONLY, "llama"), (BF16, "torch"), (AMX, "torch")]
+)
 def test_wide_models_follow_the_cpu(model_factory: ModelFactory, hardware: Hardware, expected: str) -> None:
     info = read_gguf_info(model_factory(shape=WIDE, dtype="f16"))
     chosen, reason = choose_backend("auto", None, info=info, hardware=hardware)

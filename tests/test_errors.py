@@ -181,7 +181,9 @@ def test_one_megabyte_text_raises_before_any_decode(tiny_embedder: Embedder, mon
 
     monkeypatch.setattr(engine, "embed", no_decode)
     huge = "lorem ipsum dolor sit amet " * 40_000  # ~1 MB
-    with pytest.raises(InputTooLongError, match=r"Text #1 is (at least )?[\d,]+ tokens .* limit is max_length=8,192") as info:
+    with pytest.raises(
+        InputTooLongError, match=r"Text #1 is (at least )?[\d,]+ tokens .* limit is max_length=8,192"
+    ) as info:
         tiny_embedder.encode(["short", huge])
     assert info.value.index == 1 and info.value.limit == 8192 and info.value.n_tokens > 8192
     with pytest.raises(InputTooLongError, match="The text is"):

@@ -55,7 +55,7 @@ def _private(name: str) -> bool:
 
 
 def private_crossings() -> list[str]:
-    """Imports of a ``_private`` name or module from another package (top-level ``qwen_embed._x`` modules are neutral)."""
+    """Imports of a ``_private`` name or module from another package (``qwen_embed._x`` modules are neutral)."""
     bad = []
     for module in MODULES:
         here = _package(module)
@@ -68,7 +68,9 @@ def private_crossings() -> list[str]:
                 len(below) >= 1 and _private(below[0]) and there != "qwen_embed"
             )
             if (name is not None and _private(name)) or private_module:
-                bad.append(f"{MODULES[module].relative_to(ROOT.parent)}:{line} imports {source}{'.' + name if name else ''}")
+                bad.append(
+                    f"{MODULES[module].relative_to(ROOT.parent)}:{line} imports {source}{'.' + name if name else ''}"
+                )
     return bad
 
 

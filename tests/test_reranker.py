@@ -326,7 +326,11 @@ def test_bad_input_raises_library_errors(reranker: Reranker) -> None:
         (lambda: reranker.predict([(QUERY, "d")], raw="yes"), ConfigurationError, "raw must be True or False"),
         (lambda: reranker.rank(QUERY, DOCS, return_documents=1), ConfigurationError, "return_documents must be"),
         (lambda: reranker.predict([(QUERY, "d")], show_progress="no"), ConfigurationError, "show_progress"),
-        (lambda: reranker.predict([(QUERY, "d")], batch_size=10**9), ConfigurationError, "batch_size must be an int from 1 to 256 or None, not 1000000000"),
+        (
+            lambda: reranker.predict([(QUERY, "d")], batch_size=10**9),
+            ConfigurationError,
+            "batch_size must be an int from 1 to 256 or None, not 1000000000",
+        ),
     ]
     for call, error, match in cases:
         with pytest.raises(error, match=match) as info:

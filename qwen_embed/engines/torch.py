@@ -54,7 +54,7 @@ def torch_available() -> bool:
 
 
 def default_torch_dtype(device: str) -> str:
-    """bfloat16 on CUDA and on CPUs with AMX or AVX512-BF16 (as :func:`~.hardware.detect_hardware` says); else float32."""
+    """bfloat16 on CUDA and on CPUs with AMX or AVX512-BF16 (per :func:`~.hardware.detect_hardware`), else float32."""
     return detect_hardware().torch_dtype(device)
 
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from ..calls import EncodeCall
+from ..calls import EncodeCall, Side
 from ..errors import ConfigurationError
 from ..hub.catalog import DEFAULT_MODEL
 from ._common import require
@@ -76,7 +76,7 @@ class EmbedBatch:
             os.fspath(model) if model is not None else DEFAULT_MODEL, quant=quant, **options
         )
         self.column, self.output_column = column, output_column
-        self._call = EncodeCall(side=side, task=task, instruction=instruction, dim=dim, normalize=normalize,
+        self._call = EncodeCall(side=cast(Side, side), task=task, instruction=instruction, dim=dim, normalize=normalize,
                                 long_text=long_text, show_progress=False)  # fmt: skip
         self.dim = int(self.embedder.run([], self._call).vectors.shape[1])
 
