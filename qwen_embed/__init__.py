@@ -45,6 +45,7 @@ from .errors import (
 from .hub.catalog import CATALOG, RERANKER_CATALOG, CatalogModel, KnownQuant, RerankerModel
 from .hub.download import ModelResolution, QuantFile, download_model, list_quants, resolve_model
 from .hub.options import HubOptions
+from .quantization import QuantizationRanges, quantize_embeddings
 from .reranker import Reranker
 from .text.chunking import CHUNK_PRESETS, Chunk, ChunkConfig, LongEmbedding, SectionEmbedding
 from .text.fusion import FUSIONS, FusionInput, register_fusion
@@ -96,6 +97,7 @@ __all__ = [
     "PromptRegistry",
     "QuantFile",
     "QuantNotFoundError",
+    "QuantizationRanges",
     "QwenEmbedError",
     "Receipt",
     "RepoNotFoundError",
@@ -116,6 +118,7 @@ __all__ = [
     "list_prompts",
     "list_quants",
     "load_prompts",
+    "quantize_embeddings",
     "read_gguf_info",
     "register_fusion",
     "register_prompt",
