@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import fsync_dir
 from . import store
 from .rows import FACT_FIELDS, FACT_NAMES, FACTS, KEY_BYTES, RowBlock
 
@@ -244,7 +245,7 @@ class RowCache:
                     handle.flush()
                     os.fsync(handle.fileno())
             os.replace(tmp, target)
-        store.fsync_dir(self.root)
+        fsync_dir(self.root)
         item.fusions, item.shard = fusions, None
         self._map(item)
         self._write_meta()

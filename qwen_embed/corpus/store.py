@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import fsync_dir, fsync_file
 from ..errors import ConfigurationError
 from .errors import CorpusSourceError, CorpusWriteError
 from .rows import FACT_NAMES, FACTS, KEY_BYTES, RowBlock
@@ -321,7 +322,7 @@ class ShardWriter:
         """Close, flush to disk and rename the shard; returns its manifest record."""
         with writing(self.folder / self.name):
             self._writer.close()
-            _fsync(self._tmp)
+            fsync_file(self._tmp)
             sha = file_sha256(self._tmp)
             size = self._tmp.stat().st_size
             os.replace(self._tmp, self.folder / self.name)
@@ -469,19 +470,3 @@ def _reserve(path: Path) -> None:
         # EINVAL/EOPNOTSUPP: the file system cannot reserve space; write as before
     finally:
         os.close(fd)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Flush a folder's entries (a rename into it) to disk, where the file system allows."""
-    try:
-        _fsync(folder)
-    except OSError:  # not every file system lets a folder be synced
-        pass

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import fsync_dir, fsync_file
 from ..quantization import QuantizationRanges, quantize_embeddings
 from .errors import IndexFormatError
 from .options import IndexOptions, require_usearch
@@ -148,7 +149,7 @@ class SegmentWriter:
         (self.tmp / "segment.json").write_text(json.dumps(meta), encoding="utf-8")
         del self.vectors, self.floats
         for path in self.tmp.iterdir():
-            _fsync(path)
+            fsync_file(path)
         fsync_dir(self.tmp)
         final = self.root / self.name
         os.replace(self.tmp, final)
@@ -328,19 +329,3 @@ def _open_array(path: Path, shape: tuple[int, int], dtype: Any) -> np.ndarray:
         np.save(path, np.zeros(shape, dtype=dtype))
         return np.zeros(shape, dtype=dtype)
     return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Flush a folder's entries to disk (where the file system allows it)."""
-    try:
-        _fsync(folder)
-    except OSError:
-        pass
