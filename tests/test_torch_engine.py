@@ -197,6 +197,7 @@ def wide_model(model_factory: ModelFactory) -> Path:
 
 def _machine(monkeypatch: pytest.MonkeyPatch, flags: set[str]) -> None:
     """Failure injection: this CPU's feature flags, and no CUDA."""
+    monkeypatch.delenv("QWEN_EMBED_HARDWARE", raising=False)  # this test injects its own answer
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset(flags))
     monkeypatch.setattr(hardware, "_cuda_available", lambda: False)
 
@@ -223,6 +224,7 @@ def test_auto_picks_torch_on_bfloat16_cpus_for_wide_models_that_fit(
 
 def test_auto_on_cuda_counts_gpu_memory(wide_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     info = read_gguf_info(wide_model)
+    monkeypatch.delenv("QWEN_EMBED_HARDWARE", raising=False)  # this test injects its own answer
     monkeypatch.setattr(hardware, "_cuda_available", lambda: True)  # failure injection: a GPU machine
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (1 << 40, 1 << 40))
     chosen, reason = choose_backend("auto", None, info=info)
