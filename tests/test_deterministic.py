@@ -23,7 +23,8 @@ def embedders(request: pytest.FixtureRequest, model_factory: ModelFactory) -> di
     if request.param == "torch":
         pytest.importorskip("torch")
     path: Path = model_factory()
-    built = {n: Embedder(path, n_threads=n, backend=request.param, deterministic=True) for n in (1, 2)}
+    dtype = "float32" if request.param == "torch" else None  # pinned: the default follows the hardware
+    built = {n: Embedder(path, n_threads=n, backend=request.param, dtype=dtype, deterministic=True) for n in (1, 2)}
     yield built
     for emb in built.values():
         emb.close()

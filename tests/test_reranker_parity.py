@@ -154,13 +154,14 @@ def test_llama_cpp_rank_pooling_agrees(rerank_parity: RerankParity, variant: str
 
 def test_truncation_matches_the_recipe(rerank_parity: RerankParity) -> None:
     recipe = rerank_parity.recipes["untied"]
-    pairs = [(q, d * 3) for q, d in rerank_parity.pairs[:8]]
-    max_length = 72
+    pairs = [(q, d * 6) for q, d in rerank_parity.pairs[:8]]
+    max_length = 120  # room for every query (a query that alone fills max_length is an error since issue 21)
     reference, _ = recipe.scores(pairs, max_length=max_length)
     with Reranker(rerank_parity.files["rerank-untied"], n_threads=2, max_length=max_length) as rr:
         tokens = [rr.tokenize(q, d).tolist() for q, d in pairs]
         assert tokens == recipe.token_ids(pairs, max_length=max_length)
         assert all(len(t) <= max_length and t[-len(recipe.suffix) :] == recipe.suffix for t in tokens)
+        assert sum(len(t) == max_length for t in tokens) >= 4  # the documents really are cut
         ours = rr.predict(pairs).astype(np.float64)
     assert np.abs(ours - reference).max() <= 1e-3
 
