@@ -60,13 +60,11 @@ def _optional_bool(name: str, value: object) -> bool | None:
     raise ConfigurationError(f"{name} must be True, False or None, not {value!r}")
 
 
-def _optional_size(
-    name: str, value: object, upper: int, *, error: type[ConfigurationError] = ConfigurationError
-) -> int | None:
+def _optional_size(name: str, value: object, upper: int) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= int(value) <= upper:
-        raise error(f"{name} must be an int from 1 to {upper:,} or None, not {value!r}")
+        raise ConfigurationError(f"{name} must be an int from 1 to {upper:,} or None, not {value!r}")
     return int(value)
 
 

@@ -270,20 +270,19 @@ class Reranker(GGUFModel):
         chosen = self._instruction if call.instruction is None else call.instruction
         limit = self._batch_size if call.batch_size is None else min(call.batch_size, self._batch_size)
         units: list[_Pair] = []
-        owners: list[int] = []
         receipts: list[Receipt] = []
         for i, (query, document) in enumerate(items):
             windows, receipt = self._plan_pair(query, document, chosen, i, call)
-            units.extend(windows)
-            owners.extend([i] * len(windows))
+            units.extend(windows)  # a pair's windows are consecutive: receipt.chunks of them
             receipts.append(receipt)
         deterministic = bool(call.deterministic)
         logits = self._log_odds(units, 1 if deterministic else limit, call.show_progress, share=not deterministic)
         out = np.empty(len(items), dtype=np.float64)
         best: list[tuple[int, int] | None] = [None] * len(items)
-        owner = np.asarray(owners, dtype=np.int64)
+        first = 0
         for i, receipt in enumerate(receipts):
-            mine = logits[owner == i]
+            mine = logits[first : first + receipt.chunks]
+            first += receipt.chunks
             if receipt.chunks == 1:
                 out[i] = mine[0]
                 continue
