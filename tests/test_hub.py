@@ -483,6 +483,34 @@ def test_unwritable_cache_dir(hub: HubServer, tmp_path: Path) -> None:
         download_model("0.6B", endpoint=hub.url, cache_dir=blocker / "cache")
 
 
+def test_threads_of_one_process_check_one_cache_at_once(tmp_path: Path) -> None:
+    # The writability probe was named after the pid only: two threads checking one cache removed each
+    # other's probe and one saw "cannot be written (No such file or directory)" (a CI failure of
+    # test_concurrent_downloads_share_the_guard_and_restore_it).
+    from qwen_embed.hub.download import _ensure_writable
+
+    start = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def check() -> None:
+        start.wait(30)
+        for _ in range(200):
+            try:
+                _ensure_writable(tmp_path)
+            except BaseException as error:  # reported below
+                errors.append(error)
+                return
+
+    workers = [threading.Thread(target=check) for _ in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)  # a hang guard only
+    assert not any(worker.is_alive() for worker in workers)
+    assert not errors, errors[:1]
+    assert list(tmp_path.iterdir()) == []  # no probe left behind
+
+
 def test_two_processes_download_the_same_file_once(hub: HubServer, tmp_path: Path, hub_models: dict[str, Path]) -> None:
     hub.chunk_delay = 0.3  # a slow body (about 1 s), so the two downloads overlap
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}

@@ -19,6 +19,7 @@ import inspect
 import itertools
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -644,9 +645,11 @@ def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
 def _ensure_writable(cache: Path) -> None:
     try:
         cache.mkdir(parents=True, exist_ok=True)
-        probe = cache / f".qwen_embed_write_test_{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        # A unique name per call: two threads of one process (same pid) checking the same cache at once
+        # must not remove each other's probe.
+        handle, probe = tempfile.mkstemp(prefix=".qwen_embed_write_test_", dir=cache)
+        os.close(handle)
+        os.unlink(probe)
     except OSError as error:
         raise CacheNotWritableError(
             f"The cache directory {cache} cannot be written ({error.strerror or error}). "
