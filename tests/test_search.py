@@ -160,6 +160,30 @@ def test_view_memory_maps_and_answers_the_same(tmp_path: Path) -> None:
     assert [as_pairs(h) for h in viewed.search(queries, k=5)] == [as_pairs(h) for h in index.search(queries, k=5)]
 
 
+def test_exact_search_memory_does_not_grow_with_the_index(tmp_path: Path) -> None:
+    """An index larger than memory must answer from its mapped vectors: exact search holds a block of scores
+    and the running best rows, never a queries x rows matrix (which grew 8x with 8x the rows before)."""
+    import tracemalloc
+
+    queries = unit(128, 16, seed=41)
+    peaks = []
+    for n in (50_000, 400_000):
+        x = unit(n, 16, seed=40)
+        make_index(tmp_path / f"idx{n}", x, exact_max_values=2**40)
+        index = SearchIndex.open(tmp_path / f"idx{n}", view=True)
+        del x
+        tracemalloc.start()
+        found = index.search(queries, k=10)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert len(found) == 128 and all(len(hits) == 10 for hits in found)
+    assert peaks[1] < 1.5 * peaks[0], peaks
+    x = unit(400_000, 16, seed=40)  # and the answers are still brute force's
+    ids = [f"d{i}" for i in range(len(x))]
+    for hits, query in zip(found[:5], queries[:5]):
+        assert same(as_pairs(hits), brute_force(x, ids, query, 10))
+
+
 # ---------------------------------------------------------------------- quantized storage and rescoring
 
 

@@ -54,6 +54,7 @@ _OURS = re.compile(
 )
 _COPY_BLOCK = 65_536
 _QUERY_BLOCK = 128
+_SCORE_BLOCK = 2**22  # scores held at once by exact float search (16 MiB), whatever the segment's size
 
 
 @dataclass(frozen=True)
@@ -871,22 +872,36 @@ class SearchIndex:
 
 
 def _exact_float(vectors: np.ndarray, queries: np.ndarray, dead: np.ndarray, want: int) -> np.ndarray:
-    """Brute-force top ``want`` live rows by dot product (float32 or float16 vectors, read in blocks)."""
+    """Brute-force top ``want`` live rows by dot product (float32 or float16 vectors, read in blocks).
+
+    Memory stays bounded whatever the segment's size: a block of scores and the running best ``want``
+    per query, never a ``queries x rows`` matrix (a memory-mapped index larger than RAM must answer).
+    """
     m, n = len(queries), len(vectors)
-    scores = np.empty((m, n), dtype=np.float32)
-    for start in range(0, n, _COPY_BLOCK):
-        block = np.asarray(vectors[start : start + _COPY_BLOCK], dtype=np.float32)
-        scores[:, start : start + len(block)] = queries @ block.T
-    scores[:, dead] = -np.inf
-    live = n - int(dead.sum())
-    want = min(want, live)
-    if want < n:
-        top = np.argpartition(-scores, want - 1, axis=1)[:, :want]
-    else:
-        top = np.tile(np.arange(n), (m, 1))
-    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-    rows = np.take_along_axis(top, order, axis=1)
-    rows[np.take_along_axis(scores, rows, axis=1) == -np.inf] = -1
+    want = min(want, n - int(dead.sum()))
+    best_scores = np.full((m, 0), -np.inf, dtype=np.float32)
+    best_rows = np.zeros((m, 0), dtype=np.int64)
+    if want <= 0:
+        return np.full((m, max(want, 0)), -1, dtype=np.int64)
+    step = min(_COPY_BLOCK, max(1024, _SCORE_BLOCK // max(m, 1)))
+    for start in range(0, n, step):
+        block = np.asarray(vectors[start : start + step], dtype=np.float32)
+        scores = queries @ block.T
+        scores[:, dead[start : start + len(block)]] = -np.inf
+        if want < len(block):
+            top = np.argpartition(-scores, want - 1, axis=1)[:, :want]
+            scores = np.take_along_axis(scores, top, axis=1)
+        else:
+            top = np.broadcast_to(np.arange(len(block)), scores.shape)
+        best_scores = np.concatenate([best_scores, scores], axis=1)
+        best_rows = np.concatenate([best_rows, top + start], axis=1)
+        if best_scores.shape[1] > want:
+            keep = np.argpartition(-best_scores, want - 1, axis=1)[:, :want]
+            best_scores = np.take_along_axis(best_scores, keep, axis=1)
+            best_rows = np.take_along_axis(best_rows, keep, axis=1)
+    order = np.lexsort((best_rows, -best_scores), axis=1)  # best first, ties by row number
+    rows = np.take_along_axis(best_rows, order, axis=1)
+    rows[np.take_along_axis(best_scores, order, axis=1) == -np.inf] = -1
     return rows
 
 
