@@ -51,7 +51,9 @@ MAX_THREADS = 512  # ggml's GGML_MAX_N_THREADS; far more threads than cores only
 #: Most tokens one decode may hold, whatever the memory: 1,000x past where packing stops paying, and
 #: ``batch_tokens=10**9`` (a typo) fails here with a clear message instead of in the kernel's OOM killer.
 MAX_BATCH_TOKENS = 1 << 20
-#: Most sequences one decode may hold (llama.cpp caps them at 256 itself; ``batch_tokens`` bounds torch's).
+#: Most sequences one decode may hold, for a model's ``batch_size`` and a call's alike (one bound in one
+#: place). An engine packs at most what it can: llama.cpp 256 sequences a context, torch what fits in
+#: ``batch_tokens``.
 MAX_BATCH_SIZE = 1 << 16
 #: Most texts a stream window (``encode_iter``'s ``chunk_size``) or a corpus batch holds in memory.
 MAX_WINDOW = 1 << 20

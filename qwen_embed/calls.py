@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ._pipeline import MAX_BATCH_SIZE
 from .errors import ConfigurationError, DimensionError
 from .quantization import PRECISIONS, QuantizationRanges
 from .text.long_text import POLICIES
@@ -50,8 +51,6 @@ __all__ = [
 
 Side = Literal["query", "document"]
 SIDES: tuple[str, ...] = ("query", "document")
-#: The most texts one engine call can pack (llama.cpp holds at most 256 sequences per context).
-MAX_BATCH_SIZE = 256
 
 
 def _optional_bool(name: str, value: object) -> bool | None:

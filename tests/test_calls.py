@@ -20,8 +20,8 @@ TEXTS = ["What is GGUF?", "Qwen3-Embedding turns text into vectors.", "", "ÂêëÈá
         ({"dim": 1.5}, DimensionError, r"dim must be an int, not float"),
         ({"normalize": "yes"}, ConfigurationError, r"normalize must be True, False or None, not 'yes'"),
         ({"long_text": "cut"}, ConfigurationError, r"Unknown long_text policy 'cut'"),
-        ({"batch_size": 0}, ConfigurationError, r"batch_size must be an int from 1 to 256 or None, not 0"),
-        ({"batch_size": 10**6}, ConfigurationError, r"batch_size must be an int from 1 to 256"),
+        ({"batch_size": 0}, ConfigurationError, r"batch_size must be an int from 1 to 65,536 or None, not 0"),
+        ({"batch_size": 10**6}, ConfigurationError, r"batch_size must be an int from 1 to 65,536 or None, not 1000000"),
         ({"precision": "int4"}, ConfigurationError, r"precision='int4' is not one of 'float32'"),
     ],
 )

@@ -102,7 +102,7 @@ def test_deterministic_scores_do_not_depend_on_the_other_pairs(reranker: Reranke
         ({"aggregate": "median"}, r"aggregate='median' is not one of 'max', 'mean', 'first'"),
         ({"overlap": -1}, r"overlap must be an int from 0 to 4096"),
         ({"raw": "yes"}, r"raw must be True or False, not 'yes'"),
-        ({"batch_size": 0}, r"batch_size must be an int from 1 to 256"),
+        ({"batch_size": 0}, r"batch_size must be an int from 1 to 65,536 or None, not 0"),
     ],
 )
 def test_rerank_call_checks_itself(options: dict[str, object], message: str) -> None:

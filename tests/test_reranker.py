@@ -329,7 +329,7 @@ def test_bad_input_raises_library_errors(reranker: Reranker) -> None:
         (
             lambda: reranker.predict([(QUERY, "d")], batch_size=10**9),
             ConfigurationError,
-            "batch_size must be an int from 1 to 256 or None, not 1000000000",
+            "batch_size must be an int from 1 to 65,536 or None, not 1000000000",
         ),
     ]
     for call, error, match in cases:
