@@ -267,14 +267,8 @@ class Reranker(GGUFModel):
         elif not isinstance(call, RerankCall):
             raise ConfigurationError(f"call must be a RerankCall, not {type(call).__name__}")
         single, items = as_pairs(pairs)
-        chosen = self._instruction if call.instruction is None else call.instruction
         limit = self._batch_size if call.batch_size is None else min(call.batch_size, self._batch_size)
-        units: list[_Pair] = []
-        receipts: list[Receipt] = []
-        for i, (query, document) in enumerate(items):
-            windows, receipt = self._plan_pair(query, document, chosen, i, call)
-            units.extend(windows)  # a pair's windows are consecutive: receipt.chunks of them
-            receipts.append(receipt)
+        units, receipts = self._plan(items, call)
         deterministic = bool(call.deterministic)
         logits = self._log_odds(units, 1 if deterministic else limit, call.show_progress, share=not deterministic)
         out = np.empty(len(items), dtype=np.float64)
@@ -299,6 +293,38 @@ class Reranker(GGUFModel):
             )  # fmt: skip
         scores = (out if call.raw else _sigmoid(out)).astype(np.float32)
         return RerankResult(scores.reshape(()) if single else scores, tuple(receipts), tuple(best), call)
+
+    def plan(
+        self, pairs: Iterable[Sequence[str]] | Sequence[str], call: RerankCall | None = None
+    ) -> tuple[Receipt, ...]:
+        """The receipts :meth:`run` would give for ``pairs`` under ``call``, without decoding anything.
+
+        >>> [r.tokens_used for r in rr.plan([(query, report)], RerankCall(long_text="chunk"))]  # doctest: +SKIP
+
+        What each pair will cost the engine (``tokens_used``: every window of a chunked document,
+        each with its prompt), whether it would be cut and by how much, and a chunked document's
+        window spans. The same tokenization and checks as :meth:`run`, so it raises what ``run``
+        would for bad input (``InputTooLongError`` under ``long_text="error"``, for example).
+        One pair in gives a one-receipt tuple too.
+        """
+        if call is None:
+            call = RerankCall()
+        elif not isinstance(call, RerankCall):
+            raise ConfigurationError(f"call must be a RerankCall, not {type(call).__name__}")
+        _, items = as_pairs(pairs)
+        self._require_engine()
+        return tuple(self._plan(items, call)[1])
+
+    def _plan(self, items: Sequence[tuple[object, object]], call: RerankCall) -> tuple[list[_Pair], list[Receipt]]:
+        """The sequences to score (a pair's windows consecutive: ``receipt.chunks`` of them) and a receipt per pair."""
+        chosen = self._instruction if call.instruction is None else call.instruction
+        units: list[_Pair] = []
+        receipts: list[Receipt] = []
+        for i, (query, document) in enumerate(items):
+            windows, receipt = self._plan_pair(query, document, chosen, i, call)
+            units.extend(windows)
+            receipts.append(receipt)
+        return units, receipts
 
     def predict(
         self,

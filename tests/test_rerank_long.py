@@ -85,6 +85,31 @@ def test_truncation_is_reported_never_silent(reranker: Reranker, caplog: pytest.
     assert info.value.param == "document" and info.value.index == 1
 
 
+@pytest.mark.parametrize(
+    "call",
+    [RerankCall(), RerankCall(long_text="chunk"), RerankCall(long_text="chunk", overlap=8, aggregate="mean")],
+    ids=["truncate", "chunk", "chunk-overlap"],
+)
+def test_plan_gives_run_s_receipts_without_decoding(
+    reranker: Reranker, call: RerankCall, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pairs = [(QUERY, "short"), (QUERY, _document(20)), ("another query", _document(7))]
+    expected = reranker.run(pairs, call).receipts
+
+    def no_decode(*args: object, **kwargs: object) -> None:  # failure injection: plan must not reach the engine
+        raise AssertionError("plan decoded")
+
+    monkeypatch.setattr(reranker, "_log_odds", no_decode)
+    assert reranker.plan(pairs, call) == expected
+    other = RerankCall(long_text="truncate" if call.long_text == "chunk" else "chunk")
+    assert reranker.plan(pairs, other) != expected  # the twin: the plan follows the call
+    assert reranker.plan((QUERY, "short"), call) == expected[:1]  # one pair in: a one-receipt tuple
+    with pytest.raises(InputTooLongError, match=r"Pair #1: the pair is [\d,]+ tokens .* long_text='chunk'"):
+        reranker.plan(pairs, RerankCall(long_text="error"))
+    with pytest.raises(ConfigurationError, match="call must be a RerankCall, not dict"):
+        reranker.plan(pairs, {"long_text": "chunk"})  # type: ignore[arg-type]
+
+
 def test_deterministic_scores_do_not_depend_on_the_other_pairs(reranker: Reranker) -> None:
     probe = (QUERY, "GGUF stores tensors and metadata in one file.")
     others = [(QUERY, _document(k)) for k in (1, 3, 5)] + [("other query", "text")]

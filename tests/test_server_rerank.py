@@ -135,6 +135,10 @@ def test_top_n_return_documents_objects_and_instruction(both: Running, rr: Reran
         ({"aggregate": "median"}, 400, "aggregate", '\'aggregate\' must be "max", "mean" or "first", not "median"'),
         ({"aggregate": ["max"]}, 400, "aggregate", 'not ["max"]; leave it out for "max"'),
         ({"return_receipts": "yes"}, 400, "return_receipts", "'return_receipts' must be true or false, not \"yes\""),
+        ({"overlap": -1}, 400, "overlap", "'overlap' must be an integer of at least 0, not -1; at most 4,096"),
+        ({"overlap": 5000}, 400, "overlap", "'overlap' must be at most 4,096 tokens, not 5000; leave it out for 32"),
+        ({"overlap": 1.5}, 400, "overlap", "not 1.5"),
+        ({"deterministic": "yes"}, 400, "deterministic", "'deterministic' must be true or false, not \"yes\""),
         ({"model": "nope"}, 404, "model", f"The model 'nope' does not exist here; this server has '{RERANKER}'"),
         ({"model": MODEL}, 404, "model", "does not exist here"),  # the embedding model does not rerank
     ],
@@ -530,6 +534,40 @@ def test_the_budget_counts_windows_and_stops_a_huge_document_before_any_decode(
             cut = server.post({"query": QUERY, "documents": ["short", document]}, path="/v1/rerank")
             assert _by_index(cut)[1]["truncated"] is True
         assert [len(texts) for texts in gate.calls] == [2, 2]
+
+
+def test_deterministic_scores_equal_each_pair_scored_alone(chunky: Running, short_rr: Reranker) -> None:
+    request = {"query": QUERY, "documents": LONG_DOCS, "long_text": "chunk", "deterministic": True}
+    results = _by_index(chunky.post(request, path="/v1/rerank"))
+    alone = [
+        float(short_rr.run([(QUERY, d)], RerankCall(long_text="chunk", deterministic=True)).scores[0])
+        for d in LONG_DOCS
+    ]
+    assert [results[i]["relevance_score"] for i in range(len(LONG_DOCS))] == alone  # bit for bit
+
+
+def test_the_budget_is_the_exact_cost_of_the_windows(reranker_file: Path) -> None:
+    """A request costs what Reranker.plan says its windows take: one that fits to the token is scored, one token
+    less refused. (The count used to estimate the windows from the document's tokens: with a large overlap at a
+    small max_length it counted up to 1.47x their tokens and refused requests that fit.)"""
+    call = RerankCall(long_text="chunk", overlap=12)
+    with Reranker(reranker_file, n_threads=2, max_length=96) as tight:
+        exact = tight.plan([(QUERY, "short"), (QUERY, LONG)], call)
+        cost = sum(r.tokens_used for r in exact)
+        default = sum(
+            r.tokens_used for r in tight.plan([(QUERY, "short"), (QUERY, LONG)], RerankCall(long_text="chunk"))
+        )
+        assert default != cost  # the body's overlap is the one planned
+        request = {"query": QUERY, "documents": ["short", LONG], "long_text": "chunk", "overlap": 12}
+        for budget, status in ((cost, 200), (cost - 1, 400)):
+            with Running(None, reranker=tight, max_request_tokens=budget) as server:
+                answer = server.post(request, path="/v1/rerank")
+            assert answer.status_code == status, (budget, answer.text[:300])
+            if status == 200:
+                assert answer.json()["usage"]["prompt_tokens"] == cost
+            else:
+                assert answer.json()["error"]["code"] == "request_too_large"
+                assert "reached at documents[1], counting its windows" in answer.json()["error"]["message"]
 
 
 def test_health_answers_while_a_chunked_rerank_is_scored(short_rr: Reranker, monkeypatch: pytest.MonkeyPatch) -> None:

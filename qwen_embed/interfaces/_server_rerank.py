@@ -14,6 +14,9 @@ reranker) and ours, the fields of :class:`~qwen_embed.RerankCall`:
   (a 400 naming ``documents[i]``);
 * ``aggregate``: with ``"chunk"``, how the window scores make the document's: ``"max"``
   (default), ``"mean"`` or ``"first"``;
+* ``overlap``: with ``"chunk"``, tokens two neighbouring windows share (0 to 4,096, default 32);
+* ``deterministic``: ``true`` scores each pair alone, so a score is bit-identical whatever the
+  other documents of the request (and of others' requests batched with it); slower;
 * ``return_receipts``: ``true`` adds each result's ``receipt`` (:class:`~qwen_embed.Receipt`).
 
 The answer, best first:
@@ -41,7 +44,8 @@ for each pair (prompt included; after a cut, or every window of a chunked docume
 counts what its decode will take, so a chunked document counts each window with its prompt. A
 document over ``max_length`` is counted in blocks short enough to be tokenized whole, and the
 count stops at the limit, so a 10 MB document costs the tokenization of its first part, then a
-400 ``request_too_large``.
+400 ``request_too_large``; what passes is costed exactly by :meth:`Reranker.plan
+<qwen_embed.Reranker.plan>` (the receipts scoring will give).
 
 The request lifecycle is the server's one (:mod:`._server_route`): parsing and token counting on
 a worker thread, scoring through the fair scheduler that embeddings use too, ``batch_texts``
@@ -53,14 +57,13 @@ scored in one engine call.
 from __future__ import annotations
 
 import json
-import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-from ..calls import AGGREGATES, RERANK_LONG_TEXT, Receipt, RerankCall
+from ..calls import AGGREGATES, MAX_OVERLAP, RERANK_LONG_TEXT, Receipt, RerankCall
 from ..errors import InputTooLongError
 from ..reranker import Reranker
 from ._server_embeddings import optional_flag, render_receipt
@@ -108,6 +111,9 @@ class RerankRequest:
         return self.call.instruction
 
 
+_OVERLAP = RerankCall().overlap  # tokens two windows of a chunked document share, unless the body says
+
+
 def parse_rerank(raw: bytes, *, aliases: frozenset[str], name: str, max_inputs: int) -> RerankRequest:
     """Decode and check the JSON body; every problem is a :class:`RequestError` naming the field."""
     body = load_object(raw)
@@ -129,7 +135,15 @@ def parse_rerank(raw: bytes, *, aliases: frozenset[str], name: str, max_inputs: 
     instruction = optional_text(body, "instruction")
     long_text = _choice(body, "long_text", RERANK_LONG_TEXT)
     aggregate = _choice(body, "aggregate", AGGREGATES)
-    call = RerankCall(instruction=instruction, long_text=long_text, aggregate=aggregate, show_progress=False)
+    overlap = _positive(body, "overlap", f"at most {MAX_OVERLAP:,}; leave it out for {_OVERLAP}", low=0)
+    if overlap is not None and overlap > MAX_OVERLAP:
+        raise RequestError(
+            400, f"'overlap' must be at most {MAX_OVERLAP:,} tokens, not {overlap}; leave it out for {_OVERLAP}.",
+            param="overlap",
+        )  # fmt: skip
+    deterministic = optional_flag(body, "deterministic", default=False)
+    call = RerankCall(instruction=instruction, long_text=long_text, aggregate=aggregate, show_progress=False,
+                      overlap=_OVERLAP if overlap is None else overlap, deterministic=deterministic)  # fmt: skip
     receipts = optional_flag(body, "return_receipts", default=False)
     return RerankRequest(query, documents, top_n, flag, call, receipts)
 
@@ -212,8 +226,11 @@ def count_tokens(reranker: Reranker, request: RerankRequest, *, stop: threading.
     """Tokens each of the request's pairs will cost the engine, counted before anything is decoded.
 
     A pair that fits costs its tokens; one over ``max_length`` costs ``max_length`` under
-    ``"truncate"``, and under ``"chunk"`` its windows' tokens (each window with the whole prompt;
-    estimated from the document's tokens, counted in blocks, see :func:`_document_tokens`).
+    ``"truncate"``, and under ``"chunk"`` its windows' tokens (each window with the whole prompt).
+    A first pass counts long documents in blocks and stops past ``budget`` (a 10 MB document costs
+    the tokenization of its first part, see :func:`_document_tokens`); it counts a chunked document
+    as its own tokens, a lower bound of its windows', so it refuses only what is surely too large.
+    What passes is planned exactly by :meth:`~qwen_embed.Reranker.plan`: the receipts ``run`` gives.
 
     Raises:
         RequestError: 400 ``request_too_large`` past ``budget`` tokens in all (the count stops
@@ -234,8 +251,8 @@ def count_tokens(reranker: Reranker, request: RerankRequest, *, stop: threading.
             tokens, blocks = _document_tokens(reranker, request, document, frame, most=most, stop=stop)
             if call.long_text == "error" and tokens - blocks > frame.keep:  # over for sure (else the engine decides)
                 raise _too_long(reranker, i)
-            if call.long_text == "chunk" and tokens > frame.keep:
-                cost = _chunked_cost(tokens, frame, call.overlap)
+            if call.long_text == "chunk":  # a lower bound of its windows' tokens: they cover the document
+                cost = max(cost, frame.fixed + tokens - blocks)
         total += cost
         if total > budget:
             raise RequestError(
@@ -247,6 +264,23 @@ def count_tokens(reranker: Reranker, request: RerankRequest, *, stop: threading.
                 code="request_too_large",
             )
         costs.append(cost)
+    # The count above is bounded (it stops past the budget) and never over a pair's cost, so it refuses only what
+    # is surely too large; within it, the reranker's own plan gives each pair's exact cost (run's receipts).
+    pairs = [(request.query, document) for document in request.documents]
+    try:
+        receipts = reranker.plan(pairs, call)
+    except InputTooLongError as error:
+        raise _too_long(reranker, error.index or 0) from None
+    costs = [receipt.tokens_used for receipt in receipts]
+    if sum(costs) > budget:
+        reached = next(i for i in range(len(costs)) if sum(costs[: i + 1]) > budget)
+        raise RequestError(
+            400,
+            f"The request has more than {budget:,} tokens (--max-request-tokens; reached at documents[{reached}], "
+            "counting its windows); split it over several requests.",
+            param="documents",
+            code="request_too_large",
+        )
     return costs
 
 
@@ -305,16 +339,6 @@ def _block_end(text: str, start: int, size: int) -> int:
         if after > len(block) // 2:
             end = start + after
     return end
-
-
-def _chunked_cost(tokens: int, frame: _Frame, overlap: int) -> int:
-    """Tokens the windows of a document of ``tokens`` take, each with the whole prompt (the chunker's plan:
-    windows of ``keep - 1`` text tokens sharing ``overlap``; it cuts at boundaries, so a little more in practice)."""
-    window = frame.keep - 1
-    shared = min(overlap, window - 1)
-    text = tokens - _SPACE
-    windows = 1 + math.ceil(max(0, text - window) / (window - shared))
-    return windows * (frame.fixed + _SPACE) + text + (windows - 1) * shared
 
 
 def _too_long(reranker: Reranker, i: int) -> RequestError:
