@@ -188,6 +188,15 @@ class GGUFModel:
         return self._backend
 
     @property
+    def compute_dtype(self) -> str | None:
+        """The torch engine's compute dtype (``"float32"``, ``"bfloat16"`` or ``"float16"``); ``None`` on
+        llama.cpp, whose arithmetic follows the file's types. Vectors made under different ones differ."""
+        if self._backend != "torch":
+            return None
+        dtype = getattr(self._engine, "dtype", None)
+        return dtype if isinstance(dtype, str) else None
+
+    @property
     def backend_reason(self) -> str:
         """Why this backend was chosen (``backend="auto"`` explains its pick)."""
         return self._backend_reason

@@ -256,7 +256,7 @@ class Embedder(GGUFModel):
     def engine(self) -> str:
         """The engine in words, for ``repr`` and ``qwen-embed doctor``."""
         if self._backend == "torch":
-            return f"torch {getattr(self._engine, 'dtype', '')}".strip()
+            return f"torch {self.compute_dtype or ''}".strip()
         return "llama.cpp"
 
     def __repr__(self) -> str:

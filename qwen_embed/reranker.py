@@ -218,7 +218,7 @@ class Reranker(GGUFModel):
     @property
     def engine(self) -> str:
         if self._backend == "torch":
-            return f"torch {getattr(self._engine, 'dtype', '')}".strip()
+            return f"torch {self.compute_dtype or ''}".strip()
         return "llama.cpp, shared prefix" if self._share_prefix else "llama.cpp"
 
     def __repr__(self) -> str:

@@ -77,7 +77,8 @@ def test_float32_matches_llama_cpp_batched_and_single(pair: tuple[Embedder, Embe
 
 def test_bfloat16_is_close(small_f32: Path, pair: tuple[Embedder, Embedder]) -> None:
     with Embedder(small_f32, n_threads=2, backend="torch", dtype="bfloat16") as emb:
-        assert emb.engine == "torch bfloat16"
+        assert emb.engine == "torch bfloat16" and emb.compute_dtype == "bfloat16"
+        assert pair[1].compute_dtype == "float32" and pair[0].compute_dtype is None  # llama.cpp: the file's types
         assert _min_cos(emb.encode(TEXTS), pair[0].encode(TEXTS)) >= 0.999
 
 

@@ -244,7 +244,7 @@ class _Job:
         self.before, self.after = emb.prompt_parts(self.call)
         chunking = emb.chunking
         self.settings: dict[str, Any] = {
-            "quant": emb.quantization, "engine": emb.backend, "dtype": emb.engine.partition(" ")[2] or None,
+            "quant": emb.quantization, "engine": emb.backend, "dtype": emb.compute_dtype,
             "pooling": emb.pooling, "max_length": emb.max_length, "dim": self.dim, "normalize": self.normalize,
             "side": side, "task": task, "instruction": instruction, "prompt": [self.before, self.after],
             "long_text": self.policy,
