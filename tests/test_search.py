@@ -4,7 +4,9 @@ id, atomic commits under SIGKILL, the Retriever and the CLI, end to end on gener
 from __future__ import annotations
 
 import json
+import logging
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -152,6 +154,49 @@ def test_graph_search_breadth_is_tuned_to_the_data(tmp_path: Path) -> None:
         IndexOptions(graph_recall=2)
 
 
+def test_a_graph_that_misses_graph_recall_is_not_kept(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Random vectors have no near neighbours: held to 8 candidates, the graph misses 0.99 of the top 10, so the
+    segment is searched exactly (every answer brute force's) and says why. Untuned, the same graph is kept."""
+    x = unit(3000, 64, seed=31)
+    options = {"exact_max_values": 1, "expansion_search": 4, "max_expansion_search": 8}
+    with caplog.at_level(logging.INFO, logger="qwen_embed.search.segment"):
+        index, ids = make_index(tmp_path / "idx", x, **options)
+    (info,) = index.segment_info()
+    assert info["hnsw"] is False and not (tmp_path / "idx" / info["name"] / "hnsw.usearch").exists()
+    assert re.fullmatch(
+        r"a graph of 3,000 rows found \d+\.\d% of the exact top 10 at expansion_search=8 \(graph_recall=0.99, "
+        r"max_expansion_search=8\): the vectors have no near neighbours a graph can follow, and exact search finds "
+        r"them all",
+        info["graph_refused"],
+    ), info
+    assert "no HNSW graph, searched exactly" in caplog.text
+    queries = unit(20, 64, seed=32)
+    for hits, query in zip(index.search(queries, k=10), queries):
+        assert same(as_pairs(hits), brute_force(x, ids, query, 10))
+    # The twin: without tuning the graph is kept, and it does miss neighbours.
+    kept, _ = make_index(tmp_path / "kept", x, **options, graph_recall=0)
+    assert kept.segment_info()[0]["hnsw"] is True
+    assert recall(kept.search(queries, k=10), x, ids, queries, 10) < 0.99
+
+
+def test_a_large_segment_is_judged_on_a_sample_first(tmp_path: Path) -> None:
+    """The sample's graph misses graph_recall, so the whole segment's graph is never built."""
+    from qwen_embed.search.segment import SAMPLE_ROWS
+
+    x = unit(4 * SAMPLE_ROWS, 32, seed=33)
+    index, ids = make_index(tmp_path / "idx", x, exact_max_values=1, expansion_search=1, max_expansion_search=1)
+    (info,) = index.segment_info()
+    assert info["hnsw"] is False and info["graph_refused"].startswith(f"a graph of {SAMPLE_ROWS:,} rows found"), info
+    query = unit(1, 32, seed=34)[0]
+    assert same(as_pairs(index.search(query, k=10)), brute_force(x, ids, query, 10))
+    with pytest.raises(
+        ConfigurationError,
+        match=r"IndexOptions.max_expansion_search must be an int from expansion_search \(64\) to "
+        r"65,536, not 8",
+    ):
+        IndexOptions(max_expansion_search=8)
+
+
 def test_view_memory_maps_and_answers_the_same(tmp_path: Path) -> None:
     x = clustered(2000, 32, seed=5)
     index, _ = make_index(tmp_path / "idx", x, exact_max_values=1)
@@ -220,7 +265,7 @@ def test_exact_search_of_codes_keeps_memory_bounded(tmp_path: Path, precision: s
 def test_blocked_exact_search_of_codes_equals_usearch_in_one_call(precision: str) -> None:
     import usearch.index
 
-    from qwen_embed.search.index import _exact_codes
+    from qwen_embed.search.segment import exact_search
 
     rng = np.random.default_rng(7)
     if precision == "int8":
@@ -236,7 +281,7 @@ def test_blocked_exact_search_of_codes_equals_usearch_in_one_call(precision: str
         )
         metric, dtype = "hamming", "b1"
     for fetch in (1, 10, 40):
-        blocked = _exact_codes(codes, probe, fetch, metric, dtype)
+        blocked = exact_search(codes, probe, fetch, metric, dtype)[0]
         whole = usearch.index.search(codes, probe, fetch, metric, exact=True, dtype=dtype)
         keys = np.asarray(whole.keys, dtype=np.int64).reshape(len(probe), -1)
         distances = np.asarray(whole.distances).reshape(len(probe), -1)

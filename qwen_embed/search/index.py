@@ -37,7 +37,7 @@ from ..quantization import QuantizationRanges, dequantize_embeddings
 from .errors import IndexFormatError, IndexNotFoundError
 from .options import RESCORE_MODES, IndexOptions, require_usearch
 from .recipe import EmbeddingRecipe
-from .segment import Segment, SegmentWriter, encode_document, fsync_dir, vector_hashes
+from .segment import Segment, SegmentWriter, encode_document, exact_search, fsync_dir, vector_hashes
 
 __all__ = ["CORPUS_INDEX", "INDEX_FILE", "Hit", "SearchIndex", "UpdateResult", "resolve_index_path"]
 
@@ -316,13 +316,16 @@ class SearchIndex:
 
     def segment_info(self) -> list[dict[str, Any]]:
         """Per segment: ``name``, ``rows``, ``live`` rows, ``hnsw``, and for a graph its tuned
-        ``expansion_search`` and the ``graph_recall`` measured with it."""
+        ``expansion_search`` and the ``graph_recall`` measured with it; for a segment large enough for a
+        graph that was not kept (see :attr:`IndexOptions.graph_recall`), ``graph_refused``: why."""
         info = []
         for segment, dead in zip(self._segments, self._dead):
             entry = {"name": segment.name, "rows": segment.rows, "live": segment.rows - int(dead.sum()),
                      "hnsw": segment.graph is not None}  # fmt: skip
             if segment.graph is not None:
                 entry.update(expansion_search=segment.expansion_search, graph_recall=segment.meta.get("graph_recall"))
+            elif "refused" in segment.meta:
+                entry.update(graph_refused=segment.meta["refused"])
             info.append(entry)
         return info
 
@@ -562,7 +565,6 @@ class SearchIndex:
 
     def _raw_search(self, segment: Segment, queries: np.ndarray, fetch: int, use_graph: bool) -> np.ndarray:
         """Row numbers by the segment's own metric, best first, dead rows included (``-1`` pads)."""
-        usearch = require_usearch()
         precision = self.precision
         if precision == "int8":
             probe = self._int8_probe(queries)
@@ -576,7 +578,7 @@ class SearchIndex:
         if use_graph:
             matches = segment.graph.search(probe, fetch)
         else:
-            return _exact_codes(np.asarray(segment.vectors), probe, fetch, metric, dtype)
+            return exact_search(np.asarray(segment.vectors), probe, fetch, metric, dtype)[0]
         keys = np.asarray(matches.keys, dtype=np.int64).reshape(len(queries), -1)
         counts = np.reshape(getattr(matches, "counts", keys.shape[1]), (-1, 1))
         keys[np.arange(keys.shape[1])[None, :] >= counts] = -1
@@ -903,38 +905,6 @@ def _exact_float(vectors: np.ndarray, queries: np.ndarray, dead: np.ndarray, wan
     rows = np.take_along_axis(best_rows, order, axis=1)
     rows[np.take_along_axis(best_scores, order, axis=1) == -np.inf] = -1
     return rows
-
-
-def _exact_codes(vectors: np.ndarray, probe: np.ndarray, fetch: int, metric: str, dtype: str) -> np.ndarray:
-    """usearch's exact search over int8 codes or sign bits, a block of rows at a time (``-1`` pads).
-
-    usearch keeps a distance for every (query, row) of one call, so the rows go in blocks and the best
-    ``fetch`` of each block are merged: memory stays bounded whatever the segment's size.
-    """
-    usearch = require_usearch()
-    m, n = len(probe), len(vectors)
-    step = min(_COPY_BLOCK, max(1024, _SCORE_BLOCK // max(m, 1)))
-    best_keys = np.zeros((m, 0), dtype=np.int64)
-    best_distances = np.zeros((m, 0), dtype=np.float64)
-    for start in range(0, n, step):
-        block = vectors[start : start + step]
-        want = min(fetch, len(block))
-        matches = usearch.search(block, probe, want, metric, exact=True, dtype=dtype)
-        keys = np.asarray(matches.keys, dtype=np.int64).reshape(m, -1)
-        distances = np.asarray(matches.distances, dtype=np.float64).reshape(m, -1)
-        counts = np.reshape(getattr(matches, "counts", keys.shape[1]), (-1, 1))
-        missing = np.arange(keys.shape[1])[None, :] >= counts
-        distances[missing] = np.inf
-        best_keys = np.concatenate([best_keys, np.where(missing, -1, keys + start)], axis=1)
-        best_distances = np.concatenate([best_distances, distances], axis=1)
-        if best_keys.shape[1] > fetch:
-            keep = np.argpartition(best_distances, fetch - 1, axis=1)[:, :fetch]
-            best_keys = np.take_along_axis(best_keys, keep, axis=1)
-            best_distances = np.take_along_axis(best_distances, keep, axis=1)
-    order = np.lexsort((np.where(best_keys < 0, n, best_keys), best_distances), axis=1)  # nearest first, ties by row
-    keys = np.take_along_axis(best_keys, order, axis=1)
-    keys[np.take_along_axis(best_distances, order, axis=1) == np.inf] = -1
-    return keys
 
 
 def _tier(rows: int, factor: int) -> int:

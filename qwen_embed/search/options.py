@@ -14,6 +14,7 @@ __all__ = ["INDEX_PRECISIONS", "RESCORE_MODES", "IndexOptions", "require_usearch
 INDEX_PRECISIONS = ("float32", "float16", "int8", "binary")
 #: What quantized candidates are rescored against: the stored float32 vectors, the codes, or nothing.
 RESCORE_MODES = ("float", "quantized", "none")
+_MAX_EXPANSION = 1 << 16  # candidates per graph search: past this, exact search of a segment costs less
 
 
 @dataclass(frozen=True)
@@ -27,16 +28,22 @@ class IndexOptions:
         keep_float: With ``int8``, ``binary`` or ``float16``: also keep the float32 vectors on
             disk (memory-mapped, read only for the candidates) so that rescoring uses them.
         exact_max_values: A segment of fewer values (rows x dim) is searched exactly (brute
-            force); a larger one gets an HNSW graph. 16 Mi values: 16,384 rows of width 1024, where
+            force); a larger one gets an HNSW graph when the graph reaches ``graph_recall``. 16 Mi values: 16,384 rows of width 1024, where
             exact search and a graph tuned to ``graph_recall`` answer about equally fast
             (benchmarks/RESULTS.md, issue 22).
         connectivity: HNSW edges per node (usearch's ``connectivity``).
         expansion_add: HNSW candidates considered when adding (quality of the graph).
         expansion_search: HNSW candidates considered when searching (recall against speed); the
             least a segment's graph uses (see ``graph_recall``).
-        graph_recall: When a graph is built, ``expansion_search`` is doubled (up to 4096) until
-            the graph finds this fraction of the exact top 10 for 100 of the segment's own rows
-            (in the segment's metric); the value found is recorded with the segment. ``0``: no tuning.
+        graph_recall: When a graph is built, ``expansion_search`` is doubled (up to
+            ``max_expansion_search``) until the graph finds this fraction of the exact top 10 for 100
+            queries between the segment's own rows (in the segment's metric); the value found is
+            recorded with the segment. A graph that cannot reach it is not kept: the segment is
+            searched exactly, which finds every neighbour (data without near neighbours, such as
+            random vectors, defeats HNSW; a large segment is tried on a sample of rows first, so
+            its graph is not built in vain). ``0``: keep any graph, untuned.
+        max_expansion_search: The most HNSW candidates tuning tries per search (a graph search's
+            cost grows with it).
         rescore_multiplier: Candidates fetched per result before rescoring int8 and binary
             search with the float query (the default of :meth:`SearchIndex.search`).
         merge_factor: Segments of one size tier merged together (a tier holds segments within
@@ -50,6 +57,7 @@ class IndexOptions:
     expansion_add: int = 128
     expansion_search: int = 64
     graph_recall: float = 0.99
+    max_expansion_search: int = 4096
     rescore_multiplier: int = 4
     merge_factor: int = 4
 
@@ -65,6 +73,13 @@ class IndexOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigurationError(f"IndexOptions.{name} must be an int >= {low}, not {value!r}")
+        if isinstance(self.max_expansion_search, bool) or not isinstance(self.max_expansion_search, int) or not (
+            self.expansion_search <= self.max_expansion_search <= _MAX_EXPANSION
+        ):
+            raise ConfigurationError(
+                f"IndexOptions.max_expansion_search must be an int from expansion_search ({self.expansion_search}) "
+                f"to {_MAX_EXPANSION:,}, not {self.max_expansion_search!r}"
+            )
         recall = self.graph_recall
         if isinstance(recall, bool) or not isinstance(recall, (int, float)) or not 0 <= recall <= 1:
             raise ConfigurationError(f"IndexOptions.graph_recall must be a number in [0, 1], not {recall!r}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from collections.abc import Sequence
@@ -30,9 +31,14 @@ from ..quantization import QuantizationRanges, quantize_embeddings
 from .errors import IndexFormatError
 from .options import IndexOptions, require_usearch
 
-__all__ = ["Segment", "SegmentWriter", "fsync_dir", "vector_hashes"]
+__all__ = ["Segment", "SegmentWriter", "exact_search", "fsync_dir", "vector_hashes"]
+
+logger = logging.getLogger(__name__)
 
 _BLOCK = 65_536  # rows per step when copying or adding to the graph
+_DISTANCES = 2**22  # (query, row) distances usearch holds at once in exact search (48 MiB with their keys)
+#: Rows of the sample a large segment's graph is tried on before it is built in full.
+SAMPLE_ROWS = 16_384
 
 
 def vector_hashes(vectors: np.ndarray) -> np.ndarray:
@@ -140,12 +146,16 @@ class SegmentWriter:
         self.ids.close()
         if self.docs is not None:
             self.docs.close()
+        graph: dict[str, Any] = {}
         if hnsw:
-            expansion, recall = self._build_graph()
+            graph = self._sample_refusal() or self._build_graph()
+            if "refused" in graph:
+                hnsw = False
+                logger.info(
+                    "segment %s (%d rows): no HNSW graph, searched exactly: %s", self.name, self.rows, graph["refused"]
+                )
         meta = {"rows": self.rows, "dim": self.dim, "precision": self.options.precision, "hnsw": hnsw,
-                "float32": self.floats is not None, "docs": self.docs is not None}  # fmt: skip
-        if hnsw:
-            meta.update(expansion_search=expansion, graph_recall=recall)
+                "float32": self.floats is not None, "docs": self.docs is not None, **graph}  # fmt: skip
         (self.tmp / "segment.json").write_text(json.dumps(meta), encoding="utf-8")
         del self.vectors, self.floats
         for path in self.tmp.iterdir():
@@ -159,20 +169,87 @@ class SegmentWriter:
     def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def _build_graph(self) -> tuple[int, float]:
-        """Build and save the graph; returns the tuned ``expansion_search`` and the recall it measured."""
+    def _build_graph(self) -> dict[str, Any]:
+        """Build, tune and save the graph: its ``expansion_search`` and ``graph_recall``, or why it was not kept."""
         usearch = require_usearch()
         spec = usearch_spec(self.options, self.dim)
         graph = usearch.Index(**spec)
         for start in range(0, self.rows, _BLOCK):
             block = np.ascontiguousarray(self.vectors[start : start + _BLOCK])
             graph.add(np.arange(start, start + len(block), dtype=np.uint64), block)
+        expansion, recall = tune_expansion(graph, self.vectors, spec, self.options)
+        if _short(recall, self.options):
+            return {"refused": _refusal(recall, expansion, self.rows, self.options)}
         graph.save(str(self.tmp / "hnsw.usearch"))
-        return tune_expansion(graph, self.vectors, spec, self.options)
+        return {"expansion_search": expansion, "graph_recall": recall}
+
+    def _sample_refusal(self) -> dict[str, Any] | None:
+        """Why a graph of a large segment is not worth building, judged on a sample of its rows (None: build it).
+
+        On data of one kind a graph needs at least as many candidates for more rows, so a sample's graph
+        that cannot reach ``graph_recall`` means the whole segment's would not either.
+        """
+        if self.options.graph_recall <= 0 or self.rows < 4 * SAMPLE_ROWS:
+            return None
+        usearch = require_usearch()
+        spec = usearch_spec(self.options, self.dim)
+        pick = np.sort(np.random.default_rng(1).choice(self.rows, SAMPLE_ROWS, replace=False))
+        sample = np.ascontiguousarray(self.vectors[pick])
+        graph = usearch.Index(**spec)
+        graph.add(np.arange(len(sample), dtype=np.uint64), sample)
+        expansion, recall = tune_expansion(graph, sample, spec, self.options)
+        if _short(recall, self.options):
+            return {"refused": _refusal(recall, expansion, len(sample), self.options)}
+        return None
 
 
-#: The most HNSW candidates tuning tries per search.
-MAX_EXPANSION = 4096
+def _short(recall: float, options: IndexOptions) -> bool:
+    """Whether a tuned graph's recall misses ``graph_recall`` (never when tuning is off)."""
+    return options.graph_recall > 0 and not recall >= options.graph_recall
+
+
+def _refusal(recall: float, expansion: int, rows: int, options: IndexOptions) -> str:
+    return (
+        f"a graph of {rows:,} rows found {recall:.1%} of the exact top 10 at expansion_search={expansion:,} "
+        f"(graph_recall={options.graph_recall}, max_expansion_search={options.max_expansion_search:,}): "
+        "the vectors have no near neighbours a graph can follow, and exact search finds them all"
+    )
+
+
+def exact_search(
+    vectors: np.ndarray, probe: np.ndarray, fetch: int, metric: str, dtype: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """usearch's exact search, a block of rows at a time: ``(keys, distances)``, nearest first (``-1``/inf pad).
+
+    usearch keeps a distance for every (query, row) of one call, so the rows go in blocks and the best
+    ``fetch`` of each block are merged: memory stays bounded whatever the segment's size.
+    """
+    usearch = require_usearch()
+    m, n = len(probe), len(vectors)
+    step = min(_BLOCK, max(1024, _DISTANCES // max(m, 1)))
+    best_keys = np.zeros((m, 0), dtype=np.int64)
+    best_distances = np.zeros((m, 0), dtype=np.float64)
+    for start in range(0, n, step):
+        block = vectors[start : start + step]
+        matches = usearch.search(block, probe, min(fetch, len(block)), metric, exact=True, dtype=dtype)
+        keys = np.asarray(matches.keys, dtype=np.int64).reshape(m, -1)
+        distances = np.asarray(matches.distances, dtype=np.float64).reshape(m, -1)
+        counts = np.reshape(getattr(matches, "counts", keys.shape[1]), (-1, 1))
+        missing = np.arange(keys.shape[1])[None, :] >= counts
+        distances[missing] = np.inf
+        best_keys = np.concatenate([best_keys, np.where(missing, -1, keys + start)], axis=1)
+        best_distances = np.concatenate([best_distances, distances], axis=1)
+        if best_keys.shape[1] > fetch:
+            keep = np.argpartition(best_distances, fetch - 1, axis=1)[:, :fetch]
+            best_keys = np.take_along_axis(best_keys, keep, axis=1)
+            best_distances = np.take_along_axis(best_distances, keep, axis=1)
+    order = np.lexsort((np.where(best_keys < 0, n, best_keys), best_distances), axis=1)  # nearest first, then by row
+    keys = np.take_along_axis(best_keys, order, axis=1)
+    distances = np.take_along_axis(best_distances, order, axis=1)
+    keys[distances == np.inf] = -1
+    return keys, distances
+
+
 _TUNING_QUERIES = 100
 
 
@@ -183,7 +260,6 @@ def tune_expansion(graph: Any, vectors: np.ndarray, spec: dict[str, Any], option
     data, as queries are); recall counts the graph's results whose distance is within the exact
     search's 10th (so that ties of binary distances count fairly).
     """
-    usearch = require_usearch()
     rows = len(vectors)
     expansion = options.expansion_search
     if options.graph_recall <= 0 or rows < 2:
@@ -192,8 +268,7 @@ def tune_expansion(graph: Any, vectors: np.ndarray, spec: dict[str, Any], option
     queries = _midpoints(vectors, rng.integers(0, rows, _TUNING_QUERIES), rng.integers(0, rows, _TUNING_QUERIES),
                          options.precision, rng)  # fmt: skip
     k = min(10, rows)
-    exact = usearch.search(np.asarray(vectors), queries, k, spec["metric"], exact=True, dtype=spec["dtype"])
-    kth = np.asarray(exact.distances, dtype=np.float64).reshape(len(queries), k)[:, -1:]
+    kth = exact_search(np.asarray(vectors), queries, k, spec["metric"], spec["dtype"])[1][:, -1:]
     while True:
         graph.expansion_search = expansion
         found = graph.search(queries, k)
@@ -201,9 +276,9 @@ def tune_expansion(graph: Any, vectors: np.ndarray, spec: dict[str, Any], option
         counts = np.reshape(found.counts, (-1, 1))
         valid = np.arange(k)[None, :] < counts
         recall = float(((distances <= kth + 1e-6 * np.abs(kth) + 1e-9) & valid).sum() / (k * len(queries)))
-        if recall >= options.graph_recall or expansion >= MAX_EXPANSION:
+        if recall >= options.graph_recall or expansion >= options.max_expansion_search:
             return expansion, recall
-        expansion = min(MAX_EXPANSION, expansion * 2)
+        expansion = min(options.max_expansion_search, expansion * 2)
 
 
 def _midpoints(vectors: np.ndarray, a: np.ndarray, b: np.ndarray, precision: str, rng: np.random.Generator) -> Any:
