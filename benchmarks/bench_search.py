@@ -8,9 +8,11 @@ one query at a time and in one batch, recall@10 against exact float32 search):
 - ``faiss-flat``, ``faiss-hnsw`` (``IndexHNSWFlat``, M=16, efConstruction=128, efSearch=64),
   ``faiss-hnsw-sq8`` (``IndexHNSWSQ`` 8-bit, no rescoring);
 - ``qwen-<precision>``: :class:`qwen_embed.search.SearchIndex` as built by default (exact below
-  ``exact_max_values``, HNSW above), and ``qwen-<precision>-hnsw`` (a graph) or ``-exact`` (none) where
-  the default is the other (graphs are searched with the ``expansion_search`` tuned at build time, then
-  with 64, 256 and 1024); for
+  ``exact_max_values``; above, an HNSW graph tuned until it finds ``graph_recall`` of the top 10, or
+  exact search when no graph can), ``qwen-<precision>-hnsw`` (a graph kept whatever it finds:
+  ``graph_recall=0``, searched with 64, 256 and 1024 candidates) and ``-exact`` (no graph; skipped where
+  the default is exact); graphs are searched with the ``expansion_search`` tuned at build time, then
+  with 64, 256 and 1024; for
   int8 and binary each is searched three ways: rescoring the ``k x 4`` candidates against the
   stored float32 vectors (``float``, the default), against the codes (``quantized``), or not (``none``).
 
@@ -161,7 +163,8 @@ def child_build(config: str, data: Path, out: Path) -> dict[str, Any]:
         from qwen_embed.search import IndexOptions, SearchIndex
 
         precision, variant = _qwen(config)
-        threshold = {"": {}, "hnsw": {"exact_max_values": 0}, "exact": {"exact_max_values": 2**62}}[variant]
+        threshold = {"": {}, "hnsw": {"exact_max_values": 0, "graph_recall": 0},
+                     "exact": {"exact_max_values": 2**62}}[variant]  # fmt: skip
         options = IndexOptions(precision=precision, **threshold)
         index = SearchIndex.create(out / "qwen", corpus.shape[1], options=options)
         index.upsert([str(i) for i in range(len(corpus))], corpus)
@@ -234,11 +237,11 @@ def _qwen(config: str) -> tuple[str, str]:
 
 
 def redundant(config: str, size: int) -> bool:
-    """A forced variant that the default already is at this size (the default builds a graph from 16Mi values)."""
+    """``-exact`` where the default is exact anyway (below 16Mi values). ``-hnsw`` never is: the default keeps
+    only a graph that reaches ``graph_recall``, the forced one keeps it whatever it finds."""
     if not config.startswith("qwen"):
         return False
-    graph = size * DIM >= DEFAULT_EXACT_MAX_VALUES
-    return _qwen(config)[1] == ("hnsw" if graph else "exact")
+    return _qwen(config)[1] == "exact" and size * DIM < DEFAULT_EXACT_MAX_VALUES
 
 
 def run_child(args: list[str]) -> Any:
