@@ -241,6 +241,41 @@ def test_an_applications_own_sigint_handler_interrupts_a_decode_every_time(small
     assert "Exception ignored" not in done.stderr, done.stderr[-2000:]
 
 
+OWN_HANDLER_AT_LOAD = """
+import logging, os, signal, sys
+from qwen_embed import Embedder
+
+def own_handler(signum, frame):
+    raise KeyboardInterrupt("the application's own handler")
+signal.signal(signal.SIGINT, own_handler)
+
+class InterruptOnce(logging.Handler):  # the SIGINT lands inside llama.cpp's log callback, mid-load
+    sent = False
+    def emit(self, record):
+        if not InterruptOnce.sent:
+            InterruptOnce.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+native = logging.getLogger("qwen_embed.llama_cpp")
+native.setLevel(logging.DEBUG)
+native.addHandler(InterruptOnce())
+try:
+    Embedder(sys.argv[1], n_threads=2, backend="llama")
+    print("not interrupted")
+except KeyboardInterrupt as error:
+    print(error)
+print(InterruptOnce.sent, signal.getsignal(signal.SIGINT) is own_handler)
+"""
+
+
+def test_an_applications_own_sigint_handler_interrupts_a_model_load(small_model: Path) -> None:
+    """A handler that raises, called inside a ctypes callback, had its KeyboardInterrupt swallowed ("Exception
+    ignored on calling ctypes callback") and the load went on; the handler now runs when the native call returns."""
+    done = run_script(OWN_HANDLER_AT_LOAD, str(small_model))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split("\n")[:2] == ["the application's own handler", "True True"], done.stdout
+    assert "Exception ignored" not in done.stderr, done.stderr[-2000:]
+
+
 NO_RAISE_HANDLER = """
 import os, signal, sys, threading
 import numpy as np

@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import llama_cpp
 import numpy as np
@@ -84,37 +85,40 @@ def _on_native_log(level: int, text: bytes | None, _user_data: ctypes.c_void_p) 
 
 @contextlib.contextmanager
 def sigint_deferred() -> Iterator[None]:
-    """Ctrl-C during the block (native calls that log) is raised as ``KeyboardInterrupt`` when the block ends.
+    """Ctrl-C during the block (native calls that log) is handled when the block ends, never lost.
 
-    llama.cpp calls back into Python for every log line (hundreds while a model loads); a
-    ``KeyboardInterrupt`` raised inside that callback is swallowed by ctypes ("Exception ignored
-    on calling ctypes callback") and the interrupt is lost. On the main thread, while Python's
-    default SIGINT handler is in place, the block runs under a handler that only records the
-    signal, and its end raises ``KeyboardInterrupt`` (in place of any error the block raised).
-    Elsewhere (another thread, an application's own handler, an enclosing block) it changes nothing.
+    llama.cpp calls back into Python for every log line (hundreds while a model loads); an exception
+    raised inside that callback, ``KeyboardInterrupt`` from Python's default SIGINT handler or from an
+    application's own, is swallowed by ctypes ("Exception ignored on calling ctypes callback") and
+    the interrupt is lost. On the main thread, while a Python handler is installed, the block runs
+    under one that only records the signal; when the block ends the handler that was there is
+    called with it (the default one raises ``KeyboardInterrupt``, in place of any error the block
+    raised). Elsewhere (another thread, ``SIG_IGN``, ``SIG_DFL``) it changes nothing; an enclosing
+    block records the signal and handles it when it ends.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    previous = signal.getsignal(signal.SIGINT)
+    if not callable(previous):
         yield
         return
-    caught: list[int] = []
+    caught: list[tuple[int, Any]] = []
 
-    def record(signum: int, _frame: object) -> None:
-        caught.append(signum)
+    def record(signum: int, frame: Any) -> None:
+        caught.append((signum, frame))
 
-    previous = signal.signal(signal.SIGINT, record)
+    signal.signal(signal.SIGINT, record)
     try:
         yield
     except BaseException:
         signal.signal(signal.SIGINT, previous)
         if caught:
-            raise KeyboardInterrupt from None
+            previous(*caught[0])  # raises in place of the block's error, or returns and lets it through
         raise
     signal.signal(signal.SIGINT, previous)
     if caught:
-        raise KeyboardInterrupt
+        previous(*caught[0])
 
 
 # Keep a module-level reference: the C library holds only a raw pointer to it.
