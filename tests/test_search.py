@@ -634,6 +634,27 @@ def test_corpus_index_search_rerank_end_to_end(
     assert [line["text"] for line in lines] == [h.text for h in reranked]
 
 
+def test_index_cli_takes_the_graph_options(
+    tiny_embedder: Embedder, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_jsonl(tmp_path / "corpus.jsonl", corpus_texts(60), [f"doc-{i}" for i in range(60)])
+    folder = tmp_path / "vectors"
+    embed_corpus(source, folder, embedder=tiny_embedder, id_field="doc_id")
+    assert main(["index", str(folder), "--max-expansion-search", "8"]) == 1
+    assert (
+        "qwen-embed index: ConfigurationError: IndexOptions.max_expansion_search must be an int from "
+        "expansion_search (64) to 65,536, not 8" in capsys.readouterr().err
+    )
+    assert main(["index", str(folder), "--exact-max-values", "1", "--graph-recall", "0"]) == 0
+    with SearchIndex.open(folder) as index:
+        assert index.options.graph_recall == 0 and [s["hnsw"] for s in index.segment_info()] == [True]
+    assert main(["index", str(folder), "--rebuild", "--exact-max-values", "1", "--max-expansion-search", "64"]) == 0
+    with SearchIndex.open(folder) as index:  # the twin: tuned (and kept, or refused with its reason)
+        assert index.options.max_expansion_search == 64 and index.options.graph_recall == 0.99
+        (info,) = index.segment_info()
+        assert info["hnsw"] or info["graph_refused"].startswith("a graph of 60 rows")
+
+
 def test_reindexing_an_edited_corpus_touches_only_what_changed(tiny_embedder: Embedder, tmp_path: Path) -> None:
     texts = corpus_texts(160)
     ids = [f"doc-{i}" for i in range(160)]

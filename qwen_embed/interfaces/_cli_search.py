@@ -31,6 +31,13 @@ def add_parsers(commands: Any) -> None:
     )
     index_cmd.add_argument("--no-keep-float", action="store_true", help="int8/binary: no float32 copy for rescoring")
     index_cmd.add_argument("--exact-max-values", type=int, default=None, help="segments smaller are searched exactly")
+    index_cmd.add_argument(
+        "--graph-recall", type=float, default=None,
+        help="a larger segment keeps an HNSW graph only if it finds this share of the top 10 (default 0.99; 0: any)",
+    )  # fmt: skip
+    index_cmd.add_argument(
+        "--max-expansion-search", type=int, default=None, help="most graph candidates tuning tries (default 4096)"
+    )
     index_cmd.add_argument("--rebuild", action="store_true", help="build the index anew (other options or settings)")
     index_cmd.add_argument("--source", default=None, help="the corpus source, if it moved since the job read it")
     index_cmd.add_argument("--format", default=None, choices=["txt", "jsonl", "csv", "tsv", "parquet"])
@@ -65,11 +72,11 @@ def index(args: argparse.Namespace) -> int:
     from ..search import IndexOptions, index_corpus
 
     options = None
-    if args.precision is not None or args.no_keep_float or args.exact_max_values is not None:
-        chosen: dict[str, Any] = {"precision": args.precision or "float32", "keep_float": not args.no_keep_float}
-        if args.exact_max_values is not None:
-            chosen["exact_max_values"] = args.exact_max_values
-        options = IndexOptions(**chosen)
+    tuning = {"exact_max_values": args.exact_max_values, "graph_recall": args.graph_recall,
+              "max_expansion_search": args.max_expansion_search}  # fmt: skip
+    given = {name: value for name, value in tuning.items() if value is not None}
+    if args.precision is not None or args.no_keep_float or given:
+        options = IndexOptions(precision=args.precision or "float32", keep_float=not args.no_keep_float, **given)
     result = index_corpus(
         args.folder, options=options, texts=not args.no_text, source=args.source, source_format=args.format,
         query_task=args.query_task, query_instruction=args.query_instruction, rebuild=args.rebuild,
