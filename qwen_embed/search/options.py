@@ -40,8 +40,8 @@ class IndexOptions:
             queries between the segment's own rows (in the segment's metric); the value found is
             recorded with the segment. A graph that cannot reach it is not kept: the segment is
             searched exactly, which finds every neighbour (data without near neighbours, such as
-            random vectors, defeats HNSW; a large segment is tried on a sample of rows first, so
-            its graph is not built in vain). ``0``: keep any graph, untuned.
+            random vectors, defeats HNSW; a large segment is tried on a sample of rows first, and a
+            graph the sample already fails is not built in full). ``0``: keep any graph, untuned.
         max_expansion_search: The most HNSW candidates tuning tries per search (a graph search's
             cost grows with it).
         rescore_multiplier: Candidates fetched per result before rescoring int8 and binary
