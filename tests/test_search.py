@@ -126,7 +126,8 @@ def test_broken_index_differs_from_brute_force(tmp_path: Path) -> None:
 
 def test_graph_segments_find_the_neighbours_and_exact_overrides(tmp_path: Path) -> None:
     x = clustered(3000, 64, seed=3)
-    index, ids = make_index(tmp_path / "idx", x, exact_max_values=1)  # every segment gets an HNSW graph
+    # every segment gets an HNSW graph (graph_visit_cost=0: kept although exact search is cheaper at this size)
+    index, ids = make_index(tmp_path / "idx", x, exact_max_values=1, graph_visit_cost=0)
     assert index.manifest["segments"][0]["hnsw"] is True
     queries = clustered(30, 64, seed=4)
     assert recall(index.search(queries, k=10), x, ids, queries, 10) >= 0.95
@@ -137,7 +138,7 @@ def test_graph_segments_find_the_neighbours_and_exact_overrides(tmp_path: Path) 
 
 def test_graph_search_breadth_is_tuned_to_the_data(tmp_path: Path) -> None:
     """Random vectors have no near neighbours: the graph needs more candidates than structured ones."""
-    options = {"exact_max_values": 1, "expansion_search": 4}
+    options = {"exact_max_values": 1, "expansion_search": 4, "graph_visit_cost": 0}
     easy, _ = make_index(tmp_path / "easy", clustered(2000, 64, seed=30), **options)
     hard, ids = make_index(tmp_path / "hard", unit(2000, 64, seed=31), **options)
     (easy_info,), (hard_info,) = easy.segment_info(), hard.segment_info()
@@ -158,7 +159,7 @@ def test_a_graph_that_misses_graph_recall_is_not_kept(tmp_path: Path, caplog: py
     """Random vectors have no near neighbours: held to 8 candidates, the graph misses 0.99 of the top 10, so the
     segment is searched exactly (every answer brute force's) and says why. Untuned, the same graph is kept."""
     x = unit(3000, 64, seed=31)
-    options = {"exact_max_values": 1, "expansion_search": 4, "max_expansion_search": 8}
+    options = {"exact_max_values": 1, "expansion_search": 4, "max_expansion_search": 8, "graph_visit_cost": 0}
     with caplog.at_level(logging.INFO, logger="qwen_embed.search.segment"):
         index, ids = make_index(tmp_path / "idx", x, **options)
     (info,) = index.segment_info()
@@ -179,12 +180,36 @@ def test_a_graph_that_misses_graph_recall_is_not_kept(tmp_path: Path, caplog: py
     assert recall(kept.search(queries, k=10), x, ids, queries, 10) < 0.99
 
 
+def test_a_graph_dearer_than_exact_search_is_not_kept(tmp_path: Path) -> None:
+    """Structured vectors: the graph reaches 0.99 with few candidates, but at 3,000 rows exact search costs less
+    than ``expansion_search x connectivity x graph_visit_cost`` visits, so the segment stays exact. The twin
+    (visits free) keeps the graph."""
+    x = clustered(3000, 64, seed=3)
+    index, ids = make_index(tmp_path / "idx", x, exact_max_values=1)
+    (info,) = index.segment_info()
+    assert info["hnsw"] is False and re.fullmatch(
+        r"the graph needs expansion_search=\d+ to find \d+\.\d% of the exact top 10: [\d,]+ candidate visits x "
+        r"graph_visit_cost=4 cost more than exact search of 3,000 rows, which finds them all",
+        info["graph_refused"],
+    ), info
+    query = clustered(1, 64, seed=4)[0]
+    assert same(as_pairs(index.search(query, k=10)), brute_force(x, ids, query, 10))
+    kept, _ = make_index(tmp_path / "kept", x, exact_max_values=1, graph_visit_cost=0)
+    assert kept.segment_info()[0]["hnsw"] is True
+    with pytest.raises(
+        ConfigurationError, match=r"IndexOptions.graph_visit_cost must be a number in \[0, 1e6\], not -1"
+    ):
+        IndexOptions(graph_visit_cost=-1)
+
+
 def test_a_large_segment_is_judged_on_a_sample_first(tmp_path: Path) -> None:
     """The sample's graph misses graph_recall, so the whole segment's graph is never built."""
     from qwen_embed.search.segment import SAMPLE_ROWS
 
     x = unit(4 * SAMPLE_ROWS, 32, seed=33)
-    index, ids = make_index(tmp_path / "idx", x, exact_max_values=1, expansion_search=1, max_expansion_search=1)
+    index, ids = make_index(
+        tmp_path / "idx", x, exact_max_values=1, expansion_search=1, max_expansion_search=1, graph_visit_cost=0
+    )
     (info,) = index.segment_info()
     assert info["hnsw"] is False and info["graph_refused"].startswith(f"a graph of {SAMPLE_ROWS:,} rows found"), info
     query = unit(1, 32, seed=34)[0]
@@ -199,7 +224,7 @@ def test_a_large_segment_is_judged_on_a_sample_first(tmp_path: Path) -> None:
 
 def test_view_memory_maps_and_answers_the_same(tmp_path: Path) -> None:
     x = clustered(2000, 32, seed=5)
-    index, _ = make_index(tmp_path / "idx", x, exact_max_values=1)
+    index, _ = make_index(tmp_path / "idx", x, exact_max_values=1, graph_visit_cost=0)
     queries = clustered(10, 32, seed=6)
     viewed = SearchIndex.open(tmp_path / "idx", view=True)
     assert [as_pairs(h) for h in viewed.search(queries, k=5)] == [as_pairs(h) for h in index.search(queries, k=5)]
@@ -470,7 +495,7 @@ KILL_SCRIPT = textwrap.dedent(
     n, dim = 3000, 32
     if start == 1:
         index = SearchIndex.create(path, dim, options=IndexOptions(precision="int8", exact_max_values=1,
-                                                                  merge_factor=2))
+                                                                  merge_factor=2, graph_visit_cost=0))
     else:
         index = SearchIndex.open(path)
     for gen in range(start, start + 1000):
@@ -652,7 +677,10 @@ def test_index_cli_takes_the_graph_options(
     with SearchIndex.open(folder) as index:  # the twin: tuned (and kept, or refused with its reason)
         assert index.options.max_expansion_search == 64 and index.options.graph_recall == 0.99
         (info,) = index.segment_info()
-        assert info["hnsw"] or info["graph_refused"].startswith("a graph of 60 rows")
+        assert info["hnsw"] is False and "exact search of 60 rows" in info["graph_refused"]  # exact is cheaper here
+    assert main(["index", str(folder), "--rebuild", "--exact-max-values", "1", "--graph-visit-cost", "0"]) == 0
+    with SearchIndex.open(folder) as index:
+        assert index.options.graph_visit_cost == 0
 
 
 def test_reindexing_an_edited_corpus_touches_only_what_changed(tiny_embedder: Embedder, tmp_path: Path) -> None:

@@ -38,6 +38,10 @@ def add_parsers(commands: Any) -> None:
     index_cmd.add_argument(
         "--max-expansion-search", type=int, default=None, help="most graph candidates tuning tries (default 4096)"
     )
+    index_cmd.add_argument(
+        "--graph-visit-cost", type=float, default=None,
+        help="a graph candidate's cost in rows of exact search; dearer graphs are not kept (default 4; 0: keep)",
+    )  # fmt: skip
     index_cmd.add_argument("--rebuild", action="store_true", help="build the index anew (other options or settings)")
     index_cmd.add_argument("--source", default=None, help="the corpus source, if it moved since the job read it")
     index_cmd.add_argument("--format", default=None, choices=["txt", "jsonl", "csv", "tsv", "parquet"])
@@ -73,7 +77,7 @@ def index(args: argparse.Namespace) -> int:
 
     options = None
     tuning = {"exact_max_values": args.exact_max_values, "graph_recall": args.graph_recall,
-              "max_expansion_search": args.max_expansion_search}  # fmt: skip
+              "max_expansion_search": args.max_expansion_search, "graph_visit_cost": args.graph_visit_cost}  # fmt: skip
     given = {name: value for name, value in tuning.items() if value is not None}
     if args.precision is not None or args.no_keep_float or given:
         options = IndexOptions(precision=args.precision or "float32", keep_float=not args.no_keep_float, **given)

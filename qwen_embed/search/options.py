@@ -28,8 +28,9 @@ class IndexOptions:
         keep_float: With ``int8``, ``binary`` or ``float16``: also keep the float32 vectors on
             disk (memory-mapped, read only for the candidates) so that rescoring uses them.
         exact_max_values: A segment of fewer values (rows x dim) is searched exactly (brute
-            force); a larger one gets an HNSW graph when the graph reaches ``graph_recall``. 16 Mi values: 16,384 rows of width 1024, where
-            exact search and a graph tuned to ``graph_recall`` answer about equally fast
+            force) without trying a graph; a larger one gets an HNSW graph when the graph reaches
+            ``graph_recall`` and costs less than exact search (``graph_visit_cost``). 16 Mi values:
+            16,384 rows of width 1024, below which no graph measured here beat exact search
             (benchmarks/RESULTS.md, issue 22).
         connectivity: HNSW edges per node (usearch's ``connectivity``).
         expansion_add: HNSW candidates considered when adding (quality of the graph).
@@ -44,6 +45,12 @@ class IndexOptions:
             graph the sample already fails is not built in full). ``0``: keep any graph, untuned.
         max_expansion_search: The most HNSW candidates tuning tries per search (a graph search's
             cost grows with it).
+        graph_visit_cost: What one graph candidate costs, in rows of exact search. A tuned graph
+            is kept only when its search (``expansion_search x connectivity`` candidate visits)
+            costs less than exact search of the segment: ``expansion_search x connectivity x
+            graph_visit_cost < rows``. Measured (benchmarks/RESULTS.md): a visit costs 1.9 rows at
+            20,000 model vectors, 8.4 at 100,000 random ones; 4 by default. ``0``: keep every graph
+            that reaches ``graph_recall``.
         rescore_multiplier: Candidates fetched per result before rescoring int8 and binary
             search with the float query (the default of :meth:`SearchIndex.search`).
         merge_factor: Segments of one size tier merged together (a tier holds segments within
@@ -58,6 +65,7 @@ class IndexOptions:
     expansion_search: int = 64
     graph_recall: float = 0.99
     max_expansion_search: int = 4096
+    graph_visit_cost: float = 4.0
     rescore_multiplier: int = 4
     merge_factor: int = 4
 
@@ -80,6 +88,9 @@ class IndexOptions:
                 f"IndexOptions.max_expansion_search must be an int from expansion_search ({self.expansion_search}) "
                 f"to {_MAX_EXPANSION:,}, not {self.max_expansion_search!r}"
             )
+        cost = self.graph_visit_cost
+        if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not 0 <= cost <= 1e6:
+            raise ConfigurationError(f"IndexOptions.graph_visit_cost must be a number in [0, 1e6], not {cost!r}")
         recall = self.graph_recall
         if isinstance(recall, bool) or not isinstance(recall, (int, float)) or not 0 <= recall <= 1:
             raise ConfigurationError(f"IndexOptions.graph_recall must be a number in [0, 1], not {recall!r}")

@@ -180,6 +180,8 @@ class SegmentWriter:
         expansion, recall = tune_expansion(graph, self.vectors, spec, self.options)
         if _short(recall, self.options):
             return {"refused": _refusal(recall, expansion, self.rows, self.options)}
+        if _dearer(expansion, self.rows, self.options):
+            return {"refused": _dearer_reason(expansion, recall, self.rows, self.options)}
         graph.save(str(self.tmp / "hnsw.usearch"))
         return {"expansion_search": expansion, "graph_recall": recall}
 
@@ -200,12 +202,31 @@ class SegmentWriter:
         expansion, recall = tune_expansion(graph, sample, spec, self.options)
         if _short(recall, self.options):
             return {"refused": _refusal(recall, expansion, len(sample), self.options)}
+        if _dearer(expansion, self.rows, self.options):  # the whole segment's graph needs at least as many
+            return {"refused": _dearer_reason(expansion, recall, self.rows, self.options, sample=len(sample))}
         return None
 
 
 def _short(recall: float, options: IndexOptions) -> bool:
     """Whether a tuned graph's recall misses ``graph_recall`` (never when tuning is off)."""
     return options.graph_recall > 0 and not recall >= options.graph_recall
+
+
+def _dearer(expansion: int, rows: int, options: IndexOptions) -> bool:
+    """Whether a graph search of ``expansion`` candidates costs more than exact search of ``rows`` rows."""
+    if options.graph_recall <= 0 or options.graph_visit_cost <= 0:
+        return False
+    return expansion * options.connectivity * options.graph_visit_cost >= rows
+
+
+def _dearer_reason(expansion: int, recall: float, rows: int, options: IndexOptions, *, sample: int = 0) -> str:
+    measured = f"a graph of a {sample:,}-row sample" if sample else "the graph"
+    visits = expansion * options.connectivity
+    return (
+        f"{measured} needs expansion_search={expansion:,} to find {recall:.1%} of the exact top 10: {visits:,} "
+        f"candidate visits x graph_visit_cost={options.graph_visit_cost:g} cost more than exact search of "
+        f"{rows:,} rows, which finds them all"
+    )
 
 
 def _refusal(recall: float, expansion: int, rows: int, options: IndexOptions) -> str:
