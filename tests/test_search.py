@@ -196,6 +196,9 @@ def test_a_graph_dearer_than_exact_search_is_not_kept(tmp_path: Path) -> None:
     assert same(as_pairs(index.search(query, k=10)), brute_force(x, ids, query, 10))
     kept, _ = make_index(tmp_path / "kept", x, exact_max_values=1, graph_visit_cost=0)
     assert kept.segment_info()[0]["hnsw"] is True
+    # int8 and binary graphs measured faster than their exact search: the rule leaves them alone
+    codes, _ = make_index(tmp_path / "int8", x, exact_max_values=1, precision="int8")
+    assert codes.segment_info()[0]["hnsw"] is True
     with pytest.raises(
         ConfigurationError, match=r"IndexOptions.graph_visit_cost must be a number in \[0, 1e6\], not -1"
     ):

@@ -46,11 +46,12 @@ class IndexOptions:
         max_expansion_search: The most HNSW candidates tuning tries per search (a graph search's
             cost grows with it).
         graph_visit_cost: What one graph candidate costs, in rows of exact search. A tuned graph
-            is kept only when its search (``expansion_search x connectivity`` candidate visits)
-            costs less than exact search of the segment: ``expansion_search x connectivity x
-            graph_visit_cost < rows``. Measured (benchmarks/RESULTS.md): a visit costs 1.9 rows at
-            20,000 model vectors, 8.4 at 100,000 random ones; 4 by default. ``0``: keep every graph
-            that reaches ``graph_recall``.
+            of float vectors is kept only when its search (``expansion_search x connectivity``
+            candidate visits) costs less than exact search of the segment: ``expansion_search x
+            connectivity x graph_visit_cost < rows``. Measured (benchmarks/RESULTS.md): a visit
+            costs 1.9 rows at 20,000 model vectors, 8.4 at 100,000 random ones; 4 by default. Not
+            applied to int8 and binary, whose graphs measured faster than their exact search.
+            ``0``: keep every graph that reaches ``graph_recall``.
         rescore_multiplier: Candidates fetched per result before rescoring int8 and binary
             search with the float query (the default of :meth:`SearchIndex.search`).
         merge_factor: Segments of one size tier merged together (a tier holds segments within

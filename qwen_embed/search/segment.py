@@ -213,8 +213,12 @@ def _short(recall: float, options: IndexOptions) -> bool:
 
 
 def _dearer(expansion: int, rows: int, options: IndexOptions) -> bool:
-    """Whether a graph search of ``expansion`` candidates costs more than exact search of ``rows`` rows."""
-    if options.graph_recall <= 0 or options.graph_visit_cost <= 0:
+    """Whether a graph search of ``expansion`` candidates costs more than exact search of ``rows`` rows.
+
+    Float vectors only: on int8 codes and sign bits the measured graphs answered one query faster than
+    exact search at the same size (benchmarks/RESULTS.md), so the rule would drop graphs that pay.
+    """
+    if options.graph_recall <= 0 or options.graph_visit_cost <= 0 or options.quantized:
         return False
     return expansion * options.connectivity * options.graph_visit_cost >= rows
 
