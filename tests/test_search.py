@@ -680,7 +680,9 @@ def test_index_cli_takes_the_graph_options(
     with SearchIndex.open(folder) as index:  # the twin: tuned (and kept, or refused with its reason)
         assert index.options.max_expansion_search == 64 and index.options.graph_recall == 0.99
         (info,) = index.segment_info()
-        assert info["hnsw"] is False and "exact search of 60 rows" in info["graph_refused"]  # exact is cheaper here
+        # no graph at 60 rows: it misses graph_recall or costs more than exact search (usearch builds with threads,
+        # so which of the two depends on the run)
+        assert info["hnsw"] is False and "60 rows" in info["graph_refused"]
     assert main(["index", str(folder), "--rebuild", "--exact-max-values", "1", "--graph-visit-cost", "0"]) == 0
     with SearchIndex.open(folder) as index:
         assert index.options.graph_visit_cost == 0

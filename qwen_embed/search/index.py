@@ -37,7 +37,17 @@ from ..quantization import QuantizationRanges, dequantize_embeddings
 from .errors import IndexFormatError, IndexNotFoundError
 from .options import RESCORE_MODES, IndexOptions, require_usearch
 from .recipe import EmbeddingRecipe
-from .segment import Segment, SegmentWriter, encode_document, exact_search, fsync_dir, vector_hashes
+from .segment import (
+    Segment,
+    SegmentWriter,
+    best_first,
+    block_rows,
+    encode_document,
+    exact_search,
+    fsync_dir,
+    keep_best,
+    vector_hashes,
+)
 
 __all__ = ["CORPUS_INDEX", "INDEX_FILE", "Hit", "SearchIndex", "UpdateResult", "resolve_index_path"]
 
@@ -54,7 +64,6 @@ _OURS = re.compile(
 )
 _COPY_BLOCK = 65_536
 _QUERY_BLOCK = 128
-_SCORE_BLOCK = 2**22  # scores held at once by exact float search (16 MiB), whatever the segment's size
 
 
 @dataclass(frozen=True)
@@ -881,30 +890,17 @@ def _exact_float(vectors: np.ndarray, queries: np.ndarray, dead: np.ndarray, wan
     """
     m, n = len(queries), len(vectors)
     want = min(want, n - int(dead.sum()))
-    best_scores = np.full((m, 0), -np.inf, dtype=np.float32)
-    best_rows = np.zeros((m, 0), dtype=np.int64)
     if want <= 0:
-        return np.full((m, max(want, 0)), -1, dtype=np.int64)
-    step = min(_COPY_BLOCK, max(1024, _SCORE_BLOCK // max(m, 1)))
+        return np.full((m, 0), -1, dtype=np.int64)
+    best = (np.zeros((m, 0), dtype=np.int64), np.zeros((m, 0), dtype=np.float32))
+    step = block_rows(m)
     for start in range(0, n, step):
         block = np.asarray(vectors[start : start + step], dtype=np.float32)
-        scores = queries @ block.T
-        scores[:, dead[start : start + len(block)]] = -np.inf
-        if want < len(block):
-            top = np.argpartition(-scores, want - 1, axis=1)[:, :want]
-            scores = np.take_along_axis(scores, top, axis=1)
-        else:
-            top = np.broadcast_to(np.arange(len(block)), scores.shape)
-        best_scores = np.concatenate([best_scores, scores], axis=1)
-        best_rows = np.concatenate([best_rows, top + start], axis=1)
-        if best_scores.shape[1] > want:
-            keep = np.argpartition(-best_scores, want - 1, axis=1)[:, :want]
-            best_scores = np.take_along_axis(best_scores, keep, axis=1)
-            best_rows = np.take_along_axis(best_rows, keep, axis=1)
-    order = np.lexsort((best_rows, -best_scores), axis=1)  # best first, ties by row number
-    rows = np.take_along_axis(best_rows, order, axis=1)
-    rows[np.take_along_axis(best_scores, order, axis=1) == -np.inf] = -1
-    return rows
+        negated = -(queries @ block.T)  # smaller is better, as keep_best keeps
+        negated[:, dead[start : start + len(block)]] = np.inf
+        rows = np.broadcast_to(np.arange(start, start + len(block)), negated.shape)
+        best = keep_best(best, rows, negated, want)
+    return best_first(best, n)[0]
 
 
 def _tier(rows: int, factor: int) -> int:

@@ -82,8 +82,10 @@ class IndexOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigurationError(f"IndexOptions.{name} must be an int >= {low}, not {value!r}")
-        if isinstance(self.max_expansion_search, bool) or not isinstance(self.max_expansion_search, int) or not (
-            self.expansion_search <= self.max_expansion_search <= _MAX_EXPANSION
+        if (
+            isinstance(self.max_expansion_search, bool)
+            or not isinstance(self.max_expansion_search, int)
+            or not (self.expansion_search <= self.max_expansion_search <= _MAX_EXPANSION)
         ):
             raise ConfigurationError(
                 f"IndexOptions.max_expansion_search must be an int from expansion_search ({self.expansion_search}) "

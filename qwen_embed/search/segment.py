@@ -31,12 +31,23 @@ from ..quantization import QuantizationRanges, quantize_embeddings
 from .errors import IndexFormatError
 from .options import IndexOptions, require_usearch
 
-__all__ = ["Segment", "SegmentWriter", "exact_search", "fsync_dir", "vector_hashes"]
+__all__ = [
+    "EXACT_BLOCK_VALUES",
+    "Segment",
+    "SegmentWriter",
+    "best_first",
+    "block_rows",
+    "exact_search",
+    "fsync_dir",
+    "keep_best",
+    "vector_hashes",
+]
 
 logger = logging.getLogger(__name__)
 
 _BLOCK = 65_536  # rows per step when copying or adding to the graph
-_DISTANCES = 2**22  # (query, row) distances usearch holds at once in exact search (48 MiB with their keys)
+#: (query, row) scores or distances exact search holds at once, whatever the segment's size.
+EXACT_BLOCK_VALUES = 2**22
 #: Rows of the sample a large segment's graph is tried on before it is built in full.
 SAMPLE_ROWS = 16_384
 
@@ -241,6 +252,32 @@ def _refusal(recall: float, expansion: int, rows: int, options: IndexOptions) ->
     )
 
 
+def keep_best(
+    best: tuple[np.ndarray, np.ndarray], rows: np.ndarray, values: np.ndarray, want: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, values)`` per query: ``best`` merged with a block's candidates, the ``want`` smallest values kept."""
+    merged_rows = np.concatenate([best[0], rows], axis=1)
+    merged_values = np.concatenate([best[1], values], axis=1)
+    if merged_rows.shape[1] > want:
+        keep = np.argpartition(merged_values, want - 1, axis=1)[:, :want]
+        return np.take_along_axis(merged_rows, keep, axis=1), np.take_along_axis(merged_values, keep, axis=1)
+    return merged_rows, merged_values
+
+
+def best_first(best: tuple[np.ndarray, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``best`` sorted by value, then by row (``-1`` for the padding, whose value is inf)."""
+    rows, values = best
+    order = np.lexsort((np.where(rows < 0, n, rows), values), axis=1)
+    rows, values = np.take_along_axis(rows, order, axis=1), np.take_along_axis(values, order, axis=1)
+    rows[values == np.inf] = -1
+    return rows, values
+
+
+def block_rows(queries: int) -> int:
+    """Rows per block of exact search: at most :data:`EXACT_BLOCK_VALUES` (query, row) values held at once."""
+    return min(_BLOCK, max(1024, EXACT_BLOCK_VALUES // max(queries, 1)))
+
+
 def exact_search(
     vectors: np.ndarray, probe: np.ndarray, fetch: int, metric: str, dtype: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -251,9 +288,8 @@ def exact_search(
     """
     usearch = require_usearch()
     m, n = len(probe), len(vectors)
-    step = min(_BLOCK, max(1024, _DISTANCES // max(m, 1)))
-    best_keys = np.zeros((m, 0), dtype=np.int64)
-    best_distances = np.zeros((m, 0), dtype=np.float64)
+    best = (np.zeros((m, 0), dtype=np.int64), np.zeros((m, 0), dtype=np.float64))
+    step = block_rows(m)
     for start in range(0, n, step):
         block = vectors[start : start + step]
         matches = usearch.search(block, probe, min(fetch, len(block)), metric, exact=True, dtype=dtype)
@@ -262,17 +298,8 @@ def exact_search(
         counts = np.reshape(getattr(matches, "counts", keys.shape[1]), (-1, 1))
         missing = np.arange(keys.shape[1])[None, :] >= counts
         distances[missing] = np.inf
-        best_keys = np.concatenate([best_keys, np.where(missing, -1, keys + start)], axis=1)
-        best_distances = np.concatenate([best_distances, distances], axis=1)
-        if best_keys.shape[1] > fetch:
-            keep = np.argpartition(best_distances, fetch - 1, axis=1)[:, :fetch]
-            best_keys = np.take_along_axis(best_keys, keep, axis=1)
-            best_distances = np.take_along_axis(best_distances, keep, axis=1)
-    order = np.lexsort((np.where(best_keys < 0, n, best_keys), best_distances), axis=1)  # nearest first, then by row
-    keys = np.take_along_axis(best_keys, order, axis=1)
-    distances = np.take_along_axis(best_distances, order, axis=1)
-    keys[distances == np.inf] = -1
-    return keys, distances
+        best = keep_best(best, np.where(missing, -1, keys + start), distances, fetch)
+    return best_first(best, n)
 
 
 _TUNING_QUERIES = 100
