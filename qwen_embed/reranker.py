@@ -67,6 +67,15 @@ class _Pair:
     tail: np.ndarray  # body tail (cut to fit) + suffix
 
 
+def _checked_call(call: object) -> RerankCall:
+    """``call``, or the default :class:`~qwen_embed.RerankCall` for ``None``; anything else is refused."""
+    if call is None:
+        return RerankCall()
+    if not isinstance(call, RerankCall):
+        raise ConfigurationError(f"call must be a RerankCall, not {type(call).__name__}")
+    return call
+
+
 class Reranker(GGUFModel):
     """Qwen3-Reranker scores from a GGUF file, on llama.cpp (or PyTorch).
 
@@ -262,10 +271,7 @@ class Reranker(GGUFModel):
         are aggregated (``max`` by default), and ``best_spans`` gives the best window's character
         span in the document (in NFC, which most text already is) so an answer can cite it.
         """
-        if call is None:
-            call = RerankCall()
-        elif not isinstance(call, RerankCall):
-            raise ConfigurationError(f"call must be a RerankCall, not {type(call).__name__}")
+        call = _checked_call(call)
         single, items = as_pairs(pairs)
         limit = self._batch_size if call.batch_size is None else min(call.batch_size, self._batch_size)
         units, receipts = self._plan(items, call)
@@ -307,10 +313,7 @@ class Reranker(GGUFModel):
         would for bad input (``InputTooLongError`` under ``long_text="error"``, for example).
         One pair in gives a one-receipt tuple too.
         """
-        if call is None:
-            call = RerankCall()
-        elif not isinstance(call, RerankCall):
-            raise ConfigurationError(f"call must be a RerankCall, not {type(call).__name__}")
+        call = _checked_call(call)
         _, items = as_pairs(pairs)
         self._require_engine()
         return tuple(self._plan(items, call)[1])

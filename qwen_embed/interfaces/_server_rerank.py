@@ -56,6 +56,7 @@ scored in one engine call.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from dataclasses import dataclass, field
@@ -273,7 +274,7 @@ def count_tokens(reranker: Reranker, request: RerankRequest, *, stop: threading.
         raise _too_long(reranker, error.index or 0) from None
     costs = [receipt.tokens_used for receipt in receipts]
     if sum(costs) > budget:
-        reached = next(i for i in range(len(costs)) if sum(costs[: i + 1]) > budget)
+        reached = next(i for i, total in enumerate(itertools.accumulate(costs)) if total > budget)
         raise RequestError(
             400,
             f"The request has more than {budget:,} tokens (--max-request-tokens; reached at documents[{reached}], "
